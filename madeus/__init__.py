@@ -1,0 +1,6 @@
+"""Madeus: a deployment engine with a formal model."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+__all__ = ["__version__"]

@@ -1,0 +1,292 @@
+"""The Madeus model: component types, assemblies, ports and actions, as frozen data.
+
+The DSL front end and the Python builder API (`madeus.builder`) both produce these objects.
+Spans never take part in equality, so a `.mad` file and its builder twin compare equal.
+
+Naming:
+- a transition is identified in an assembly by `instance.name` (its *id*);
+- a family member instance is named `base[key]` once expanded over the inventory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from madeus.source import NO_SPAN, Span
+
+ParamType = Literal["str", "int", "float", "bool", "secret"]
+PARAM_TYPES: tuple[ParamType, ...] = ("str", "int", "float", "bool", "secret")
+PortKind = Literal["service", "data"]
+DEFAULT_BEHAVIOUR = "deploy"
+
+
+def _span() -> Span:
+    return field(default=NO_SPAN, compare=False, repr=False)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, slots=True)
+class EnvRef:
+    """A value read from the operator's environment when the assembly is resolved."""
+
+    name: str
+
+
+Value = str | int | float | bool | EnvRef
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    name: str
+    type: ParamType
+    default: Value | None = None
+    span: Span = _span()
+
+    @property
+    def secret(self) -> bool:
+        return self.type == "secret"
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    name: str
+    initial: bool = False
+    span: Span = _span()
+
+
+# --- actions ------------------------------------------------------------------------------
+# Command and path strings may hold `{name}` placeholders: a parameter, a data use port,
+# or `host.name` / `host.address` / `host.vars.KEY`. They are substituted quoted, never
+# concatenated into a shell. `{{` and `}}` stand for literal braces.
+
+
+@dataclass(frozen=True, slots=True)
+class ShellAction:
+    command: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class AnsibleAction:
+    """Exactly one form: `playbook`, `role` (optionally with `tasks` from that role), or a
+    bare task file in `tasks`."""
+
+    playbook: str | None = None
+    role: str | None = None
+    tasks: str | None = None
+    span: Span = _span()
+
+    @property
+    def form(self) -> Literal["playbook", "role", "tasks"]:
+        if self.playbook is not None:
+            return "playbook"
+        return "role" if self.role is not None else "tasks"
+
+
+@dataclass(frozen=True, slots=True)
+class PythonAction:
+    """`module.path:function`, sync or async, called with an `ActionContext`."""
+
+    ref: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class UploadAction:
+    """Copy a local file to each target host (sftp over SSH, a copy locally)."""
+
+    source: str
+    dest: str
+    span: Span = _span()
+
+
+Action = ShellAction | AnsibleAction | PythonAction | UploadAction
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    name: str
+    source: str
+    target: str
+    action: Action | None = None
+    duration: float | None = None  # expected, seconds
+    timeout: float | None = None  # seconds
+    retries: int = 0
+    behaviour: str = DEFAULT_BEHAVIOUR
+    idempotent: bool = False
+    span: Span = _span()
+
+    @property
+    def expected(self) -> float:
+        return self.duration if self.duration is not None else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class OutputOf:
+    """A data value taken from a transition's standard output (stripped)."""
+
+    transition: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProvidePort:
+    """Provided while a place of `places` holds a token (in deployment: once one is reached).
+
+    For data ports `value` is a template string (placeholders as in actions) or `OutputOf`.
+    """
+
+    name: str
+    kind: PortKind
+    places: tuple[str, ...]
+    type: str | None = None
+    value: str | OutputOf | None = None
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class UsePort:
+    """Bound to transitions (which wait for the provider) and, Concerto-style, to places."""
+
+    name: str
+    kind: PortKind
+    transitions: tuple[str, ...] = ()
+    places: tuple[str, ...] = ()
+    type: str | None = None
+    optional: bool = False
+    span: Span = _span()
+
+
+Port = ProvidePort | UsePort
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentType:
+    name: str
+    params: tuple[Param, ...] = ()
+    places: tuple[Place, ...] = ()
+    transitions: tuple[Transition, ...] = ()
+    provides: tuple[ProvidePort, ...] = ()
+    uses: tuple[UsePort, ...] = ()
+    span: Span = _span()
+
+    @property
+    def initial_places(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.places if p.initial)
+
+    @property
+    def behaviours(self) -> tuple[str, ...]:
+        seen = dict.fromkeys(t.behaviour for t in self.transitions)
+        return tuple(seen)
+
+    def transitions_of(self, behaviour: str) -> tuple[Transition, ...]:
+        return tuple(t for t in self.transitions if t.behaviour == behaviour)
+
+    def transition(self, name: str) -> Transition | None:
+        return next((t for t in self.transitions if t.name == name), None)
+
+    def place(self, name: str) -> Place | None:
+        return next((p for p in self.places if p.name == name), None)
+
+    def port(self, name: str) -> Port | None:
+        for port in (*self.provides, *self.uses):
+            if port.name == name:
+                return port
+        return None
+
+
+# --- assemblies ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRef:
+    """`name` or, inside a family, `name[var]`."""
+
+    name: str
+    index: str | None = None
+    span: Span = _span()
+
+    def __str__(self) -> str:
+        return self.name if self.index is None else f"{self.name}[{self.index}]"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where an instance runs: an inventory group or host name, optionally restricted to the
+    hosts of a site (`on control in site`). Inside a family the name may be the loop variable.
+    `None` name with a site means every host of the site."""
+
+    name: str | None
+    site: str | None = None
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    ref: InstanceRef
+    type: str
+    target: Target | None = None
+    args: tuple[tuple[str, Value], ...] = ()
+    span: Span = _span()
+
+    @property
+    def name(self) -> str:
+        return str(self.ref)
+
+
+@dataclass(frozen=True, slots=True)
+class PortRef:
+    instance: InstanceRef
+    port: str
+    span: Span = _span()
+
+    def __str__(self) -> str:
+        return f"{self.instance}.{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    user: PortRef
+    provider: PortRef
+    span: Span = _span()
+
+
+FamilyOver = Literal["sites", "hosts"]
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """`for VAR in sites { ... }` or `for VAR in hosts of GROUP { ... }`: the body is written
+    once and expanded per site (or host) of the inventory, `name[VAR]` becoming `name[KEY]`."""
+
+    var: str
+    over: FamilyOver
+    group: str | None = None
+    instances: tuple[Instance, ...] = ()
+    connections: tuple[Connection, ...] = ()
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Assembly:
+    name: str
+    components: tuple[ComponentType, ...] = ()
+    instances: tuple[Instance, ...] = ()
+    connections: tuple[Connection, ...] = ()
+    families: tuple[Family, ...] = ()
+    span: Span = _span()
+
+    def component(self, name: str) -> ComponentType | None:
+        return next((c for c in self.components if c.name == name), None)
+
+    def instance(self, name: str) -> Instance | None:
+        return next((i for i in self.instances if i.name == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Module:
+    """What one `.mad` file (with its imports) defines: component types and at most one
+    assembly. `files` lists every file read, the entry file first."""
+
+    components: tuple[ComponentType, ...]
+    assembly: Assembly | None
+    files: tuple[str, ...] = field(default=(), compare=False)
