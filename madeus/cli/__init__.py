@@ -13,11 +13,8 @@ import pkgutil
 import sys
 
 from madeus import __version__
+from madeus.cli._common import EXIT_INTERRUPTED
 
-EXIT_OK = 0
-EXIT_ERRORS = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:

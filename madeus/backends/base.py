@@ -1,0 +1,66 @@
+"""The contract between the engine and the things that run actions.
+
+The engine hands a backend one `Job` (one transition on one host) at a time, possibly many
+concurrently, and awaits an `Outcome`. A backend never decides scheduling; it runs, streams the
+action's output to the job's log files, and reports. Cancellation (`CancelledError` raised into
+`run`) must stop the action for real (kill the process, close the channel) and then re-raise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from madeus.inventory import Host
+from madeus.model import Action
+from madeus.template import render
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: str  # transition id, `instance.transition`
+    instance: str
+    transition: str
+    behaviour: str
+    action: Action | None
+    host: Host
+    # Every value an action may refer to as `{name}`: parameters, data use ports, and
+    # `host.name`, `host.address`, `host.vars.KEY`. Already resolved (env() read).
+    values: Mapping[str, str] = field(default_factory=dict, compare=False)
+    # Values that must never appear in logs, traces or messages.
+    secrets: frozenset[str] = frozenset()
+    duration: float = 0.0  # declared, seconds
+    attempt: int = 1
+    stdout_path: Path | None = None
+    stderr_path: Path | None = None
+    workdir: Path = Path(".")  # relative paths in actions are relative to the .mad file
+    env: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def render(self, text: str, *, quote: bool) -> str:
+        """Substitute `{name}` placeholders; `quote=True` shell-quotes every value."""
+        return render(text, self.values, quote=quote)
+
+    def redact(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret:
+                text = text.replace(secret, "******")
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    ok: bool
+    exit_status: int | None = None
+    output: str = ""  # standard output, stripped (feeds `provide data ... = output of T`)
+    stderr_tail: str = ""  # last lines of standard error, redacted
+    message: str = ""  # a plain-words reason when not ok
+
+
+class Backend(Protocol):
+    """Runs jobs. Implementations: local, python, simulate, ssh, ansible (and a router)."""
+
+    async def run(self, job: Job) -> Outcome: ...
+
+    async def aclose(self) -> None: ...

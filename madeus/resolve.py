@@ -1,0 +1,169 @@
+"""Resolve an assembly against an inventory: expand families, place instances on hosts, merge
+parameter defaults, and index connections. The result, a `Deployment`, is what the net, the
+plan, the verifier and the engine work on."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from madeus.errors import Diagnostic, InventoryError
+from madeus.inventory import LOCAL_HOST, Inventory
+from madeus.model import (
+    Assembly,
+    ComponentType,
+    Connection,
+    Family,
+    Instance,
+    InstanceRef,
+    PortRef,
+    Target,
+    Value,
+)
+from madeus.source import NO_SPAN, Span
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedInstance:
+    name: str
+    component: ComponentType
+    hosts: tuple[str, ...]
+    params: Mapping[str, Value] = field(compare=False)
+    span: Span = field(default=NO_SPAN, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A connection, by names: `user.port -> provider.port`."""
+
+    user: str
+    user_port: str
+    provider: str
+    provider_port: str
+    span: Span = field(default=NO_SPAN, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    name: str
+    instances: tuple[ResolvedInstance, ...]
+    links: tuple[Link, ...]
+    inventory: Inventory = field(compare=False)
+    assembly: Assembly = field(compare=False)
+    _by_name: Mapping[str, ResolvedInstance] = field(default_factory=dict, compare=False)
+    _provider: Mapping[tuple[str, str], Link] = field(default_factory=dict, compare=False)
+
+    def instance(self, name: str) -> ResolvedInstance:
+        return self._by_name[name]
+
+    def provider_of(self, instance: str, use_port: str) -> Link | None:
+        """The connection serving `instance.use_port`, if any."""
+        return self._provider.get((instance, use_port))
+
+    def users_of(self, instance: str, provide_port: str) -> tuple[Link, ...]:
+        return tuple(
+            link
+            for link in self.links
+            if link.provider == instance and link.provider_port == provide_port
+        )
+
+
+def resolve(assembly: Assembly, inventory: Inventory | None = None) -> Deployment:
+    """Raise InventoryError (with every problem) when targets do not exist in the inventory."""
+    inv = inventory if inventory is not None else Inventory.local_default()
+    components = {c.name: c for c in assembly.components}
+    problems: list[Diagnostic] = []
+    instances: list[ResolvedInstance] = []
+    connections: list[Connection] = list(assembly.connections)
+    for inst in assembly.instances:
+        hosts = _place(inst.target, {}, inv, problems)
+        instances.append(_resolve_instance(inst, inst.name, hosts, components))
+    for family in assembly.families:
+        for key, scope in _family_keys(family, inv, problems):
+            bound = {family.var: key}
+            for inst in family.instances:
+                name = _expand_ref(inst.ref, bound)
+                hosts = _place(inst.target, scope, inv, problems)
+                instances.append(_resolve_instance(inst, name, hosts, components))
+            connections.extend(
+                Connection(_expand_port(c.user, bound), _expand_port(c.provider, bound), c.span)
+                for c in family.connections
+            )
+    if problems:
+        raise InventoryError(problems)
+    links = tuple(
+        Link(str(c.user.instance), c.user.port, str(c.provider.instance), c.provider.port, c.span)
+        for c in connections
+    )
+    return Deployment(
+        name=assembly.name,
+        instances=tuple(instances),
+        links=links,
+        inventory=inv,
+        assembly=assembly,
+        _by_name={i.name: i for i in instances},
+        _provider={(link.user, link.user_port): link for link in links},
+    )
+
+
+def _resolve_instance(
+    inst: Instance, name: str, hosts: tuple[str, ...], components: Mapping[str, ComponentType]
+) -> ResolvedInstance:
+    component = components[inst.type]
+    params: dict[str, Value] = {p.name: p.default for p in component.params if p.default is not None}
+    params.update(inst.args)
+    return ResolvedInstance(name, component, hosts, params, inst.span)
+
+
+# A family scope: the loop variable bound to the hosts it stands for.
+_Scope = Mapping[str, tuple[str, ...]]
+
+
+def _family_keys(
+    family: Family, inv: Inventory, problems: list[Diagnostic]
+) -> list[tuple[str, _Scope]]:
+    if family.over == "sites":
+        return [(site, {family.var: hosts}) for site, hosts in inv.sites.items()]
+    group = family.group or ""
+    if not inv.has_target(group):
+        problems.append(_unknown_target(group, family.span, inv))
+        return []
+    return [(host, {family.var: (host,)}) for host in inv.hosts_of(group)]
+
+
+def _place(
+    target: Target | None, scope: _Scope, inv: Inventory, problems: list[Diagnostic]
+) -> tuple[str, ...]:
+    if target is None:  # no `on`: the instance runs on the controller itself
+        return (LOCAL_HOST,)
+    if target.name is None or target.name in scope:
+        key = target.site if target.name is None else target.name
+        return scope.get(key or "", ())
+    if not inv.has_target(target.name):
+        problems.append(_unknown_target(target.name, target.span, inv))
+        return ()
+    hosts = inv.hosts_of(target.name)
+    if target.site is not None:
+        allowed = set(scope.get(target.site, ()))
+        hosts = tuple(h for h in hosts if h in allowed)
+    if not hosts and not inv.local:
+        problems.append(
+            Diagnostic("empty-target", f'target "{target.name}" has no hosts', target.span)
+        )
+    return hosts
+
+
+def _unknown_target(name: str, span: Span, inv: Inventory) -> Diagnostic:
+    where = f" in inventory {inv.path}" if inv.path else ""
+    return Diagnostic("unknown-target", f'unknown target "{name}": no such group or host{where}', span)
+
+
+def _expand_ref(ref: InstanceRef, bound: Mapping[str, str]) -> str:
+    if ref.index is None:
+        return ref.name
+    return f"{ref.name}[{bound.get(ref.index, ref.index)}]"
+
+
+def _expand_port(port: PortRef, bound: Mapping[str, str]) -> PortRef:
+    name = _expand_ref(port.instance, bound)
+    return PortRef(InstanceRef(name, None, port.instance.span), port.port, port.span)
