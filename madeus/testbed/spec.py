@@ -41,6 +41,15 @@ _DELAY_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
 _RATE_UNITS = {"bit": 1, "kbit": 10**3, "mbit": 10**6, "gbit": 10**9, "tbit": 10**12}
 
 
+# Where diagnostics that concern no line of a file say they come from.
+TOOL = "madeus testbed"
+
+
+def problem(code: str, message: str) -> Diagnostic:
+    """A diagnostic about the machine or the testbed, not about a line of TESTBED.yml."""
+    return Diagnostic(code, message, Span(TOOL, 0, 0, 0, 0))
+
+
 class TestbedError(MadeusError):
     """The testbed description is wrong, or the testbed could not be built or torn down."""
 
@@ -79,7 +88,10 @@ class Site:
 
 @dataclass(frozen=True, slots=True)
 class Constraint:
-    """An override of the default delay and/or rate for every host of group `dst`."""
+    """An override of the default delay and/or rate for every host of group `dst`.
+
+    `span` is where `dst` is written.
+    """
 
     dst: str
     delay: Delay | None
@@ -183,7 +195,7 @@ def load_spec(path: str | Path) -> TestbedSpec:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
-        raise TestbedError([Diagnostic("testbed-read", f"cannot read {p}: {e.strerror}")]) from e
+        raise TestbedError([problem("testbed-read", f"cannot read {p}: {e.strerror}")]) from e
     return load_spec_text(text, p)
 
 
@@ -217,8 +229,13 @@ class _Parser:
             ) from e
         if root is None:
             raise TestbedError(
-                [Diagnostic("testbed-empty", "empty testbed description: `resources` is required",
-                            Span(self.path, 0, 0, 0, 0))]
+                [
+                    Diagnostic(
+                        "testbed-empty",
+                        "empty testbed description: `resources` is required",
+                        Span(self.path, 0, 0, 0, 0),
+                    )
+                ]
             )
         top = self.mapping(root, "the testbed description")
         groups: tuple[Group, ...] = ()
@@ -239,7 +256,7 @@ class _Parser:
                     "testbed-unknown-key",
                     f"unknown key {key!r}: expected resources, network_constraints or sites",
                 )
-        if not resources_seen and top is not None:
+        if not resources_seen and isinstance(root, yaml.MappingNode):
             self.error(root, "testbed-no-resources", "missing `resources` (group: number of hosts)")
         known = {g.name for g in groups}
         sites = self.sites(sites_node, groups) if sites_node is not None else ()
@@ -247,14 +264,18 @@ class _Parser:
             sites = (Site(DEFAULT_SITE, tuple(g.name for g in groups)),)
         for c in network.constraints:
             if c.dst not in known:
-                self.error_at(c.span, "testbed-unknown-group",
-                              f"constraint for unknown group {c.dst!r}")
+                self.error_at(
+                    c.span, "testbed-unknown-group", f"constraint for unknown group {c.dst!r}"
+                )
         total = sum(g.count for g in groups)
         if total > MAX_HOSTS:
-            self.error(root, "testbed-too-many-hosts",
-                       f"{total} hosts: a local testbed holds at most {MAX_HOSTS}")
+            self.error(
+                root,
+                "testbed-too-many-hosts",
+                f"{total} hosts: a local testbed holds at most {MAX_HOSTS}",
+            )
         if self.errors:
-            raise TestbedError(self.errors)
+            raise TestbedError(sorted(self.errors, key=lambda d: (d.span.line, d.span.col)))
         return TestbedSpec(groups, sites, network, self.path)
 
     def error_at(self, span: Span, code: str, message: str) -> None:
@@ -277,8 +298,11 @@ class _Parser:
                 continue
             key = str(knode.value)
             if key in seen:
-                self.error(knode, "testbed-duplicate-key",
-                           f"duplicate key {key!r} (first at line {seen[key].start_mark.line + 1})")
+                self.error(
+                    knode,
+                    "testbed-duplicate-key",
+                    f"duplicate key {key!r} (first at line {seen[key].start_mark.line + 1})",
+                )
                 continue
             seen[key] = knode
             yield key, knode, vnode
@@ -293,17 +317,21 @@ class _Parser:
         groups: list[Group] = []
         for name, knode, vnode in self.mapping(node, "`resources`"):
             if not _NAME.match(name):
-                self.error(knode, "testbed-bad-name",
-                           f"bad group name {name!r}: use letters, digits and _, "
-                           "starting with a letter")
+                self.error(
+                    knode,
+                    "testbed-bad-name",
+                    f"bad group name {name!r}: use letters, digits and _, starting with a letter",
+                )
                 continue
             raw = self.scalar(vnode, f"the number of hosts of {name!r}")
             if raw is None:
                 continue
             if not raw.isdigit() or int(raw) < 1:
-                self.error(vnode, "testbed-bad-count",
-                           f"the number of hosts of {name!r} must be a whole number >= 1, "
-                           f"not {raw!r}")
+                self.error(
+                    vnode,
+                    "testbed-bad-count",
+                    f"the number of hosts of {name!r} must be a whole number >= 1, not {raw!r}",
+                )
                 continue
             groups.append(Group(name, int(raw), self.span(knode)))
         if not groups and isinstance(node, yaml.MappingNode) and not node.value:
@@ -333,8 +361,11 @@ class _Parser:
     def loss(self, node: yaml.Node) -> None:
         raw = self.scalar(node, "loss")
         if raw is not None and raw.strip().rstrip("%").strip() not in ("0", "0.0"):
-            self.error(node, "testbed-unsupported",
-                       "loss is not emulated by the local testbed (only delay and rate)")
+            self.error(
+                node,
+                "testbed-unsupported",
+                "loss is not emulated by the local testbed (only delay and rate)",
+            )
 
     def network(self, node: yaml.Node) -> NetworkConstraints:
         default_delay: Delay | None = None
@@ -352,15 +383,21 @@ class _Parser:
             elif key == "constraints":
                 constraints = self.constraint_list(vnode)
             else:
-                self.error(knode, "testbed-unknown-key",
-                           f"unknown key {key!r} in network_constraints: expected "
-                           "default_delay, default_rate or constraints")
+                self.error(
+                    knode,
+                    "testbed-unknown-key",
+                    f"unknown key {key!r} in network_constraints: expected "
+                    "default_delay, default_rate or constraints",
+                )
         seen: dict[str, Constraint] = {}
         for c in constraints:
             if c.dst in seen:
-                self.error_at(c.span, "testbed-duplicate-constraint",
-                              f"a second constraint for group {c.dst!r} "
-                              f"(first at line {seen[c.dst].span.line})")
+                self.error_at(
+                    c.span,
+                    "testbed-duplicate-constraint",
+                    f"a second constraint for group {c.dst!r} "
+                    f"(first at line {seen[c.dst].span.line})",
+                )
             seen[c.dst] = c
         return NetworkConstraints(default_delay, default_rate, tuple(constraints))
 
@@ -371,12 +408,13 @@ class _Parser:
         out: list[Constraint] = []
         for item in node.value:
             dst: str | None = None
+            dst_node: yaml.Node = item
             delay: Delay | None = None
             rate: Rate | None = None
             ok = isinstance(item, yaml.MappingNode)
             for key, knode, vnode in self.mapping(item, "a constraint"):
                 if key == "dst":
-                    dst = self.scalar(vnode, "dst")
+                    dst, dst_node = self.scalar(vnode, "dst"), vnode
                 elif key == "delay":
                     delay = self.delay(vnode, "delay")
                 elif key == "rate":
@@ -386,17 +424,23 @@ class _Parser:
                 elif key == "symmetric":
                     pass  # delay and rate always apply in both directions here
                 elif key == "src":
-                    self.error(knode, "testbed-unsupported",
-                               "`src` is not supported: the local testbed constrains the link "
-                               "between the controller and each host of `dst` (hosts talk "
-                               "to each other without delay)")
+                    self.error(
+                        knode,
+                        "testbed-unsupported",
+                        "`src` is not supported: the local testbed constrains the link "
+                        "between the controller and each host of `dst` (hosts talk "
+                        "to each other without delay)",
+                    )
                 else:
-                    self.error(knode, "testbed-unknown-key",
-                               f"unknown key {key!r} in a constraint: expected dst, delay, rate")
+                    self.error(
+                        knode,
+                        "testbed-unknown-key",
+                        f"unknown key {key!r} in a constraint: expected dst, delay, rate",
+                    )
             if ok and dst is None:
                 self.error(item, "testbed-no-dst", "a constraint needs `dst` (a group name)")
             if dst is not None:
-                out.append(Constraint(dst, delay, rate, self.span(item)))
+                out.append(Constraint(dst, delay, rate, self.span(dst_node)))
         return out
 
     def sites(self, node: yaml.Node, groups: tuple[Group, ...]) -> tuple[Site, ...]:
@@ -410,25 +454,33 @@ class _Parser:
             members: list[str] = []
             items = vnode.value if isinstance(vnode, yaml.SequenceNode) else None
             if items is None:
-                self.error(vnode, "testbed-type",
-                           f"site {name!r} must list groups, e.g. [control, network]")
+                self.error(
+                    vnode,
+                    "testbed-type",
+                    f"site {name!r} must list groups, e.g. [control, network]",
+                )
                 continue
             for gnode in items:
                 g = self.scalar(gnode, "a group name")
                 if g is None:
                     continue
                 if g not in known:
-                    self.error(gnode, "testbed-unknown-group",
-                               f"site {name!r} lists unknown group {g!r}")
+                    self.error(
+                        gnode, "testbed-unknown-group", f"site {name!r} lists unknown group {g!r}"
+                    )
                 elif g in placed:
-                    self.error(gnode, "testbed-group-in-two-sites",
-                               f"group {g!r} is already in site {placed[g]!r}")
+                    self.error(
+                        gnode,
+                        "testbed-group-in-two-sites",
+                        f"group {g!r} is already in site {placed[g]!r}",
+                    )
                 else:
                     placed[g] = name
                     members.append(g)
             out.append(Site(name, tuple(members), self.span(knode)))
-        for g in groups:
-            if g.name not in placed and isinstance(node, yaml.MappingNode):
-                self.error_at(g.span, "testbed-group-without-site",
-                              f"group {g.name!r} is in no site")
+        for group in groups:
+            if group.name not in placed and isinstance(node, yaml.MappingNode):
+                self.error_at(
+                    group.span, "testbed-group-without-site", f"group {group.name!r} is in no site"
+                )
         return tuple(out)
