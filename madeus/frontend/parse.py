@@ -102,7 +102,7 @@ _TOKEN_RE = re.compile(
      (\#[^\n]*)                                          # 1 comment
     |(\n[ \t\r\f\n]*)                                   # 2 newlines and the indentation
     |(\"\"\"(?:[^"\\]|\\.|"(?!""))*\"\"\"|"(?:[^"\\\n]|\\.)*")  # 3 STRING
-    |([A-Za-z_][A-Za-z0-9_]*)                              # 4 NAME or keyword
+    |([A-Za-z_][A-Za-z0-9_]*(?:-[A-Za-z0-9_]+)*)            # 4 NAME or keyword
     |((?:\d+(?:\.\d+)?(?:ms|h|m|s))+)                      # 5 DURATION
     |([+-]?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)                 # 6 SIGNED_NUMBER or SIGNED_INT
     |(->|[{}()\[\]:,=.~*])                                 # 7 punctuation
