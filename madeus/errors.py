@@ -63,7 +63,8 @@ class SourceCache:
 
 def _render_one(span: Span, severity: str, message: str, cache: SourceCache) -> str:
     if not span.known:
-        return f"{span.path}: {severity}: {message}"
+        where = "madeus" if span == NO_SPAN else span.path
+        return f"{where}: {severity}: {message}"
     head = f"{span.path}:{span.line}:{span.col}: {severity}: {message}"
     text = cache.line(span.path, span.line)
     if text is None:

@@ -14,9 +14,11 @@ declared durations), so OR-groups and zero durations are handled without a topol
 
 from __future__ import annotations
 
+import gc
 import heapq
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,11 +56,14 @@ class Plan:
     # used when a concurrency limit binds (critical path first).
     remaining: Mapping[str, float] = field(default_factory=dict, compare=False)
 
-    def transition(self, tid: str) -> PlanTransition:
-        return self._index()[tid]
+    # An index built on first use: rebuilt at each call, `transition()` in a loop over all
+    # transitions (as an executor does) was quadratic.
+    _by_id: dict[str, PlanTransition] = field(default_factory=dict, compare=False, repr=False)
 
-    def _index(self) -> dict[str, PlanTransition]:
-        return {t.id: t for t in self.transitions}
+    def transition(self, tid: str) -> PlanTransition:
+        if not self._by_id:
+            self._by_id.update((t.id, t) for t in self.transitions)
+        return self._by_id[tid]
 
     def to_json(self) -> dict[str, Any]:
         """The plan JSON of SPEC section 5."""
@@ -101,38 +106,87 @@ class Plan:
 
 def build_plan(deployment: Deployment) -> Plan:
     """Raise PlanError naming the transitions that can never start, if any."""
+    shapes: dict[int, _Shape] = {}
     transitions: list[PlanTransition] = []
-    for inst in deployment.instances:
-        transitions.extend(_instance_transitions(deployment, inst.name, inst.component, inst.hosts))
-    return schedule(deployment.name, transitions)
+    with _no_gc():
+        for inst in deployment.instances:
+            transitions.extend(
+                _instance_transitions(deployment, inst.name, inst.component, inst.hosts, shapes)
+            )
+        return schedule(deployment.name, transitions)
+
+
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector: at 100,000 transitions the plan allocates millions
+    of small objects and no cycles, and the collector's passes cost a third of the time."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What the plan needs of a component type's deploy behaviour, computed once per type
+    (thousands of instances share a few types)."""
+
+    deploy: tuple[Transition, ...]
+    initial: frozenset[str]
+    entering: Mapping[str, tuple[str, ...]]  # place -> names of the transitions entering it
+    uses: Mapping[str, tuple[str, ...]]  # transition -> names of the use ports bound to it
+
+
+def _shape(component: ComponentType, shapes: dict[int, _Shape]) -> _Shape:
+    # Keyed by identity: resolved instances share their ComponentType object, and hashing a
+    # whole component by value would cost more than what it saves.
+    found = shapes.get(id(component))
+    if found is not None:
+        return found
+    deploy = component.transitions_of(DEFAULT_BEHAVIOUR)
+    uses: dict[str, list[str]] = {}
+    for use in component.uses:
+        for name in use.transitions:
+            uses.setdefault(name, []).append(use.name)
+    shape = _Shape(
+        deploy,
+        frozenset(component.initial_places),
+        {p: tuple(ts) for p, ts in _entering(deploy).items()},
+        {t: tuple(ports) for t, ports in uses.items()},
+    )
+    shapes[id(component)] = shape
+    return shape
 
 
 def _instance_transitions(
-    deployment: Deployment, instance: str, component: ComponentType, hosts: tuple[str, ...]
+    deployment: Deployment,
+    instance: str,
+    component: ComponentType,
+    hosts: tuple[str, ...],
+    shapes: dict[int, _Shape],
 ) -> Iterable[PlanTransition]:
-    deploy = component.transitions_of(DEFAULT_BEHAVIOUR)
-    initial = set(component.initial_places)
-    entering = _entering(deploy)
-    uses_by_transition: dict[str, list[str]] = {}
-    for use in component.uses:
-        for name in use.transitions:
-            uses_by_transition.setdefault(name, []).append(use.name)
-    for t in deploy:
+    shape = _shape(component, shapes)
+    for t in shape.deploy:
         after: dict[str, None] = {}
-        if t.source not in initial:
-            after.update(dict.fromkeys(f"{instance}.{e}" for e in entering.get(t.source, ())))
-        clauses: list[frozenset[str]] = []
-        for port in uses_by_transition.get(t.name, ()):
-            clauses.extend(_provider_clauses(deployment, instance, port))
-        single = [next(iter(c)) for c in clauses if len(c) == 1]
-        after.update(dict.fromkeys(single))
-        groups = _minimal({c for c in clauses if len(c) > 1 and not (c & after.keys())})
+        if t.source not in shape.initial:
+            after.update(dict.fromkeys(f"{instance}.{e}" for e in shape.entering.get(t.source, ())))
+        groups: list[frozenset[str]] = []
+        ports = shape.uses.get(t.name)
+        if ports:
+            clauses: list[frozenset[str]] = []
+            for port in ports:
+                clauses.extend(_provider_clauses(deployment, instance, port, shapes))
+            after.update(dict.fromkeys(next(iter(c)) for c in clauses if len(c) == 1))
+            groups = _minimal({c for c in clauses if len(c) > 1 and not (c & after.keys())})
         yield PlanTransition(
             id=f"{instance}.{t.name}",
             instance=instance,
             name=t.name,
             behaviour=t.behaviour,
-            duration=t.expected,
+            duration=float(t.expected),  # `~5s` may reach us as an int
             hosts=hosts,
             after=tuple(after),
             after_any=tuple(tuple(sorted(g)) for g in groups),
@@ -151,32 +205,34 @@ def _entering(transitions: Iterable[Transition]) -> dict[str, list[str]]:
 _NEVER = frozenset({"<never>"})
 
 
-def _provider_clauses(deployment: Deployment, instance: str, port: str) -> list[frozenset[str]]:
+def _provider_clauses(
+    deployment: Deployment, instance: str, port: str, shapes: dict[int, _Shape]
+) -> list[frozenset[str]]:
     """CNF clauses (sets of transition ids, at least one of each must end) for `port` to be
     provided. An unconnected (optional) port and a group holding an initial place give none."""
     link = deployment.provider_of(instance, port)
     if link is None:
         return []
-    provider = deployment.instance(link.provider)
-    component = provider.component
+    component = deployment.instance(link.provider).component
     provide = component.port(link.provider_port)
     places: Sequence[str] = getattr(provide, "places", ())
-    initial = set(component.initial_places)
-    if any(p in initial for p in places):
+    shape = _shape(component, shapes)
+    if any(p in shape.initial for p in places):
         return []
-    entering = _entering(component.transitions_of(DEFAULT_BEHAVIOUR))
     # Each reachable place contributes one conjunction; a place nothing enters is never reached.
     conjunctions = [
-        [f"{link.provider}.{t}" for t in entering[p]] for p in places if entering.get(p)
+        [f"{link.provider}.{t}" for t in shape.entering[p]] for p in places if p in shape.entering
     ]
     if not conjunctions:
         return [_NEVER]
     clauses = {frozenset(choice) for choice in itertools.product(*conjunctions)}
-    return list(_minimal(clauses))
+    return _minimal(clauses)
 
 
 def _minimal(clauses: set[frozenset[str]]) -> list[frozenset[str]]:
     """Drop clauses implied by smaller ones (absorption)."""
+    if len(clauses) <= 1:
+        return list(clauses)
     ordered = sorted(clauses, key=lambda c: (len(c), sorted(c)))
     kept: list[frozenset[str]] = []
     for clause in ordered:
@@ -187,89 +243,132 @@ def _minimal(clauses: set[frozenset[str]]) -> list[frozenset[str]]:
 
 def schedule(assembly: str, transitions: Sequence[PlanTransition]) -> Plan:
     """Predict start times (earliest, unlimited parallelism), makespan and critical path."""
-    by_id = {t.id: t for t in transitions}
-    waiting: dict[str, int] = {}
-    and_dependents: dict[str, list[str]] = {}
-    any_dependents: dict[str, list[tuple[str, int]]] = {}
-    for t in transitions:
-        waiting[t.id] = len(t.after) + len(t.after_any)
+    with _no_gc():
+        return _schedule(assembly, transitions)
+
+
+def _schedule(assembly: str, transitions: Sequence[PlanTransition]) -> Plan:
+    # Transitions are numbered and the pass works on lists indexed by number: at 100,000
+    # transitions, string-keyed dicts made it grow faster than linearly (cache misses).
+    n = len(transitions)
+    index = {t.id: i for i, t in enumerate(transitions)}
+    duration = [t.duration for t in transitions]
+    waiting = [len(t.after) + len(t.after_any) for t in transitions]
+    and_dependents: list[list[int]] = [[] for _ in range(n)]
+    any_dependents: list[list[tuple[int, int]]] = [[] for _ in range(n)]
+    for i, t in enumerate(transitions):
         for a in t.after:
-            and_dependents.setdefault(a, []).append(t.id)
-        for index, group in enumerate(t.after_any):
+            j = index.get(a)
+            if j is not None:  # an unknown id is never satisfied: `i` stays blocked
+                and_dependents[j].append(i)
+        for g, group in enumerate(t.after_any):
             for a in group:
-                any_dependents.setdefault(a, []).append((t.id, index))
-    start: dict[str, float] = {}
-    end: dict[str, float] = {}
-    cause: dict[str, str] = {}
-    satisfied: set[tuple[str, int]] = set()
-    order: list[str] = []
+                j = index.get(a)
+                if j is not None:
+                    any_dependents[j].append((i, g))
+    start = [-1.0] * n
+    ended = [False] * n
+    cause = [-1] * n
+    satisfied: set[tuple[int, int]] = set()
+    order: list[int] = []
     counter = itertools.count()
-    heap: list[tuple[float, int, str]] = []
-
-    def begin(tid: str, at: float, because: str | None) -> None:
-        start[tid] = at
-        if because is not None:
-            cause[tid] = because
-        heapq.heappush(heap, (at + by_id[tid].duration, next(counter), tid))
-
-    for t in transitions:
-        if waiting[t.id] == 0:
-            begin(t.id, 0.0, None)
+    heap: list[tuple[float, int, int]] = []
+    push, pop = heapq.heappush, heapq.heappop
+    for i in range(n):
+        if waiting[i] == 0:
+            start[i] = 0.0
+            push(heap, (duration[i], next(counter), i))
     while heap:
-        now, _, tid = heapq.heappop(heap)
-        end[tid] = now
-        order.append(tid)
-        ready: list[str] = []
-        for d in and_dependents.get(tid, ()):
+        now, _, i = pop(heap)
+        ended[i] = True
+        order.append(i)
+        for d in and_dependents[i]:
             waiting[d] -= 1
             if waiting[d] == 0:
-                ready.append(d)
-        for d, index in any_dependents.get(tid, ()):
-            if (d, index) not in satisfied:
-                satisfied.add((d, index))
+                start[d] = now
+                cause[d] = i
+                push(heap, (now + duration[d], next(counter), d))
+        for d, g in any_dependents[i]:
+            if (d, g) not in satisfied:
+                satisfied.add((d, g))
                 waiting[d] -= 1
                 if waiting[d] == 0:
-                    ready.append(d)
-        for d in ready:
-            begin(d, now, tid)
-    blocked = [t for t in transitions if t.id not in end]
-    if blocked:
+                    start[d] = now
+                    cause[d] = i
+                    push(heap, (now + duration[d], next(counter), d))
+    if len(order) < n:
+        done = {transitions[i].id for i in order}
         raise PlanError(
             Diagnostic(
                 "blocked",
-                f'transition "{t.id}" can never start: it waits for something that never happens',
+                f'transition "{t.id}" can never start: it waits for {_pending(t, done, index)}',
                 t.span,
             )
-            for t in blocked
+            for i, t in enumerate(transitions)
+            if not ended[i]
         )
-    makespan = max(end.values(), default=0.0)
-    position = {tid: i for i, tid in enumerate(order)}
+    makespan = max((start[i] + duration[i] for i in order), default=0.0)
     path: list[str] = []
     if order:
-        last = max(order, key=lambda tid: (end[tid], -position[tid]))
-        node: str | None = last
-        while node is not None:
-            path.append(node)
-            node = cause.get(node)
+        # `order` is in end order, so its last element ends last. Among equal end times the
+        # last one popped is the deepest: with zero durations (a -> b -> c all ending at 0, or
+        # a 0 s transition after a 5 s one) the path must be the whole chain, not its head.
+        node = order[-1]
+        while node >= 0:
+            path.append(transitions[node].id)
+            node = cause[node]
         path.reverse()
-    remaining = _remaining(order, position, by_id, and_dependents, any_dependents)
-    ordered = tuple(sorted(transitions, key=lambda t: (start[t.id], position[t.id])))
-    return Plan(assembly, ordered, makespan, tuple(path), start, remaining)
+    remaining = _remaining(order, duration, and_dependents, any_dependents)
+    # Stable sort: transitions starting together keep their declaration order, which is what
+    # a reader of the table or the JSON expects (not the order in which they happen to end).
+    ordered = tuple(transitions[i] for i in sorted(range(n), key=start.__getitem__))
+    return Plan(
+        assembly,
+        ordered,
+        makespan,
+        tuple(path),
+        {t.id: start[i] for i, t in enumerate(transitions)},
+        {t.id: remaining[i] for i, t in enumerate(transitions)},
+    )
+
+
+def _pending(t: PlanTransition, done: set[str], index: Mapping[str, int]) -> str:
+    """What a blocked transition still waits for, in words (names the waiting cycle's links)."""
+
+    def name(tid: str) -> str:
+        if tid == next(iter(_NEVER)):
+            return "a provide port whose places no transition reaches"
+        return tid if tid in index else f"unknown transition {tid}"
+
+    parts = [name(a) for a in t.after if a not in done]
+    parts.extend(
+        "one of " + ", ".join(name(a) for a in group)
+        for group in t.after_any
+        if not any(a in done for a in group)
+    )
+    return "; ".join(parts) if parts else "nothing (inconsistent plan)"
 
 
 def _remaining(
-    order: Sequence[str],
-    position: Mapping[str, int],
-    by_id: Mapping[str, PlanTransition],
-    and_dependents: Mapping[str, list[str]],
-    any_dependents: Mapping[str, list[tuple[str, int]]],
-) -> dict[str, float]:
-    remaining: dict[str, float] = {}
-    for tid in reversed(order):
-        later = [
-            remaining[d]
-            for d in (*and_dependents.get(tid, ()), *(d for d, _ in any_dependents.get(tid, ())))
-            if position[d] > position[tid]
-        ]
-        remaining[tid] = by_id[tid].duration + max(later, default=0.0)
+    order: Sequence[int],
+    duration: Sequence[float],
+    and_dependents: Sequence[list[int]],
+    any_dependents: Sequence[list[tuple[int, int]]],
+) -> list[float]:
+    position = [0] * len(duration)
+    for p, i in enumerate(order):
+        position[i] = p
+    remaining = [0.0] * len(duration)
+    for i in reversed(order):
+        here = position[i]
+        longest = 0.0
+        # Only dependents that ended after this one can have waited for it (an `after_any`
+        # dependent may have started earlier, thanks to another member of its group).
+        for d in and_dependents[i]:
+            if position[d] > here and remaining[d] > longest:
+                longest = remaining[d]
+        for d, _ in any_dependents[i]:
+            if position[d] > here and remaining[d] > longest:
+                longest = remaining[d]
+        remaining[i] = duration[i] + longest
     return remaining

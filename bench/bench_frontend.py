@@ -1,0 +1,194 @@
+#!/usr/bin/env python3
+"""How the front half scales: parse + check, resolve, plan (and the Petri net) on `layers`
+assemblies of growing size, each size in a fresh interpreter so that peak memory is its own.
+
+    python bench/bench_frontend.py [--sizes 100 300 1000 3000 10000] [--repeat 1]
+
+Prints one JSON document: a row per size (seconds per stage, peak RSS), the time per component
+of each stage and its growth (log-log slope: 1.0 is linear), and whether the target holds
+(10,000 components, i.e. 100,000 transitions: parse + check + resolve + plan in at most 10 s,
+peak RSS at most 1 GiB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+SIZES = (100, 300, 1000, 3000, 10000)
+STAGES = ("parse_check", "resolve", "plan", "net")
+TOTAL = ("parse_check", "resolve", "plan")  # what the target counts
+TARGET_N = 10_000
+TARGET_SECONDS = 10.0
+TARGET_RSS_MIB = 1024.0
+
+
+def measure(path: str) -> dict[str, Any]:
+    """Run in the child: time each stage once, after the imports (not part of any stage)."""
+    import resource
+
+    from madeus.frontend import load_file
+    from madeus.petri import build_net
+    from madeus.plan import build_plan
+    from madeus.resolve import resolve
+
+    rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    clock = time.perf_counter
+    t0 = clock()
+    module = load_file(path)
+    t1 = clock()
+    assert module.assembly is not None
+    deployment = resolve(module.assembly)
+    t2 = clock()
+    plan = build_plan(deployment)
+    t3 = clock()
+    rss_plan = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    net = build_net(deployment)
+    t4 = clock()
+    rss_net = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "instances": len(deployment.instances),
+        "transitions": len(plan.transitions),
+        "net_nodes": len(net),
+        "predicted_makespan": plan.predicted_makespan,
+        "seconds": {
+            "parse_check": t1 - t0,
+            "resolve": t2 - t1,
+            "plan": t3 - t2,
+            "net": t4 - t3,
+        },
+        # ru_maxrss is in KiB on Linux: the peak of the whole process, imports included.
+        "rss_after_imports_mib": rss_start / 1024,
+        "peak_rss_mib": rss_plan / 1024,
+        "peak_rss_with_net_mib": rss_net / 1024,
+    }
+
+
+def _child(path: str) -> dict[str, Any]:
+    env = dict(os.environ)
+    root = str(HERE.parent)
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--child", path],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"benchmark child failed on {path}:\n{done.stderr}")
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def _slope(xs: list[float], ys: list[float]) -> float | None:
+    """Least-squares slope of log(y) against log(x): 1.0 means time grows linearly."""
+    pairs = [(math.log(x), math.log(y)) for x, y in zip(xs, ys, strict=True) if y > 0]
+    if len(pairs) < 2:
+        return None
+    mx = sum(p[0] for p in pairs) / len(pairs)
+    my = sum(p[1] for p in pairs) / len(pairs)
+    var = sum((p[0] - mx) ** 2 for p in pairs)
+    return sum((p[0] - mx) * (p[1] - my) for p in pairs) / var if var else None
+
+
+def run(sizes: list[int], repeat: int, kind: str) -> dict[str, Any]:
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="madeus-bench-") as tmp:
+        for n in sizes:
+            path = str(Path(tmp) / f"{kind}-{n}.mad")
+            subprocess.run(
+                [sys.executable, str(HERE / "generate.py"), kind, str(n), "-o", path],
+                check=True,
+                capture_output=True,
+            )
+            # Best of `repeat` runs per stage: the machine's noise only ever adds time.
+            runs = [_child(path) for _ in range(repeat)]
+            best = {s: min(r["seconds"][s] for r in runs) for s in STAGES}
+            row = {
+                "n": n,
+                "instances": runs[0]["instances"],
+                "transitions": runs[0]["transitions"],
+                "net_nodes": runs[0]["net_nodes"],
+                "file_bytes": Path(path).stat().st_size,
+                "seconds": {s: round(v, 4) for s, v in best.items()},
+                "total_seconds": round(sum(best[s] for s in TOTAL), 4),
+                "us_per_component": {s: round(best[s] / n * 1e6, 1) for s in STAGES},
+                "peak_rss_mib": round(max(r["peak_rss_mib"] for r in runs), 1),
+                "peak_rss_with_net_mib": round(max(r["peak_rss_with_net_mib"] for r in runs), 1),
+                "rss_after_imports_mib": round(runs[0]["rss_after_imports_mib"], 1),
+            }
+            rows.append(row)
+            print(
+                f"n={n}: total {row['total_seconds']} s, peak {row['peak_rss_mib']} MiB",
+                file=sys.stderr,
+            )
+    ns = [float(r["n"]) for r in rows]
+    growth = {
+        s: None if (k := _slope(ns, [r["seconds"][s] for r in rows])) is None else round(k, 3)
+        for s in STAGES
+    }
+    total_slope = _slope(ns, [r["total_seconds"] for r in rows])
+    growth["total"] = None if total_slope is None else round(total_slope, 3)
+    target_row = next((r for r in rows if r["n"] == TARGET_N), None)
+    target: dict[str, Any] = {
+        "n": TARGET_N,
+        "max_seconds": TARGET_SECONDS,
+        "max_peak_rss_mib": TARGET_RSS_MIB,
+    }
+    if target_row is not None:
+        target["seconds"] = target_row["total_seconds"]
+        target["peak_rss_mib"] = target_row["peak_rss_mib"]
+        target["met"] = (
+            target_row["total_seconds"] <= TARGET_SECONDS
+            and target_row["peak_rss_mib"] <= TARGET_RSS_MIB
+        )
+    return {
+        "benchmark": "frontend",
+        "kind": kind,
+        "command": " ".join(["python", "bench/bench_frontend.py", *sys.argv[1:]]),
+        "machine": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+        },
+        "stages": {
+            "parse_check": "madeus.frontend.load_file: parse, build the model, semantic checks",
+            "resolve": "madeus.resolve.resolve against the default (local) inventory",
+            "plan": "madeus.plan.build_plan: after/after_any, prediction, critical path",
+            "net": "madeus.petri.build_net (not counted in total_seconds)",
+        },
+        "rows": rows,
+        # Slope of log(time) over log(N): 1.0 linear, 2.0 quadratic. Small sizes carry fixed
+        # costs, which pulls the slope under 1.
+        "growth_loglog_slope": growth,
+        "target": target,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
+    parser.add_argument("--repeat", type=int, default=1, help="runs per size (best is kept)")
+    parser.add_argument("--kind", default="layers", help="bench/generate.py kind")
+    parser.add_argument("--child", metavar="FILE", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.child)))
+        return
+    print(json.dumps(run(args.sizes, args.repeat, args.kind), indent=2))
+
+
+if __name__ == "__main__":
+    main()
