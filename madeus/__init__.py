@@ -2,5 +2,61 @@
 
 from __future__ import annotations
 
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+
+# Public names imported on first use (module `__getattr__`), so `import madeus` stays light.
+_LAZY: dict[str, str] = {
+    "deploy": "madeus.engine",
+    "deploy_sync": "madeus.engine",
+    "DeployResult": "madeus.engine",
+    "DeployError": "madeus.engine",
+    "RunStarted": "madeus.engine",
+    "TransitionStarted": "madeus.engine",
+    "TransitionEnded": "madeus.engine",
+    "RunEnded": "madeus.engine",
+    "Trace": "madeus.trace",
+    "TraceEvent": "madeus.trace",
+}
+
+__all__ = [
+    "DeployError",
+    "DeployResult",
+    "RunEnded",
+    "RunStarted",
+    "Trace",
+    "TraceEvent",
+    "TransitionEnded",
+    "TransitionStarted",
+    "__version__",
+    "deploy",
+    "deploy_sync",
+]
+
+if TYPE_CHECKING:
+    from madeus.engine import (
+        DeployError,
+        DeployResult,
+        RunEnded,
+        RunStarted,
+        TransitionEnded,
+        TransitionStarted,
+        deploy,
+        deploy_sync,
+    )
+    from madeus.trace import Trace, TraceEvent
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'madeus' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

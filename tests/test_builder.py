@@ -341,12 +341,12 @@ def test_build_reports_every_problem() -> None:
         )
     assert render_all(caught.value.diagnostics) == "\n".join(
         [
-            '<api>: error: component "A" has no initial place (mark one with "*", as in '
+            'madeus: error: component "A" has no initial place (mark one with "*", as in '
             '"places a*")',
-            '<api>: error: unknown place "c" in transition "t" of component "A"',
-            '<api>: error: unknown placeholder "{x}" in transition "t" of component "A" (not a '
+            'madeus: error: unknown place "c" in transition "t" of component "A"',
+            'madeus: error: unknown placeholder "{x}" in transition "t" of component "A" (not a '
             "parameter or a data use port)",
-            '<api>: error: unknown transition or place "nothing" in use port "s" of component "A"',
+            'madeus: error: unknown transition or place "nothing" in use port "s" of component "A"',
         ]
     )
 
@@ -421,4 +421,4 @@ def test_the_examples_of_the_api_guide_run(capsys: pytest.CaptureFixture[str]) -
     built = namespace["openstack"]
     assert isinstance(built, Assembly)
     assert load_text(mad) == Module(built.components, built)
-    assert capsys.readouterr().out.startswith("<api>: error: component")
+    assert capsys.readouterr().out.startswith("madeus: error: component")

@@ -1,0 +1,175 @@
+"""One backend that hands each job to the backend that can run it.
+
+The choice is a table, so a new backend plugs in by adding a row (or by passing `backends=` /
+calling `register`), never by changing the engine:
+
+| action                    | host connection | backend   |
+|---------------------------|-----------------|-----------|
+| (simulate=local) any      | any             | simulate  |
+| (simulate=remote) any     | local / ssh     | local / ssh, running `sleep SECONDS` |
+| ShellAction, UploadAction | local           | local     |
+| ShellAction, UploadAction | ssh             | ssh       |
+| PythonAction              | any             | python    |
+| AnsibleAction             | any             | ansible   |
+| none                      | any             | none: succeeds at once |
+
+Backends are imported and built on first use: `module:Class` from `BACKENDS`, constructed with
+`Class.from_config(config)` when the class has that classmethod, else with the fields of the
+`BackendConfig` (`inventory`, `simulate`, `time_scale`, `run_dir`) that its constructor names as
+parameters (`SshBackend(inventory)`, `SimulateBackend(time_scale)`, `LocalBackend()`). A backend
+that cannot be imported (the SSH backend without asyncssh) raises `BackendError` naming it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Literal
+
+from madeus.backends.base import Backend, Job, Outcome
+from madeus.errors import BackendError
+from madeus.inventory import Host, Inventory
+from madeus.model import Action, AnsibleAction, PythonAction, ShellAction, UploadAction
+
+SimulateMode = Literal["local", "remote"]
+WILDCARD = "*"
+
+# Action class -> kind, the first column of the table.
+ACTION_KINDS: dict[type, str] = {
+    ShellAction: "shell",
+    UploadAction: "upload",
+    PythonAction: "python",
+    AnsibleAction: "ansible",
+}
+
+# (action kind, host connection) -> backend name. WILDCARD matches any connection.
+ROUTES: dict[tuple[str, str], str] = {
+    ("shell", "local"): "local",
+    ("shell", "ssh"): "ssh",
+    ("upload", "local"): "local",
+    ("upload", "ssh"): "ssh",
+    ("python", WILDCARD): "python",
+    ("ansible", WILDCARD): "ansible",
+    ("simulate", WILDCARD): "simulate",
+    # --simulate=remote: a `sleep` shell job, routed by connection like any shell job.
+    ("sleep", "local"): "local",
+    ("sleep", "ssh"): "ssh",
+}
+
+# Backend name -> where its class lives, imported on first use.
+BACKENDS: dict[str, str] = {
+    "local": "madeus.backends.local:LocalBackend",
+    "python": "madeus.backends.python:PythonBackend",
+    "simulate": "madeus.backends.simulate:SimulateBackend",
+    "ssh": "madeus.backends.ssh:SshBackend",
+    "ansible": "madeus.backends.ansible:AnsibleBackend",
+}
+
+_OK = Outcome(ok=True)
+
+
+@dataclass(frozen=True, slots=True)
+class BackendConfig:
+    """What a backend may need to build itself (`from_config`)."""
+
+    inventory: Inventory | None = None
+    simulate: SimulateMode | None = None
+    time_scale: float = 1.0
+    run_dir: Path | None = None  # the run's log directory, if any (Ansible keeps artifacts)
+
+
+class Router:
+    def __init__(
+        self,
+        config: BackendConfig | None = None,
+        *,
+        backends: Mapping[str, Backend] | None = None,
+    ) -> None:
+        """`backends` overrides or adds backends by name (tests, custom backends)."""
+        self.config = config if config is not None else BackendConfig()
+        self._backends: dict[str, Backend] = dict(backends or {})
+        self._owned: list[Backend] = []  # built here, so closed here
+
+    def register(self, name: str, backend: Backend) -> None:
+        self._backends[name] = backend
+
+    def instant(self, action: Action | None, duration: float) -> bool:
+        """True when a job would succeed at once without running anything, so the engine may
+        complete it synchronously (no task, no log files)."""
+        if self.config.simulate is not None:
+            return duration * self.config.time_scale <= 0
+        return action is None
+
+    def route(self, action: Action | None, host: Host) -> str | None:
+        """The backend name for this action on this host; None when nothing needs to run."""
+        if self.config.simulate == "local":
+            kind = "simulate"
+        elif self.config.simulate == "remote":
+            kind = "sleep"
+        elif action is None:
+            return None
+        else:
+            kind = ACTION_KINDS.get(type(action), type(action).__name__)
+        name = ROUTES.get((kind, host.connection)) or ROUTES.get((kind, WILDCARD))
+        if name is None:
+            raise BackendError(
+                f'no backend runs {kind} actions on host "{host.name}" '
+                f"(connection {host.connection})"
+            )
+        return name
+
+    def prepare(self, pairs: Iterable[tuple[Action | None, Host]]) -> None:
+        """Build every backend these (action, host) pairs need, before anything runs, so a
+        missing backend is reported up front rather than after half a deployment."""
+        for name in {self.route(action, host) for action, host in pairs}:
+            if name is not None:
+                self.backend(name)
+
+    def backend(self, name: str) -> Backend:
+        found = self._backends.get(name)
+        if found is None:
+            found = self._backends[name] = self._build(name)
+            self._owned.append(found)
+        return found
+
+    def _build(self, name: str) -> Backend:
+        where = BACKENDS.get(name)
+        if where is None:
+            raise BackendError(f'unknown backend "{name}"')
+        module_name, _, class_name = where.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+            cls = getattr(module, class_name)
+        except (ImportError, AttributeError) as exc:
+            raise BackendError(
+                f"the {name} backend ({module_name}) is not available: {exc}"
+            ) from None
+        from_config = getattr(cls, "from_config", None)
+        if from_config is not None:
+            built: Backend = from_config(self.config)
+            return built
+        wanted = inspect.signature(cls).parameters
+        kwargs = {
+            f.name: getattr(self.config, f.name) for f in fields(self.config) if f.name in wanted
+        }
+        backend: Backend = cls(**kwargs)
+        return backend
+
+    async def run(self, job: Job) -> Outcome:
+        name = self.route(job.action, job.host)
+        if name is None:
+            return _OK
+        if self.config.simulate == "remote":
+            seconds = job.duration * self.config.time_scale
+            if seconds <= 0:
+                return _OK
+            job = replace(job, action=ShellAction(f"sleep {seconds:.6f}"))
+        return await self.backend(name).run(job)
+
+    async def aclose(self) -> None:
+        owned, self._owned = self._owned, []
+        for backend in owned:
+            await backend.aclose()

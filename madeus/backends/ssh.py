@@ -1,0 +1,564 @@
+"""The SSH backend: shell commands and uploads on remote hosts, over asyncssh.
+
+One connection per host, opened on the first job for that host and reused for the whole run;
+each job is one SSH channel (a session running one command, or one SFTP session). A
+per-connection semaphore keeps the number of parallel channels below sshd's `MaxSessions`.
+
+How a command runs. The rendered command (placeholders substituted shell-quoted by
+`Job.render`) is wrapped as
+
+    printf 'madeus-pgid:%s\\n' "$$" >&2; export K='v'; ...; exec /bin/sh -c '<command>'
+
+OpenSSH (and dropbear) start the login shell of every session with `setsid()`, so `$$` is the
+process group (and session) of everything the command starts. Knowing it is what makes
+cancellation real: closing an SSH channel does not stop a command that has no terminal, and
+OpenSSH refuses `signal` channel requests in common configurations (Debian 12's sshd logs
+"session signalling requires privilege separation"). So on cancellation we open one more
+channel and run `kill -TERM -- -PGID`, wait up to `kill_grace` seconds for the command's
+channel to close, then `kill -KILL -- -PGID`. These kill channels are serialised per
+connection (one at a time, outside the semaphore), so at most `max_sessions + 1` channels are
+ever open on a connection and a burst of cancellations cannot deadlock on the semaphore.
+
+Environment variables (`Job.env`) are exported by the wrapper, quoted: sshd's `AcceptEnv`
+refuses most names sent as SSH `env` requests.
+
+Host keys: checked against a known_hosts file, chosen in this order: the `known_hosts`
+argument; a `known_hosts` file beside the inventory (what `madeus testbed up` writes); the
+user's `~/.ssh/known_hosts`. A missing file trusts no key. Skipping the check
+(`insecure_no_host_key_check=True`) is logged as a warning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import shlex
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncssh
+
+from madeus.backends.base import Job, Outcome
+from madeus.backends.local import OutputSink
+from madeus.errors import MadeusError
+from madeus.inventory import Host, Inventory
+from madeus.model import ShellAction, UploadAction
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_CAP = 1 << 20  # bytes of stdout kept for Outcome.output (data ports carry short values)
+STDERR_TAIL_LINES = 20
+_TAIL_BYTES = 64 * 1024  # enough for 20 long lines; the full stderr is in the log file
+_READ_SIZE = 64 * 1024
+_PGID_MARKER = b"madeus-pgid:"
+_OPEN_RETRIES = 10  # about 2.5 s of backoff in all
+_TRANSIENT_OPEN_CODES = frozenset({asyncssh.OPEN_CONNECT_FAILED, asyncssh.OPEN_RESOURCE_SHORTAGE})
+_T = TypeVar("_T")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class _ConnectFailed(Exception):
+    """Opening the connection failed; `reason` is in plain words."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """Where and how to reach one host (host vars merged with its groups' vars)."""
+
+    name: str
+    address: str
+    port: int
+    user: str | None
+    key_file: str | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.address}:{self.port})"
+
+
+class _Client(asyncssh.SSHClient):
+    """Remembers why the connection ended (keepalive timeout, reset...) for the messages."""
+
+    def __init__(self) -> None:
+        self.lost: str | None = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = _plain(exc) if exc is not None else "closed"
+
+
+@dataclass(slots=True)
+class _Connection:
+    conn: asyncssh.SSHClientConnection
+    client: _Client
+    sessions: asyncio.Semaphore
+    kill_lane: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def closed(self) -> bool:
+        return self.conn.is_closed() or self.client.lost is not None
+
+
+class SshBackend:
+    """Runs `ShellAction` and `UploadAction` jobs on hosts reached over SSH.
+
+    `connections_opened` counts the SSH connections opened so far (one per host per run,
+    unless a connection was lost and reopened).
+    """
+
+    def __init__(
+        self,
+        inventory: Inventory,
+        *,
+        known_hosts: str | Path | None = None,
+        insecure_no_host_key_check: bool = False,
+        connect_timeout: float = 10,
+        keepalive_interval: float = 5,
+        keepalive_count_max: int = 3,
+        max_sessions: int = 8,
+        kill_grace: float = 3,
+    ) -> None:
+        if max_sessions < 1:
+            raise ValueError("max_sessions must be at least 1")
+        self.inventory = inventory
+        self.insecure = insecure_no_host_key_check
+        self.known_hosts_path = _choose_known_hosts(inventory, known_hosts)
+        self.connect_timeout = connect_timeout
+        self.keepalive_interval = keepalive_interval
+        self.keepalive_count_max = keepalive_count_max
+        self.max_sessions = max_sessions
+        self.kill_grace = kill_grace
+        self.connections_opened = 0
+        self._connections: dict[str, _Connection] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._known_hosts: asyncssh.SSHKnownHosts | None = None
+        if self.insecure:
+            logger.warning(
+                "SSH host key checking is disabled (insecure_no_host_key_check): "
+                "connections can be intercepted"
+            )
+
+    @classmethod
+    def from_config(cls, config: Any) -> SshBackend:
+        """Built by the router from its `BackendConfig`; optional fields are read if present
+        (`known_hosts`, `insecure_no_host_key_check`)."""
+        inventory = getattr(config, "inventory", None)
+        return cls(
+            inventory if inventory is not None else Inventory.local_default(),
+            known_hosts=getattr(config, "known_hosts", None),
+            insecure_no_host_key_check=bool(getattr(config, "insecure_no_host_key_check", False)),
+        )
+
+    # --- the Backend protocol ------------------------------------------------------------
+
+    async def run(self, job: Job) -> Outcome:
+        target = self._target(job.host)
+        action = job.action
+        try:
+            if isinstance(action, ShellAction):
+                return await self._run_shell(job, target, action)
+            if isinstance(action, UploadAction):
+                return await self._upload(job, target, action)
+        except _ConnectFailed as exc:
+            return _failed(job, f"cannot connect to {target.label}: {exc.reason}")
+        except MadeusError as exc:  # a placeholder that does not resolve
+            return _failed(job, str(exc))
+        kind = type(action).__name__ if action is not None else "no action"
+        return _failed(job, f"the SSH backend cannot run {kind} (transition {job.id})")
+
+    async def aclose(self) -> None:
+        connections, self._connections = list(self._connections.values()), {}
+        for c in connections:
+            c.conn.close()
+        for c in connections:
+            with contextlib.suppress(Exception):
+                await c.conn.wait_closed()
+
+    # --- connections ---------------------------------------------------------------------
+
+    def _target(self, host: Host) -> _Target:
+        merged: Mapping[str, Any] = (
+            self.inventory.host_vars(host.name) if host.name in self.inventory.hosts else {}
+        )
+        port = host.port
+        if port == 22 and "ansible_port" in merged:  # set on a group rather than the host
+            port = int(merged["ansible_port"])
+        user = host.user or _opt_str(merged.get("ansible_user"))
+        key = host.key_file or _opt_str(merged.get("ansible_ssh_private_key_file"))
+        return _Target(host.name, host.address, port, user, self._key_path(key))
+
+    def _key_path(self, key: str | None) -> str | None:
+        if key is None:
+            return None
+        path = Path(key).expanduser()
+        if not path.is_absolute() and self.inventory.path:
+            beside = Path(self.inventory.path).parent / path
+            if beside.exists():  # Ansible resolves from the cwd; the inventory dir is likelier
+                path = beside
+        return str(path)
+
+    def _trusted_keys(self) -> asyncssh.SSHKnownHosts | None:
+        if self.insecure:
+            return None  # asyncssh: None disables host key validation
+        if self._known_hosts is None:
+            path = self.known_hosts_path
+            # A missing file must trust nothing (asyncssh would otherwise fall back to
+            # ~/.ssh/known_hosts, which is not what the operator chose).
+            text = path.read_text(encoding="utf-8") if path.is_file() else ""
+            self._known_hosts = asyncssh.import_known_hosts(text)
+        return self._known_hosts
+
+    async def _connection(self, target: _Target) -> _Connection:
+        current = self._connections.get(target.name)
+        if current is not None and not current.closed:
+            return current
+        # Concurrent first jobs on one host share one connect: the others wait on the lock
+        # and find the connection made.
+        lock = self._locks.setdefault(target.name, asyncio.Lock())
+        async with lock:
+            current = self._connections.get(target.name)
+            if current is not None and not current.closed:
+                return current
+            if current is not None:  # lost: open a fresh one
+                current.conn.close()
+            opened = await self._open(target)
+            self._connections[target.name] = opened
+            return opened
+
+    async def _open(self, target: _Target) -> _Connection:
+        client = _Client()
+        options: dict[str, Any] = {}
+        if target.user is not None:  # else asyncssh's default: the local user name
+            options["username"] = target.user
+        if target.key_file is not None:
+            if not Path(target.key_file).is_file():
+                raise _ConnectFailed(f"private key file {target.key_file} does not exist")
+            options["client_keys"] = [target.key_file]
+        try:
+            trusted = self._trusted_keys()
+        except (OSError, ValueError) as exc:
+            raise _ConnectFailed(
+                f"cannot read known hosts file {self.known_hosts_path}: {exc}"
+            ) from None
+        try:
+            conn, _ = await asyncssh.create_connection(
+                lambda: client,
+                target.address,
+                target.port,
+                known_hosts=trusted,
+                connect_timeout=self.connect_timeout,
+                keepalive_interval=self.keepalive_interval,
+                keepalive_count_max=self.keepalive_count_max,
+                **options,
+            )
+        except asyncssh.HostKeyNotVerifiable as exc:
+            raise _ConnectFailed(
+                f"host key not trusted ({_plain(exc)}); checked against {self.known_hosts_path}"
+            ) from None
+        except asyncssh.PermissionDenied:
+            who = target.user or "the current user"
+            key = f" with key {target.key_file}" if target.key_file else ""
+            raise _ConnectFailed(f"authentication failed for {who}{key}") from None
+        except TimeoutError:
+            raise _ConnectFailed(f"connection timed out after {self.connect_timeout:g} s") from None
+        except (OSError, asyncssh.Error) as exc:
+            raise _ConnectFailed(_plain(exc)) from None
+        self.connections_opened += 1
+        logger.debug("connected to %s", target.label)
+        return _Connection(conn, client, asyncio.Semaphore(self.max_sessions))
+
+    # --- shell commands ------------------------------------------------------------------
+
+    async def _run_shell(self, job: Job, target: _Target, action: ShellAction) -> Outcome:
+        command = job.render(action.command, quote=True)
+        bad = [k for k in job.env if not _ENV_NAME.match(k)]
+        if bad:
+            return _failed(job, f"invalid environment variable name {bad[0]!r}")
+        script = _wrap(command, job.env)
+        connection = await self._connection(target)
+        async with connection.sessions:
+            return await self._execute(job, target, connection, script)
+
+    async def _execute(
+        self, job: Job, target: _Target, connection: _Connection, script: str
+    ) -> Outcome:
+        out = OutputSink(job.stdout_path, job.secrets, keep_all=True)
+        err = _MarkerFilter(OutputSink(job.stderr_path, job.secrets, keep_all=False))
+        try:
+            return await self._execute_streams(job, target, connection, script, out, err)
+        finally:
+            out.close()
+            err.close()
+
+    async def _execute_streams(
+        self,
+        job: Job,
+        target: _Target,
+        connection: _Connection,
+        script: str,
+        out: OutputSink,
+        err: _MarkerFilter,
+    ) -> Outcome:
+        # The exec request may reach sshd even if we are cancelled while waiting for its
+        # reply: start it as a task so that, on cancellation, we can still get the process
+        # and kill it.
+        starting = asyncio.ensure_future(
+            _retry_open(lambda: connection.conn.create_process(script, encoding=None))
+        )
+        try:
+            process = await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                late = await asyncio.wait_for(starting, self.connect_timeout)
+                reader = asyncio.ensure_future(_pump(late.stderr, err))
+                try:
+                    await self._stop_remote(job, target, connection, late, err)
+                finally:
+                    reader.cancel()
+            raise
+        except (OSError, asyncssh.Error) as exc:
+            return self._channel_failure(job, target, connection, exc)
+        process.stdin.write_eof()  # no input: a command reading stdin sees EOF, not a hang
+        pumps = [
+            asyncio.ensure_future(_pump(process.stdout, out)),
+            asyncio.ensure_future(_pump(process.stderr, err)),
+        ]
+        try:
+            await asyncio.gather(*pumps)
+            await process.wait_closed()
+        except asyncio.CancelledError:
+            # The pumps keep running meanwhile: the pgid marker and the dying command's last
+            # words still reach the logs.
+            await self._stop_remote(job, target, connection, process, err)
+            raise
+        except (OSError, asyncssh.Error) as exc:
+            return self._channel_failure(job, target, connection, exc)
+        finally:
+            for pump in pumps:
+                pump.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+            process.close()
+        err.close()  # flush a last partial line before taking the tail
+        stderr_tail = err.sink.tail(STDERR_TAIL_LINES)  # redacted by the sink
+        if process.exit_status is None and process.exit_signal is None:
+            reason = connection.client.lost or "the channel closed without an exit status"
+            return Outcome(
+                ok=False,
+                stderr_tail=stderr_tail,
+                message=job.redact(f"lost the connection to {target.label}: {reason}"),
+            )
+        if process.exit_signal is not None:
+            signame = process.exit_signal[0]
+            return Outcome(
+                ok=False,
+                exit_status=process.returncode,
+                stderr_tail=stderr_tail,
+                message=f"command on {target.label} was killed by signal {signame}",
+            )
+        status = process.exit_status
+        if status != 0:
+            return Outcome(
+                ok=False,
+                exit_status=status,
+                output=out.text().strip(),
+                stderr_tail=stderr_tail,
+                message=f"command failed on {target.label} with exit status {status}",
+            )
+        return Outcome(ok=True, exit_status=0, output=out.text().strip())
+
+    def _channel_failure(
+        self, job: Job, target: _Target, connection: _Connection, exc: BaseException
+    ) -> Outcome:
+        if connection.closed:
+            reason = connection.client.lost or _plain(exc)
+            return _failed(job, f"lost the connection to {target.label}: {reason}")
+        return _failed(job, f"cannot run the command on {target.label}: {_plain(exc)}")
+
+    async def _stop_remote(
+        self,
+        job: Job,
+        target: _Target,
+        connection: _Connection,
+        process: asyncssh.SSHClientProcess[bytes],
+        err: _MarkerFilter,
+    ) -> None:
+        """Kill the remote process group, bounded in time; never raises (we are cancelling,
+        and the CancelledError must be the exception that propagates)."""
+        try:
+            # The marker is the wrapper's first output: it is normally known already.
+            await asyncio.wait([err.pgid], timeout=self.connect_timeout)
+            if not err.pgid.done() or err.pgid.cancelled() or connection.closed:
+                logger.warning(
+                    "%s: cancelled, but the remote command on %s could not be stopped",
+                    job.id,
+                    target.label,
+                )
+                return
+            pgid = err.pgid.result()
+            closed = asyncio.ensure_future(process.wait_closed())
+            try:
+                await self._kill(connection, pgid, "TERM")
+                await asyncio.wait([closed], timeout=self.kill_grace)
+                if not closed.done():
+                    await self._kill(connection, pgid, "KILL")
+                    await asyncio.wait([closed], timeout=self.kill_grace)
+            finally:
+                closed.cancel()
+            logger.debug("%s: stopped process group %d on %s", job.id, pgid, target.label)
+        except Exception as exc:
+            logger.warning("%s: stopping the remote command failed: %s", job.id, _plain(exc))
+        finally:
+            process.close()
+
+    async def _kill(self, connection: _Connection, pgid: int, signal: str) -> None:
+        async with connection.kill_lane:
+            await asyncio.wait_for(
+                _retry_open(
+                    lambda: connection.conn.run(
+                        f"kill -{signal} -- -{pgid} 2>/dev/null; true", check=False
+                    )
+                ),
+                self.connect_timeout,
+            )
+
+    # --- uploads -------------------------------------------------------------------------
+
+    async def _upload(self, job: Job, target: _Target, action: UploadAction) -> Outcome:
+        source = Path(job.render(action.source, quote=False)).expanduser()
+        local = source if source.is_absolute() else job.workdir / source
+        dest = job.render(action.dest, quote=False)
+        if not local.exists():
+            return _failed(job, f"cannot upload {local}: no such file or directory")
+        connection = await self._connection(target)
+        where = f"{target.label}:{dest}"
+        async with connection.sessions:
+            try:
+                sftp_client = await _retry_open(connection.conn.start_sftp_client)
+                async with sftp_client as sftp:
+                    await sftp.put(str(local), dest, preserve=True, recurse=local.is_dir())
+            except (OSError, asyncssh.Error) as exc:
+                if connection.closed:
+                    return _failed(job, f"lost the connection to {target.label}: {_plain(exc)}")
+                return _failed(job, f"upload of {local} to {where} failed: {_plain(exc)}")
+        log = OutputSink(job.stdout_path, job.secrets, keep_all=False)
+        log.write(f"uploaded {local} to {where}\n".encode())
+        log.close()
+        return Outcome(ok=True, exit_status=0)
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+async def _retry_open(start: Callable[[], Awaitable[_T]]) -> _T:
+    """Open a channel, retrying briefly when sshd says "open failed".
+
+    sshd frees a finished session only at the next turn of its main loop, after the packet
+    batch holding our channel close; a channel open arriving in the same batch still sees the
+    old session and fails when `MaxSessions` is reached. The condition clears within
+    milliseconds (as it does when another client shares the limit for a moment)."""
+    delay = 0.005
+    for _ in range(_OPEN_RETRIES):
+        try:
+            return await start()
+        except asyncssh.ChannelOpenError as exc:
+            if exc.code not in _TRANSIENT_OPEN_CODES:
+                raise
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.5)
+    return await start()
+
+
+def _choose_known_hosts(inventory: Inventory, explicit: str | Path | None) -> Path:
+    if explicit is not None:
+        return Path(explicit).expanduser()
+    if inventory.path:
+        beside = Path(inventory.path).parent / "known_hosts"
+        if beside.is_file():
+            return beside
+    return Path("~/.ssh/known_hosts").expanduser()
+
+
+def _wrap(command: str, env: Mapping[str, str]) -> str:
+    exports = "".join(f"export {k}={shlex.quote(str(v))}; " for k, v in env.items())
+    marker = _PGID_MARKER.decode()
+    return f"printf '{marker}%s\\n' \"$$\" >&2; {exports}exec /bin/sh -c {shlex.quote(command)}"
+
+
+def _failed(job: Job, message: str) -> Outcome:
+    return Outcome(ok=False, message=job.redact(message))
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _plain(exc: BaseException | None) -> str:
+    """An exception as plain words (no class names, no tracebacks)."""
+    if exc is None:
+        return "unknown error"
+    if isinstance(exc, asyncssh.DisconnectError | asyncssh.ChannelOpenError):
+        return exc.reason or type(exc).__name__
+    if isinstance(exc, asyncssh.SFTPError):
+        return exc.reason or "SFTP error"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[0].lower() + exc.strerror[1:]
+    return str(exc) or type(exc).__name__
+
+
+class _MarkerFilter:
+    """Stderr of a wrapped command: takes the wrapper's first line (`madeus-pgid:N`) out of the
+    stream and resolves `pgid` with it; everything else goes on to the sink. Lines before the
+    marker (a login shell's start-up noise) pass through."""
+
+    def __init__(self, sink: OutputSink) -> None:
+        self.sink = sink
+        self.pgid: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._head = bytearray()
+
+    def write(self, data: bytes) -> None:
+        if self.pgid.done():
+            self.sink.write(data)
+            return
+        self._head += data
+        while (end := self._head.find(b"\n")) >= 0:
+            line = bytes(self._head[: end + 1])
+            del self._head[: end + 1]
+            if line.startswith(_PGID_MARKER):
+                try:
+                    self.pgid.set_result(int(line[len(_PGID_MARKER) :]))
+                except ValueError:
+                    self.pgid.cancel()
+                self._release()
+                return
+            self.sink.write(line)
+        if len(self._head) > _READ_SIZE:  # no marker line is that long: it is not coming
+            self.pgid.cancel()
+            self._release()
+
+    def _release(self) -> None:
+        rest = bytes(self._head)
+        self._head.clear()
+        if rest:
+            self.sink.write(rest)
+
+    def close(self) -> None:
+        if not self.pgid.done():
+            self.pgid.cancel()  # "no process group known": waiters stop waiting
+        self._release()
+        self.sink.close()
+
+
+async def _pump(reader: asyncssh.SSHReader[bytes], sink: OutputSink | _MarkerFilter) -> None:
+    while chunk := await reader.read(_READ_SIZE):
+        sink.write(chunk)

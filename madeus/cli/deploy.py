@@ -1,0 +1,424 @@
+"""`madeus deploy FILE [-i INVENTORY]`: run the deployment, every transition as soon as it may.
+
+Without `-i` everything runs on this machine. `--simulate` replaces each action by a sleep of its
+declared duration times `--time-scale` (`--simulate=remote`: the sleep runs on the real hosts,
+over SSH). Logs, the plan used and the trace go to `.madeus/runs/<run-id>/`. Progress is drawn
+from the engine's events only: a live table on a terminal, one plain line per start and end
+otherwise. Exit 0 when every transition succeeded, 1 on a failure (the failed transition, its
+host, exit status and the tail of its stderr are printed), 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from madeus.cli._common import (
+    EXIT_ERRORS,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    add_inventory_arg,
+    fail,
+    report,
+    reports_errors,
+)
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+
+    from madeus.engine.errors import DeployError
+    from madeus.engine.events import Event, RunEnded
+    from madeus.plan import Plan
+    from madeus.trace import Trace
+
+SIMULATE_MODES = ("local", "remote")
+# Above this many jobs a terminal shows only failures line by line (the live table still shows
+# what runs): printing 100,000 lines would cost more than the deployment.
+_LINES_LIMIT = 500
+
+
+class _SimulateAction(argparse.Action):
+    """`--simulate` with an optional value: `--simulate`, `--simulate=local`, `--simulate remote`.
+    A following word that is not a mode is FILE (`madeus deploy --simulate x.mad`)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        mode = "local" if values is None else str(values)
+        if mode not in SIMULATE_MODES:
+            # argparse may still assign FILE (to None) after this: keep the word aside.
+            if getattr(namespace, "file", None) is not None:
+                parser.error(f"argument --simulate: invalid mode {mode!r} (choose local or remote)")
+            namespace.file_after_simulate = mode
+            mode = "local"
+        namespace.simulate = mode
+
+
+def _scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0: {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def add_parser(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "deploy",
+        help="run a deployment (or simulate it)",
+        description="Run every transition of the assembly as soon as its dependencies allow, "
+        "locally, over SSH or through Ansible. Logs, the plan and the trace of each run go to "
+        ".madeus/runs/<run-id>/.",
+    )
+    # Optional for argparse only: `--simulate FILE` may have taken it (see _SimulateAction).
+    parser.add_argument(
+        "file", metavar="FILE", nargs="?", help="the .mad file holding the assembly"
+    )
+    add_inventory_arg(parser)
+    parser.add_argument(
+        "--simulate",
+        nargs="?",
+        action=_SimulateAction,
+        metavar="local|remote",
+        help="replace every action by a sleep of its declared duration times --time-scale; "
+        "`remote` sleeps on the real hosts over SSH (default: local)",
+    )
+    parser.add_argument(
+        "--time-scale",
+        type=_scale,
+        default=1.0,
+        metavar="X",
+        help="multiply simulated durations by X (default 1; 0 runs them all at once)",
+    )
+    parser.add_argument("--trace", metavar="OUT.json", help="also write the trace to OUT.json")
+    parser.add_argument("--gantt", metavar="OUT.svg|OUT.html", help="draw a Gantt chart of the run")
+    parser.add_argument(
+        "--max-parallel",
+        type=_positive_int,
+        metavar="N",
+        help="at most N jobs (transition x host) at once; hosts may set their own limit "
+        "with the inventory variable madeus_max_parallel",
+    )
+    parser.add_argument(
+        "--scheduling",
+        choices=("critical-path", "fifo"),
+        default="critical-path",
+        help="when a limit binds, start first the job with the longest remaining path "
+        "(default), or in order of readiness (fifo: a diagnostic aid, to compare)",
+    )
+    parser.add_argument(
+        "--let-running-finish",
+        action="store_true",
+        help="after a failure, let running transitions finish instead of cancelling them",
+    )
+    parser.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="deploy even without the z3 verification",
+    )
+    parser.set_defaults(func=run, simulate=None, file_after_simulate=None)
+
+
+@reports_errors
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from madeus.cli.check import find_verifier, load_existing
+    from madeus.engine import DeployError, deploy
+    from madeus.engine.runlog import DEFAULT_RUNS, new_run_id
+    from madeus.errors import BackendError
+    from madeus.plan import build_plan
+
+    if args.file is None:
+        args.file = args.file_after_simulate
+    elif args.file_after_simulate is not None:
+        print(
+            f"madeus deploy: error: argument --simulate: invalid mode "
+            f"{args.file_after_simulate!r} (choose local or remote)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.file is None:
+        print("madeus deploy: error: the following arguments are required: FILE", file=sys.stderr)
+        return 2
+    gantt = Path(args.gantt) if args.gantt else None
+    if gantt is not None and gantt.suffix.lower() not in (".svg", ".html", ".htm"):
+        print("madeus deploy: error: --gantt takes a .svg or .html file", file=sys.stderr)
+        return 2
+    loaded = load_existing(args.file, args.inventory)
+    deployment = loaded.deployment
+    plan = build_plan(deployment)
+    if not args.no_verify:
+        verify = find_verifier()
+        if verify is not None:
+            diagnostics = list(verify(deployment))
+            if any(d.severity == "error" for d in diagnostics):
+                report(diagnostics)
+                print(
+                    "madeus: error: refusing to deploy an assembly that does not verify "
+                    "(--no-verify to deploy anyway)",
+                    file=sys.stderr,
+                )
+                return EXIT_ERRORS
+    scale = args.time_scale if args.simulate else 1.0
+    run_dir = DEFAULT_RUNS / new_run_id()  # created by the engine once the run can start
+    progress = make_progress(sys.stdout, plan.predicted_makespan * scale, len(plan.transitions))
+    failure: DeployError | None = None
+    code = EXIT_OK
+    try:
+        with progress:
+            try:
+                asyncio.run(
+                    deploy(
+                        deployment,
+                        plan=plan,
+                        simulate=args.simulate or False,
+                        time_scale=args.time_scale,
+                        max_parallel=args.max_parallel,
+                        scheduling=args.scheduling,
+                        let_running_finish=args.let_running_finish,
+                        on_event=progress.on_event,
+                        run_dir=run_dir,
+                    )
+                )
+            except DeployError as error:
+                failure = error
+                code = EXIT_ERRORS
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    except BackendError as error:  # a backend missing (no asyncssh...): nothing ran
+        return fail(str(error))
+    ended = progress.ended
+    if ended is None:  # interrupted before the engine started: nothing ran
+        print("interrupted", file=sys.stderr)
+        return code
+    trace = ended.trace
+    try:
+        _write_outputs(trace, plan, args.trace, gantt, scale)
+    except OSError as error:
+        fail(f"cannot write {error.filename}: {error.strerror}")
+        code = code or EXIT_ERRORS
+    _print_summary(trace, plan, scale, bool(args.simulate), run_dir, args.trace, gantt)
+    # The failure last: it is what the operator must read.
+    if failure is not None:
+        _print_failure(failure, run_dir)
+    if code == EXIT_INTERRUPTED:
+        print("interrupted: running transitions were cancelled", file=sys.stderr)
+    return code
+
+
+def _write_outputs(
+    trace: Trace, plan: Plan, trace_path: str | None, gantt: Path | None, scale: float
+) -> None:
+    from madeus.viz.gantt import write_gantt
+
+    if trace_path:
+        trace.write(trace_path)
+    if gantt is not None:
+        write_gantt(gantt, trace, plan, time_scale=scale)
+
+
+def _print_failure(error: DeployError, run_dir: Path) -> None:
+    from madeus.engine.runlog import log_stem
+
+    err = sys.stderr
+    for failure in error.failures:
+        print(f"madeus: error: {failure.describe()}", file=err)
+        if failure.stderr_tail:
+            print("stderr (last lines):", file=err)
+            for line in failure.stderr_tail.splitlines():
+                print(f"  {line}", file=err)
+        log = run_dir / f"{log_stem(failure.transition, failure.host)}.err"
+        if log.exists():
+            print(f"log: {log}", file=err)
+
+
+def _print_summary(
+    trace: Trace,
+    plan: Plan,
+    scale: float,
+    simulated: bool,
+    run_dir: Path,
+    trace_path: str | None,
+    gantt: Path | None,
+) -> None:
+    predicted = plan.predicted_makespan * scale
+    done = sum(1 for e in trace.events if e.status == "ok")
+    jobs = sum(len(t.hosts) for t in plan.transitions)
+    what = "stopped" if done < jobs else "simulated" if simulated else "deployed"
+    print(f"{what} {trace.assembly}: {done}/{jobs} jobs ok")
+    scaled = f" ({plan.predicted_makespan:.3f} s x {scale:g})" if simulated else ""
+    ratio = f"{trace.makespan / predicted:.3f}" if predicted > 0 else "n/a"
+    print(f"makespan:  {trace.makespan:.3f} s")
+    print(f"predicted: {predicted:.3f} s{scaled}, ratio {ratio}")
+    print(f"logs:      {run_dir}/")
+    traces = [str(run_dir / "trace.json"), *([trace_path] if trace_path else [])]
+    print(f"trace:     {', '.join(traces)}")
+    if gantt is not None:
+        print(f"gantt:     {gantt}")
+
+
+# --- progress -----------------------------------------------------------------------------
+
+
+class Progress:
+    """Renders engine events. Subclasses draw; this keeps the last RunEnded (the trace)."""
+
+    def __init__(self) -> None:
+        self.ended: RunEnded | None = None
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def on_event(self, event: Event) -> None:
+        from madeus.engine.events import RunEnded
+
+        if isinstance(event, RunEnded):
+            self.ended = event
+        self.handle(event)
+
+    def handle(self, event: Event) -> None:
+        raise NotImplementedError
+
+
+class PlainProgress(Progress):
+    """`[  1.234s] start mariadb.pull @ control-1` and `[  3.456s] ok    mariadb.pull @
+    control-1 (2.222s)`: one line per start and end, for logs and pipes."""
+
+    def __init__(self, out: TextIO) -> None:
+        super().__init__()
+        self._out = out
+
+    def handle(self, event: Event) -> None:
+        from madeus.engine.events import TransitionEnded, TransitionStarted
+
+        if isinstance(event, TransitionStarted):
+            retry = f" (attempt {event.attempt})" if event.attempt > 1 else ""
+            self._out.write(f"[{event.time:7.3f}s] start {event.id} @ {event.host}{retry}\n")
+        elif isinstance(event, TransitionEnded):
+            took = event.end - event.start
+            extra = ""
+            if event.exit_status is not None and event.status != "ok":
+                extra = f", exit status {event.exit_status}"
+            if not event.final:
+                extra += ", will retry"
+            self._out.write(
+                f"[{event.end:7.3f}s] {event.status:<5} {event.id} @ {event.host} "
+                f"({took:.3f}s{extra})\n"
+            )
+
+
+class LiveProgress(Progress):
+    """A rich live display: what runs now (with elapsed times), done/total, elapsed against
+    predicted, failures. Rich redraws from its own thread; the lock keeps it from reading the
+    state while an event updates it."""
+
+    def __init__(self, console: Console, predicted: float, transitions: int) -> None:
+        super().__init__()
+        from rich.live import Live
+
+        self._console = console
+        self._lock = threading.Lock()
+        self._running: dict[tuple[str, str], float] = {}  # (id, host) -> monotonic start
+        self._predicted = predicted
+        self._jobs = transitions
+        self._done = 0
+        self._failed: list[str] = []
+        self._t0 = time.monotonic()
+        self._assembly = ""
+        self._quiet = False
+        self._live = Live(self, console=console, refresh_per_second=8, transient=True)
+
+    def __enter__(self) -> LiveProgress:
+        self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._live.__exit__(None, None, None)
+
+    def handle(self, event: Event) -> None:
+        from madeus.engine.events import RunStarted, TransitionEnded, TransitionStarted
+
+        with self._lock:
+            if isinstance(event, RunStarted):
+                self._t0 = time.monotonic()
+                self._jobs = event.jobs
+                self._assembly = event.assembly
+                self._quiet = event.jobs > _LINES_LIMIT
+            elif isinstance(event, TransitionStarted):
+                self._running[(event.id, event.host)] = time.monotonic()
+            elif isinstance(event, TransitionEnded):
+                self._running.pop((event.id, event.host), None)
+                if event.final:
+                    self._done += 1
+                if event.status != "ok" and event.final:
+                    self._failed.append(f"{event.id} @ {event.host} ({event.status})")
+        if isinstance(event, TransitionEnded) and (not self._quiet or event.status != "ok"):
+            style = {"ok": "green", "cancelled": "yellow"}.get(event.status, "red")
+            took = event.end - event.start
+            self._console.print(
+                f"[dim]\\[{event.end:7.3f}s][/dim] [{style}]{event.status:<9}[/{style}] "
+                f"{event.id} @ {event.host} [dim]({took:.3f}s)[/dim]",
+                highlight=False,
+            )
+
+    def __rich__(self) -> RenderableType:
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        with self._lock:
+            now = time.monotonic()
+            running = sorted(self._running.items(), key=lambda kv: kv[1])
+            done, jobs, failed = self._done, self._jobs, list(self._failed)
+        elapsed = now - self._t0
+        head = Text.assemble(
+            (f"{self._assembly} ", "bold"),
+            f"{done}/{jobs} done, {len(running)} running, ",
+            f"{elapsed:.1f} s elapsed / {self._predicted:.1f} s predicted",
+        )
+        if failed:
+            head.append(f", {len(failed)} failed", style="bold red")
+        table = Table(show_header=False, box=None, padding=(0, 1))
+        for (tid, host), started in running[:15]:
+            table.add_row(
+                Text("●", style="cyan"),
+                tid,
+                Text(f"@ {host}", style="dim"),
+                f"{now - started:6.1f}s",
+            )
+        if len(running) > 15:
+            table.add_row("", f"... and {len(running) - 15} more", "", "")
+        return Group(head, table)
+
+
+def make_progress(out: TextIO, predicted: float, transitions: int) -> Progress:
+    if out.isatty():
+        from rich.console import Console
+
+        return LiveProgress(Console(file=out), predicted, transitions)
+    return PlainProgress(out)

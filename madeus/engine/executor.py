@@ -1,0 +1,462 @@
+"""The executor: runs a compiled plan, event-driven, every task in one TaskGroup.
+
+A transition starts exactly when its dependency counter reaches zero, and that happens in the
+code that records the end of its last dependency: no polling, no batching, no timers. Each host
+of a transition is a job; the transition ends when all its jobs have ended.
+
+Zero-time jobs (the router says `instant`: no action, or a zero simulated duration) complete
+synchronously in the scheduling loop, without a task: a chain of 10,000 of them costs
+microseconds per hop. Everything else is a task in the run's TaskGroup.
+
+`_pump` is the only place that starts jobs. It drains the transitions that became ready, then
+takes jobs from the limiter (when a limit is set) by priority. It is re-entrant-safe: a job that
+completes synchronously inside it only queues its successors.
+
+On failure (after retries) nothing new starts; running jobs are cancelled, or left to finish with
+`let_running_finish`. Cancellation, including Ctrl-C, reaches each job's task, which records
+`cancelled` and re-raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from madeus.backends.base import Backend, Job, Outcome
+from madeus.engine.errors import Failure
+from madeus.engine.events import Event, RunStarted, TransitionEnded, TransitionStarted
+from madeus.engine.limits import Limiter, Scheduling
+from madeus.engine.program import Program
+from madeus.engine.runlog import log_stem
+from madeus.engine.values import InstanceValues, host_values
+from madeus.errors import MadeusError
+from madeus.inventory import Inventory
+from madeus.model import Action, OutputOf
+from madeus.trace import Status, Trace, TraceEvent
+
+EventSink = Callable[[Event], None]
+# Per-job status codes in the hot arrays (strings only when the trace is built).
+_NOT_STARTED, _RUNNING = 0, 1
+_CODES: dict[Status, int] = {"ok": 2, "failed": 3, "timeout": 4, "cancelled": 5, "skipped": 6}
+_STATUS: dict[int, Status] = {code: status for status, code in _CODES.items()}
+_OK, _CANCELLED = _CODES["ok"], _CODES["cancelled"]
+_INSTANT = Outcome(ok=True)
+_log = logging.getLogger(__name__)
+
+
+class InstantCheck(Protocol):
+    def __call__(self, action: Action | None, duration: float) -> bool: ...
+
+
+class Executor:
+    def __init__(
+        self,
+        assembly: str,
+        program: Program,
+        backend: Backend,
+        *,
+        inventory: Inventory,
+        params: Mapping[str, InstanceValues],
+        max_parallel: int | None = None,
+        scheduling: Scheduling = "critical-path",
+        let_running_finish: bool = False,
+        on_event: EventSink | None = None,
+        run_dir: Path | None = None,
+        predicted_makespan: float = 0.0,
+    ) -> None:
+        self.assembly = assembly
+        self._p = program
+        self._backend = backend
+        self._inventory = inventory
+        self._params = params
+        self._let_finish = let_running_finish
+        self._emit = on_event
+        self._run_dir = run_dir
+        self._predicted = predicted_makespan
+        instant: InstantCheck | None = getattr(backend, "instant", None)
+        self._instant = [
+            instant is not None and instant(t.action, t.expected) for t in program.transitions
+        ]
+        host_limits = [_host_limit(inventory, h.name) for h in program.hosts]
+        self._limiter: Limiter | None = None
+        if max_parallel is not None or any(x is not None for x in host_limits):
+            job_priority = [program.priority[i] for i in program.job_trans]
+            self._limiter = Limiter(
+                max_parallel, host_limits, job_priority, program.job_host, scheduling
+            )
+        n, jobs = len(program.ids), program.jobs
+        # Mutable run state: counters, per-job times and status codes.
+        self._pending = list(program.pending)
+        self._satisfied = bytearray(program.slots)
+        self._jobs_left = [program.job_base[i + 1] - program.job_base[i] for i in range(n)]
+        self._place_left = list(program.place_left)
+        self._start = [math.nan] * jobs
+        self._end = [math.nan] * jobs
+        self._code = bytearray(jobs)
+        self._attempts = bytearray(jobs)
+        # Ready transitions, oldest first (plan order for ties): FIFO scheduling relies on it.
+        self._ready: deque[int] = deque()
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._tg: asyncio.TaskGroup | None = None
+        self._pumping = False
+        self._stopping = False
+        self._ended = 0
+        self.failures: list[Failure] = []
+        self._outputs: dict[int, str] = {}
+        self._data: dict[tuple[str, str], str] = {}
+        self._data_secret: set[tuple[str, str]] = set()
+        self._host_values: dict[int, dict[str, str]] = {}
+        self._t0 = 0.0
+        self.started_at = ""
+        self.finished = False
+
+    # --- the run -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run to the end, or until a failure has stopped everything (see `failures`)."""
+        self._t0 = time.monotonic()
+        self.started_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if self._emit is not None:
+            self._emit(
+                RunStarted(
+                    self.assembly,
+                    self.started_at,
+                    len(self._p.ids),
+                    self._p.jobs,
+                    self._predicted,
+                    self._run_dir,
+                )
+            )
+        for p in self._p.initially_reached:
+            self._reach_place(p)
+        self._ready.extend(i for i, count in enumerate(self._pending) if count == 0)
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            self._pump()
+        self._tg = None
+        self.finished = not self.failures and self._ended == len(self._p.ids)
+        if not self.failures and not self.finished:
+            blocked = [self._p.ids[i] for i, c in enumerate(self._pending) if c > 0]
+            raise MadeusError(f"deployment blocked: {', '.join(blocked[:10])} never started")
+
+    def now(self) -> float:
+        return time.monotonic() - self._t0
+
+    def _pump(self) -> None:
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            ready = self._ready
+            base = self._p.job_base
+            limiter = self._limiter
+            launch = self._launch
+            while not self._stopping:
+                if ready:
+                    i = ready.popleft()
+                    first, last = base[i], base[i + 1]
+                    if first == last:  # placed on no host: nothing to run
+                        self._transition_ended(i)
+                    elif limiter is None:
+                        for j in range(first, last):
+                            launch(j)
+                    else:
+                        for j in range(first, last):
+                            limiter.push(j)
+                    continue
+                if limiter is None:
+                    break
+                job = limiter.pop()
+                if job is None:
+                    break
+                launch(job)
+        finally:
+            self._pumping = False
+
+    def _launch(self, j: int) -> None:
+        i = self._p.job_trans[j]
+        now = time.monotonic() - self._t0
+        self._start[j] = now
+        self._code[j] = _RUNNING
+        emit = self._emit
+        if emit is not None:
+            emit(TransitionStarted(self._p.ids[i], self._host_name(j), now))
+        if self._instant[i]:
+            self._end[j] = now
+            self._attempts[j] = 1
+            self._job_ended(j, i, _OK, _INSTANT, now)
+            return
+        assert self._tg is not None
+        self._tasks[j] = self._tg.create_task(self._run_job(j, i))
+
+    async def _run_job(self, j: int, i: int) -> None:
+        tries = 1 + max(self._p.transitions[i].retries, 0)
+        attempt = 0
+        try:
+            while True:
+                attempt += 1
+                self._attempts[j] = min(attempt, 255)
+                status, outcome = await self._attempt(self._make_job(j, i, attempt), i)
+                if status == "ok" or attempt >= tries or self._stopping:
+                    break
+                if self._emit is not None:
+                    self._emit_end(j, i, status, outcome, attempt, final=False)
+                    host = self._host_name(j)
+                    self._emit(TransitionStarted(self._p.ids[i], host, self.now(), attempt + 1))
+        except asyncio.CancelledError:
+            self._tasks.pop(j, None)
+            self._end[j] = self.now()
+            self._code[j] = _CANCELLED
+            if self._limiter is not None:
+                self._limiter.release(j)
+            if self._emit is not None:
+                self._emit_end(j, i, "cancelled", Outcome(ok=False), attempt, final=True)
+            raise
+        self._tasks.pop(j, None)
+        now = self.now()
+        self._end[j] = now
+        self._job_ended(j, i, _CODES[status], outcome, now)
+
+    async def _attempt(self, job: Job, i: int) -> tuple[Status, Outcome]:
+        timeout = self._p.transitions[i].timeout
+        try:
+            if timeout is None:
+                outcome = await self._backend.run(job)
+            else:
+                async with asyncio.timeout(timeout) as scope:
+                    outcome = await self._backend.run(job)
+        except TimeoutError:
+            if timeout is None or not scope.expired():
+                raise
+            return "timeout", Outcome(ok=False, message=f"timed out after {timeout:g} s")
+        except MadeusError as exc:  # the backend could not run it (e.g. not installed)
+            return "failed", Outcome(ok=False, message=job.redact(str(exc)))
+        except Exception as exc:
+            # A backend that lets an error escape (a refused connection...) fails the job, not
+            # the whole run: the operator gets the usual failure report, never a traceback.
+            _log.debug("backend error in %s on %s", job.id, job.host.name, exc_info=True)
+            message = job.redact(f"{type(exc).__name__}: {exc}")
+            return "failed", Outcome(ok=False, message=message)
+        return ("ok" if outcome.ok else "failed"), outcome
+
+    def _job_ended(self, j: int, i: int, code: int, outcome: Outcome, now: float) -> None:
+        self._code[j] = code
+        if self._limiter is not None:
+            self._limiter.release(j)
+        p = self._p
+        if i in p.output_needed and j == p.job_base[i]:
+            self._outputs[i] = outcome.output
+        if self._emit is not None:
+            self._emit_end(j, i, _STATUS[code], outcome, self._attempts[j], final=True)
+        if code != _OK:
+            self._fail(j, i, _STATUS[code], outcome)
+            return
+        left = self._jobs_left[i] - 1
+        self._jobs_left[i] = left
+        if left == 0:
+            self._transition_ended(i)
+        self._pump()
+
+    def _transition_ended(self, i: int) -> None:
+        p = self._p
+        self._ended += 1
+        place = p.reach[i]
+        if place >= 0:
+            left = self._place_left[place] - 1
+            self._place_left[place] = left
+            if left == 0:
+                try:
+                    self._reach_place(place)
+                except MadeusError as exc:  # a data value that cannot be rendered
+                    j = p.job_base[i]
+                    message = f"cannot compute a data port value: {exc}"
+                    self._fail(j, i, "failed", Outcome(ok=False, message=message))
+                    return
+        pending = self._pending
+        ready = self._ready
+        for s in p.and_succ[i]:
+            count = pending[s] - 1
+            pending[s] = count
+            if count == 0:
+                ready.append(s)
+        if p.any_succ[i]:
+            satisfied = self._satisfied
+            for s, slot in p.any_succ[i]:
+                if not satisfied[slot]:
+                    satisfied[slot] = 1
+                    count = pending[s] - 1
+                    pending[s] = count
+                    if count == 0:
+                        ready.append(s)
+
+    def _fail(self, j: int, i: int, status: Status, outcome: Outcome) -> None:
+        transition = self._p.transitions[i]
+        self.failures.append(
+            Failure(
+                transition=self._p.ids[i],
+                host=self._host_name(j),
+                status=status,
+                exit_status=outcome.exit_status,
+                message=outcome.message,
+                stderr_tail=outcome.stderr_tail,
+                attempts=self._attempts[j],
+                span=transition.span,
+            )
+        )
+        if self._stopping:
+            return
+        self._stopping = True
+        self._ready.clear()
+        if self._limiter is not None:
+            self._limiter.clear()  # queued jobs never start: they stay out of the trace
+        if not self._let_finish:
+            for task in list(self._tasks.values()):
+                task.cancel()
+
+    # --- values and data ports ----------------------------------------------------------
+
+    def _host_name(self, j: int) -> str:
+        return self._p.hosts[self._p.job_host[j]].name
+
+    def _make_job(self, j: int, i: int, attempt: int) -> Job:
+        p = self._p
+        instance = p.instance_of[i]
+        transition = p.transitions[i]
+        host = p.hosts[p.job_host[j]]
+        inst_values = self._params[instance]
+        values = {**self._host_facts(p.job_host[j]), **inst_values.params}
+        secrets = inst_values.secrets
+        for use in p.data_uses.get(instance, ()):
+            key = (use.provider, use.provider_port)
+            if key in self._data:
+                values[use.port] = self._data[key]
+                if key in self._data_secret:
+                    secrets = secrets | {self._data[key]}
+        stdout_path = stderr_path = None
+        if self._run_dir is not None:
+            stem = log_stem(p.ids[i], host.name)
+            stdout_path = self._run_dir / f"{stem}.out"
+            stderr_path = self._run_dir / f"{stem}.err"
+        return Job(
+            id=p.ids[i],
+            instance=instance,
+            transition=transition.name,
+            behaviour=transition.behaviour,
+            action=transition.action,
+            host=host,
+            values=values,
+            secrets=secrets,
+            duration=transition.expected,
+            attempt=attempt,
+            stdout_path=stdout_path,
+            stderr_path=stderr_path,
+            workdir=p.workdir[instance],
+        )
+
+    def _host_facts(self, h: int) -> dict[str, str]:
+        facts = self._host_values.get(h)
+        if facts is None:
+            facts = self._host_values[h] = host_values(self._inventory, self._p.hosts[h])
+        return facts
+
+    def _reach_place(self, place: int) -> None:
+        """A place bound to data provide ports is reached: compute the values it provides
+        (the first place of a group to be reached provides the value; deployment is
+        monotone)."""
+        from madeus.template import placeholders, render
+
+        for provide in self._p.place_provides[place]:
+            key = (provide.instance, provide.port.name)
+            if key in self._data:
+                continue
+            value = provide.port.value
+            if isinstance(value, OutputOf):
+                if provide.producer in self._outputs:
+                    self._data[key] = self._outputs[provide.producer]
+                continue
+            if value is None:
+                continue
+            inst_values = self._params[provide.instance]
+            values = {} if provide.host is None else host_values(self._inventory, provide.host)
+            values.update(inst_values.params)
+            for use in self._p.data_uses.get(provide.instance, ()):
+                if (use.provider, use.provider_port) in self._data:
+                    values[use.port] = self._data[(use.provider, use.provider_port)]
+            self._data[key] = render(value, values, quote=False)
+            if inst_values.secret_params & {name for name, _ in placeholders(value)}:
+                self._data_secret.add(key)
+
+    # --- events and trace ---------------------------------------------------------------
+
+    def _emit_end(
+        self, j: int, i: int, status: Status, outcome: Outcome, attempt: int, *, final: bool
+    ) -> None:
+        assert self._emit is not None
+        end = self._end[j] if final else self.now()
+        self._emit(
+            TransitionEnded(
+                id=self._p.ids[i],
+                host=self._host_name(j),
+                start=self._start[j],
+                end=end,
+                status=status,
+                attempt=attempt,
+                final=final,
+                exit_status=outcome.exit_status,
+                message=outcome.message,
+                stderr_tail=outcome.stderr_tail,
+            )
+        )
+
+    def trace(self) -> Trace:
+        """The trace so far: one event per job that started (running ones end now)."""
+        p = self._p
+        now = self.now()
+        events: list[TraceEvent] = []
+        ids, hosts, job_trans, job_host = p.ids, p.hosts, p.job_trans, p.job_host
+        behaviours = [t.behaviour for t in p.transitions]
+        for j, code in enumerate(self._code):
+            if code == _NOT_STARTED:
+                continue
+            i = job_trans[j]
+            end = self._end[j]
+            status = _STATUS.get(code, "cancelled")  # still running at an interruption
+            events.append(
+                TraceEvent(
+                    ids[i],
+                    hosts[job_host[j]].name,
+                    self._start[j],
+                    now if math.isnan(end) else end,
+                    status,
+                    behaviours[i],
+                    max(self._attempts[j], 1),
+                )
+            )
+        events.sort(key=lambda e: e.start)
+        makespan = max((e.end for e in events), default=0.0)
+        return Trace(self.assembly, self.started_at, makespan, tuple(events))
+
+
+def _host_limit(inventory: Inventory, host: str) -> int | None:
+    """`madeus_max_parallel` from the host's (or its groups') variables."""
+    if host not in inventory.hosts:
+        return None
+    raw = inventory.host_vars(host).get("madeus_max_parallel")
+    if raw is None:
+        return None
+    try:
+        limit = int(raw)
+    except (TypeError, ValueError):
+        raise MadeusError(
+            f'host "{host}": madeus_max_parallel must be a positive integer, not {raw!r}'
+        ) from None
+    if limit < 1:
+        raise MadeusError(f'host "{host}": madeus_max_parallel must be at least 1, not {limit}')
+    return limit

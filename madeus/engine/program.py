@@ -1,0 +1,177 @@
+"""The executable form of a plan: integer-indexed arrays the executor walks without allocating.
+
+Transitions are numbered in plan order; each (transition, host) pair is a *job*, numbered so that
+the jobs of transition i are `job_base[i] .. job_base[i + 1] - 1`. Dependencies become counters:
+`pending[i]` = len(after) + len(after_any); ending transition i decrements its `and_succ`, and
+the first member of an after_any group to end decrements the waiting transition once (the group's
+`slot` is then marked satisfied).
+
+Data ports need to know when a place is reached: only the places bound to a data provide port
+are tracked (`reach[i]` = the tracked place transition i enters, or -1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from madeus.inventory import Host
+from madeus.model import DEFAULT_BEHAVIOUR, OutputOf, ProvidePort, Transition
+from madeus.plan import Plan
+from madeus.resolve import Deployment
+
+
+@dataclass(frozen=True, slots=True)
+class DataProvide:
+    instance: str
+    port: ProvidePort
+    host: Host | None  # the provider's first host: `{host.*}` in the value, `output of T`
+    producer: int = -1  # for `output of T`: the index of T
+
+
+@dataclass(frozen=True, slots=True)
+class DataUse:
+    port: str  # the user's port name: the placeholder `{port}`
+    provider: str
+    provider_port: str
+
+
+@dataclass(frozen=True, slots=True)
+class Program:
+    ids: tuple[str, ...]
+    instance_of: tuple[str, ...]
+    transitions: tuple[Transition, ...]  # the model transition of each index
+    pending: tuple[int, ...]  # initial dependency counters
+    and_succ: tuple[tuple[int, ...], ...]
+    any_succ: tuple[tuple[tuple[int, int], ...], ...]  # (successor, group slot)
+    slots: int  # number of after_any groups in the whole plan
+    priority: tuple[float, ...]  # Plan.remaining, per transition
+    hosts: tuple[Host, ...]  # every host used, by host index
+    job_base: tuple[int, ...]  # len(ids) + 1 entries
+    job_trans: tuple[int, ...]
+    job_host: tuple[int, ...]
+    reach: tuple[int, ...]  # tracked place entered by each transition, or -1
+    place_left: tuple[int, ...]  # per tracked place: transitions that must end to reach it
+    place_provides: tuple[tuple[DataProvide, ...], ...]  # per tracked place
+    initially_reached: tuple[int, ...]  # tracked places that are initial
+    output_needed: frozenset[int]  # transitions whose stdout feeds a data port
+    data_uses: Mapping[str, tuple[DataUse, ...]]  # per using instance
+    workdir: Mapping[str, Path]  # per instance: the directory of its component's .mad file
+
+    @property
+    def jobs(self) -> int:
+        return self.job_base[-1]
+
+
+def compile_program(deployment: Deployment, plan: Plan) -> Program:
+    index = {t.id: i for i, t in enumerate(plan.transitions)}
+    n = len(plan.transitions)
+    inventory = deployment.inventory
+    model: dict[tuple[str, str], Transition] = {}
+    for inst in deployment.instances:
+        for t in inst.component.transitions:
+            if t.behaviour == DEFAULT_BEHAVIOUR:
+                model[(inst.name, t.name)] = t
+
+    and_succ: list[list[int]] = [[] for _ in range(n)]
+    any_succ: list[list[tuple[int, int]]] = [[] for _ in range(n)]
+    pending: list[int] = []
+    slots = 0
+    host_index: dict[str, int] = {}
+    hosts: list[Host] = []
+    job_base = [0]
+    job_trans: list[int] = []
+    job_host: list[int] = []
+    for i, step in enumerate(plan.transitions):
+        pending.append(len(step.after) + len(step.after_any))
+        for dep in step.after:
+            and_succ[index[dep]].append(i)
+        for group in step.after_any:
+            for dep in group:
+                any_succ[index[dep]].append((i, slots))
+            slots += 1
+        for name in step.hosts:
+            h = host_index.get(name)
+            if h is None:
+                h = host_index[name] = len(hosts)
+                hosts.append(inventory.hosts[name] if name in inventory.hosts else _bare(name))
+            job_trans.append(i)
+            job_host.append(h)
+        job_base.append(len(job_trans))
+
+    reach = [-1] * n
+    place_left: list[int] = []
+    place_provides: list[tuple[DataProvide, ...]] = []
+    initially: list[int] = []
+    output_needed: set[int] = set()
+    for inst in deployment.instances:
+        component = inst.component
+        by_place: dict[str, list[DataProvide]] = {}
+        first = inst.hosts[0] if inst.hosts else None
+        host = None if first is None else inventory.hosts.get(first) or _bare(first)
+        for port in component.provides:
+            if port.kind != "data":
+                continue
+            producer = -1
+            if isinstance(port.value, OutputOf):
+                producer = index.get(f"{inst.name}.{port.value.transition}", -1)
+                if producer >= 0:
+                    output_needed.add(producer)
+            for place in port.places:
+                by_place.setdefault(place, []).append(DataProvide(inst.name, port, host, producer))
+        initial = set(component.initial_places)
+        for place, provides in by_place.items():
+            p = len(place_left)
+            entering = [
+                index[f"{inst.name}.{t.name}"]
+                for t in component.transitions_of(DEFAULT_BEHAVIOUR)
+                if t.target == place and f"{inst.name}.{t.name}" in index
+            ]
+            for i in entering:
+                reach[i] = p
+            place_left.append(len(entering))
+            place_provides.append(tuple(provides))
+            if place in initial:
+                initially.append(p)
+
+    data_uses: dict[str, list[DataUse]] = {}
+    for link in deployment.links:
+        user = deployment.instance(link.user).component.port(link.user_port)
+        if user is not None and user.kind == "data":
+            data_uses.setdefault(link.user, []).append(
+                DataUse(link.user_port, link.provider, link.provider_port)
+            )
+
+    workdir = {
+        inst.name: Path(inst.component.span.path).parent
+        if inst.component.span.known
+        else Path.cwd()
+        for inst in deployment.instances
+    }
+    return Program(
+        ids=tuple(t.id for t in plan.transitions),
+        instance_of=tuple(t.instance for t in plan.transitions),
+        transitions=tuple(model[(t.instance, t.name)] for t in plan.transitions),
+        pending=tuple(pending),
+        and_succ=tuple(map(tuple, and_succ)),
+        any_succ=tuple(map(tuple, any_succ)),
+        slots=slots,
+        priority=tuple(plan.remaining.get(t.id, t.duration) for t in plan.transitions),
+        hosts=tuple(hosts),
+        job_base=tuple(job_base),
+        job_trans=tuple(job_trans),
+        job_host=tuple(job_host),
+        reach=tuple(reach),
+        place_left=tuple(place_left),
+        place_provides=tuple(place_provides),
+        initially_reached=tuple(initially),
+        output_needed=frozenset(output_needed),
+        data_uses={k: tuple(v) for k, v in data_uses.items()},
+        workdir=workdir,
+    )
+
+
+def _bare(name: str) -> Host:
+    """A host the plan names but the inventory does not know (a plan built elsewhere)."""
+    return Host(name, name, connection="local" if name == "localhost" else "ssh")

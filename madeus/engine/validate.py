@@ -1,0 +1,162 @@
+"""Check a trace against a plan: did the run follow the deployment semantics (SPEC section 3)?
+
+A transition ends when its last host ends. Its *ready* time is the latest of: the ends of its
+`after` transitions, and for each `after_any` group the earliest end in the group (0 when it
+waits for nothing). Then, for every event:
+- every transition ran exactly once on each of its hosts, with status ok (or skipped);
+- it started at or after its ready time (never early);
+- it started within `tolerance` seconds of its ready time (never needlessly late).
+
+Under a concurrency limit a job may have to wait for a free slot. Pass `max_parallel` and
+`host_limits`: then the trace must respect the limits, and a job that started later than
+`ready + tolerance` must have found its slot taken for the whole wait (checked at the ready time
+plus the tolerance, and at every start/end in the wait).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NamedTuple
+
+from madeus.plan import Plan
+from madeus.trace import Trace, TraceEvent
+
+# Float rounding of times written with six decimals.
+_EPSILON = 1e-6
+_DONE = ("ok", "skipped")
+
+
+class _Interval(NamedTuple):
+    start: float
+    end: float
+    host: str
+
+
+def validate(
+    trace: Trace,
+    plan: Plan,
+    tolerance: float = 0.05,
+    *,
+    max_parallel: int | None = None,
+    host_limits: Mapping[str, int] | None = None,
+) -> list[str]:
+    """Every problem found, as sentences; an empty list means the trace is valid."""
+    problems: list[str] = []
+    by_key: dict[tuple[str, str], list[TraceEvent]] = {}
+    for event in trace.events:
+        by_key.setdefault((event.id, event.host), []).append(event)
+        if event.end + _EPSILON < event.start:
+            problems.append(f"{event.id} @ {event.host} ends ({event.end:.6f}) before it starts")
+
+    known = {(t.id, h) for t in plan.transitions for h in t.hosts}
+    for (tid, host), events in by_key.items():
+        if (tid, host) not in known:
+            problems.append(f"{tid} @ {host} is not in the plan")
+        elif len(events) > 1:
+            problems.append(f"{tid} @ {host} ran {len(events)} times")
+
+    end: dict[str, float] = {}
+    ready: dict[str, float] = {}
+    # Plan order is topological (predicted start order, ties in end order).
+    for t in plan.transitions:
+        at = 0.0
+        for dep in t.after:
+            at = max(at, end.get(dep, float("inf")))
+        for group in t.after_any:
+            at = max(at, min((end.get(dep, float("inf")) for dep in group), default=0.0))
+        ready[t.id] = at
+        ends: list[float] = []
+        for host in t.hosts:
+            events = by_key.get((t.id, host), [])
+            done = [e for e in events if e.status in _DONE]
+            if not events:
+                problems.append(f"{t.id} @ {host} never ran")
+            elif not done:
+                problems.append(f"{t.id} @ {host} did not succeed (status {events[0].status})")
+            ends.append(done[0].end if done else float("inf"))
+        end[t.id] = max(ends, default=at)
+
+    limited = max_parallel is not None or bool(host_limits)
+    intervals = [_Interval(e.start, e.end, e.host) for e in trace.events if e.end > e.start]
+    if limited:
+        problems.extend(_limit_problems(intervals, max_parallel, host_limits or {}))
+    for t in plan.transitions:
+        at = ready[t.id]
+        if at == float("inf"):
+            continue  # a dependency never ran: already reported
+        for host in t.hosts:
+            for event in by_key.get((t.id, host), []):
+                if event.status == "skipped":
+                    continue
+                if event.start + _EPSILON < at:
+                    problems.append(
+                        f"{t.id} @ {host} started at {event.start:.6f}, before its dependencies "
+                        f"ended at {at:.6f}"
+                    )
+                elif event.start - at > tolerance and not (
+                    limited
+                    and _saturated(intervals, event, at, tolerance, max_parallel, host_limits)
+                ):
+                    problems.append(
+                        f"{t.id} @ {host} started at {event.start:.6f}, "
+                        f"{event.start - at:.6f} s after it was ready at {at:.6f} "
+                        f"(tolerance {tolerance:g} s)"
+                    )
+    return problems
+
+
+def _running(intervals: list[_Interval], at: float, host: str | None, slack: float = 0.0) -> int:
+    """Jobs holding a slot at `at`: started by `at + slack`, not yet ended."""
+    return sum(
+        1
+        for iv in intervals
+        if iv.start <= at + slack + _EPSILON
+        and at < iv.end - _EPSILON
+        and (host is None or iv.host == host)
+    )
+
+
+def _saturated(
+    intervals: list[_Interval],
+    event: TraceEvent,
+    ready: float,
+    tolerance: float,
+    max_parallel: int | None,
+    host_limits: Mapping[str, int] | None,
+) -> bool:
+    """Was a limit binding for `event` all the time it waited, save the last `tolerance`?
+
+    The count of running jobs only drops when a job ends, so the moments to check are the ready
+    time and every end during the wait. A job that took a freed slot within `tolerance` of the
+    moment counts as holding it (the engine starts jobs one after the other).
+    """
+    host_limit = (host_limits or {}).get(event.host)
+    others = [iv for iv in intervals if iv != (event.start, event.end, event.host)]
+    latest = event.start - tolerance
+    moments = [ready, *(iv.end for iv in others if ready < iv.end < latest)]
+    for at in moments:
+        full = max_parallel is not None and _running(others, at, None, tolerance) >= max_parallel
+        if not full and host_limit is not None:
+            full = _running(others, at, event.host, tolerance) >= host_limit
+        if not full:
+            return False
+    return True
+
+
+def _limit_problems(
+    intervals: list[_Interval], max_parallel: int | None, host_limits: Mapping[str, int]
+) -> list[str]:
+    problems: list[str] = []
+    if max_parallel is not None:
+        for at in sorted(iv.start for iv in intervals):
+            running = _running(intervals, at, None)
+            if running > max_parallel:
+                problems.append(f"{running} jobs ran at {at:.6f} (max parallel {max_parallel})")
+                break
+    for host, limit in host_limits.items():
+        for at in (iv.start for iv in intervals if iv.host == host):
+            running = _running(intervals, at, host)
+            if running > limit:
+                problems.append(f"{running} jobs ran on {host} at {at:.6f} (limit {limit})")
+                break
+    return problems

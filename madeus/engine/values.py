@@ -1,0 +1,79 @@
+"""The values an action may refer to as `{name}`: parameters, host facts and data ports.
+
+Parameters are resolved once, before anything runs (an unset `env("X")` stops the run before it
+starts). Secret parameters are kept apart so that every job can redact them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from madeus.engine.errors import ParameterError
+from madeus.errors import Diagnostic
+from madeus.inventory import Host, Inventory
+from madeus.model import EnvRef, Value
+from madeus.resolve import Deployment
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceValues:
+    params: Mapping[str, str]
+    secrets: frozenset[str]  # the secret values themselves, for redaction
+    secret_params: frozenset[str]  # names of secret parameters
+
+
+def to_text(value: object) -> str:
+    """How a value reads in a command: booleans as shell-friendly `true`/`false`, structured
+    inventory values as JSON."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value)
+    return json.dumps(value, sort_keys=True)
+
+
+def resolve_params(deployment: Deployment, environ: Mapping[str, str]) -> dict[str, InstanceValues]:
+    """Every instance's parameters as text; raise ParameterError naming each unset variable."""
+    problems: list[Diagnostic] = []
+    resolved: dict[str, InstanceValues] = {}
+    for inst in deployment.instances:
+        secret_names = frozenset(p.name for p in inst.component.params if p.secret)
+        params: dict[str, str] = {}
+        for name, value in inst.params.items():
+            text = _param_text(value, environ)
+            if text is None:
+                assert isinstance(value, EnvRef)
+                problems.append(
+                    Diagnostic(
+                        "unset-variable",
+                        f'instance "{inst.name}": parameter "{name}" reads environment '
+                        f'variable "{value.name}", which is not set',
+                        inst.span,
+                    )
+                )
+                continue
+            params[name] = text
+        secrets = frozenset(params[n] for n in secret_names if params.get(n))
+        resolved[inst.name] = InstanceValues(params, secrets, secret_names)
+    if problems:
+        raise ParameterError(problems)
+    return resolved
+
+
+def _param_text(value: Value, environ: Mapping[str, str]) -> str | None:
+    if isinstance(value, EnvRef):
+        return environ.get(value.name)
+    return to_text(value)
+
+
+def host_values(inventory: Inventory, host: Host) -> dict[str, str]:
+    """`host.name`, `host.address` (how other hosts reach it) and `host.vars.KEY`."""
+    merged: Mapping[str, Any] = (
+        inventory.host_vars(host.name) if host.name in inventory.hosts else host.vars
+    )
+    values = {"host.name": host.name, "host.address": host.internal_address}
+    values.update({f"host.vars.{k}": to_text(v) for k, v in merged.items()})
+    return values
