@@ -1,4 +1,4 @@
-"""Sessions: `nox` runs lint, typecheck and tests; `nox -s tests -- -k engine` passes pytest args."""
+"""`nox` runs lint, typecheck and tests; `nox -s tests -- -k engine` passes pytest arguments."""
 
 from __future__ import annotations
 

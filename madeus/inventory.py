@@ -169,7 +169,9 @@ def inventory_from_dict(data: object, path: str = "<inventory>") -> Inventory:
         site_hosts: dict[str, None] = {}
         for member in members:
             if not partial.has_target(str(member)):
-                problems.append(_diag(path, f'site "{site}" names unknown group or host "{member}"'))
+                problems.append(
+                    _diag(path, f'site "{site}" names unknown group or host "{member}"')
+                )
                 continue
             site_hosts.update(dict.fromkeys(partial.hosts_of(str(member))))
         sites[str(site)] = tuple(site_hosts)

@@ -21,10 +21,6 @@ PortKind = Literal["service", "data"]
 DEFAULT_BEHAVIOUR = "deploy"
 
 
-def _span() -> Span:
-    return field(default=NO_SPAN, compare=False, repr=False)  # type: ignore[return-value]
-
-
 @dataclass(frozen=True, slots=True)
 class EnvRef:
     """A value read from the operator's environment when the assembly is resolved."""
@@ -40,7 +36,7 @@ class Param:
     name: str
     type: ParamType
     default: Value | None = None
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
     @property
     def secret(self) -> bool:
@@ -51,7 +47,7 @@ class Param:
 class Place:
     name: str
     initial: bool = False
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 # --- actions ------------------------------------------------------------------------------
@@ -63,7 +59,7 @@ class Place:
 @dataclass(frozen=True, slots=True)
 class ShellAction:
     command: str
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +70,7 @@ class AnsibleAction:
     playbook: str | None = None
     role: str | None = None
     tasks: str | None = None
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
     @property
     def form(self) -> Literal["playbook", "role", "tasks"]:
@@ -88,7 +84,7 @@ class PythonAction:
     """`module.path:function`, sync or async, called with an `ActionContext`."""
 
     ref: str
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +93,7 @@ class UploadAction:
 
     source: str
     dest: str
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 Action = ShellAction | AnsibleAction | PythonAction | UploadAction
@@ -114,7 +110,7 @@ class Transition:
     retries: int = 0
     behaviour: str = DEFAULT_BEHAVIOUR
     idempotent: bool = False
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
     @property
     def expected(self) -> float:
@@ -140,7 +136,7 @@ class ProvidePort:
     places: tuple[str, ...]
     type: str | None = None
     value: str | OutputOf | None = None
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +149,7 @@ class UsePort:
     places: tuple[str, ...] = ()
     type: str | None = None
     optional: bool = False
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 Port = ProvidePort | UsePort
@@ -167,7 +163,7 @@ class ComponentType:
     transitions: tuple[Transition, ...] = ()
     provides: tuple[ProvidePort, ...] = ()
     uses: tuple[UsePort, ...] = ()
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
     @property
     def initial_places(self) -> tuple[str, ...]:
@@ -188,10 +184,8 @@ class ComponentType:
         return next((p for p in self.places if p.name == name), None)
 
     def port(self, name: str) -> Port | None:
-        for port in (*self.provides, *self.uses):
-            if port.name == name:
-                return port
-        return None
+        ports: tuple[Port, ...] = (*self.provides, *self.uses)
+        return next((port for port in ports if port.name == name), None)
 
 
 # --- assemblies ---------------------------------------------------------------------------
@@ -203,7 +197,7 @@ class InstanceRef:
 
     name: str
     index: str | None = None
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
     def __str__(self) -> str:
         return self.name if self.index is None else f"{self.name}[{self.index}]"
@@ -217,7 +211,7 @@ class Target:
 
     name: str | None
     site: str | None = None
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +220,7 @@ class Instance:
     type: str
     target: Target | None = None
     args: tuple[tuple[str, Value], ...] = ()
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -237,7 +231,7 @@ class Instance:
 class PortRef:
     instance: InstanceRef
     port: str
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
     def __str__(self) -> str:
         return f"{self.instance}.{self.port}"
@@ -247,7 +241,7 @@ class PortRef:
 class Connection:
     user: PortRef
     provider: PortRef
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 FamilyOver = Literal["sites", "hosts"]
@@ -263,7 +257,7 @@ class Family:
     group: str | None = None
     instances: tuple[Instance, ...] = ()
     connections: tuple[Connection, ...] = ()
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,7 +267,7 @@ class Assembly:
     instances: tuple[Instance, ...] = ()
     connections: tuple[Connection, ...] = ()
     families: tuple[Family, ...] = ()
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
     def component(self, name: str) -> ComponentType | None:
         return next((c for c in self.components if c.name == name), None)

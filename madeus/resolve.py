@@ -110,7 +110,9 @@ def _resolve_instance(
     inst: Instance, name: str, hosts: tuple[str, ...], components: Mapping[str, ComponentType]
 ) -> ResolvedInstance:
     component = components[inst.type]
-    params: dict[str, Value] = {p.name: p.default for p in component.params if p.default is not None}
+    params: dict[str, Value] = {
+        p.name: p.default for p in component.params if p.default is not None
+    }
     params.update(inst.args)
     return ResolvedInstance(name, component, hosts, params, inst.span)
 
@@ -155,7 +157,9 @@ def _place(
 
 def _unknown_target(name: str, span: Span, inv: Inventory) -> Diagnostic:
     where = f" in inventory {inv.path}" if inv.path else ""
-    return Diagnostic("unknown-target", f'unknown target "{name}": no such group or host{where}', span)
+    return Diagnostic(
+        "unknown-target", f'unknown target "{name}": no such group or host{where}', span
+    )
 
 
 def _expand_ref(ref: InstanceRef, bound: Mapping[str, str]) -> str:

@@ -16,7 +16,6 @@ from madeus import __version__
 from madeus.cli._common import EXIT_INTERRUPTED
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="madeus",
