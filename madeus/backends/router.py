@@ -79,6 +79,8 @@ class BackendConfig:
     simulate: SimulateMode | None = None
     time_scale: float = 1.0
     run_dir: Path | None = None  # the run's log directory, if any (Ansible keeps artifacts)
+    known_hosts: str | None = None  # None: the file beside the inventory, else ~/.ssh/known_hosts
+    insecure_no_host_key_check: bool = False  # an explicit opt-out, never a fallback
 
 
 class Router:

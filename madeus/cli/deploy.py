@@ -137,6 +137,17 @@ def add_parser(subparsers: Any) -> None:
         action="store_true",
         help="deploy even without the z3 verification",
     )
+    parser.add_argument(
+        "--known-hosts",
+        metavar="FILE",
+        help="check SSH host keys against FILE (default: known_hosts beside the inventory, "
+        "else ~/.ssh/known_hosts)",
+    )
+    parser.add_argument(
+        "--insecure-no-host-key-check",
+        action="store_true",
+        help="accept any SSH host key (dangerous: only for throw-away hosts)",
+    )
     parser.set_defaults(func=run, simulate=None, file_after_simulate=None)
 
 
@@ -200,6 +211,8 @@ def run(args: argparse.Namespace) -> int:
                         let_running_finish=args.let_running_finish,
                         on_event=progress.on_event,
                         run_dir=run_dir,
+                        known_hosts=args.known_hosts,
+                        insecure_no_host_key_check=args.insecure_no_host_key_check,
                     )
                 )
             except DeployError as error:

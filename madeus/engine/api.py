@@ -65,6 +65,8 @@ async def deploy(
     plan: Plan | None = None,
     backend: Backend | None = None,
     environ: Mapping[str, str] | None = None,
+    known_hosts: str | None = None,
+    insecure_no_host_key_check: bool = False,
 ) -> DeployResult:
     """Deploy `target` (a resolved Deployment, an Assembly, or a `.mad` file).
 
@@ -78,6 +80,8 @@ async def deploy(
     - `run_dir`: where to write per-job logs, `plan.json` and `trace.json` (none if None).
     - `backend`: runs every job instead of the default router.
     - `environ`: where `env("X")` parameters are read (default: os.environ).
+    - `known_hosts`: the SSH known_hosts file (default: the one beside the inventory, else
+      ~/.ssh/known_hosts); `insecure_no_host_key_check=True` accepts any host key.
 
     Raises ParameterError (nothing ran) when an environment variable is unset, DeployError
     (with the partial trace) when a transition fails after its retries.
@@ -94,7 +98,16 @@ async def deploy(
     params = resolve_params(deployment, os.environ if environ is None else environ)
     program = compile_program(deployment, plan)
     directory = Path(run_dir) if run_dir is not None else None
-    router = Router(BackendConfig(deployment.inventory, mode, time_scale, directory))
+    router = Router(
+        BackendConfig(
+            deployment.inventory,
+            mode,
+            time_scale,
+            directory,
+            known_hosts=known_hosts,
+            insecure_no_host_key_check=insecure_no_host_key_check,
+        )
+    )
     try:
         if backend is None:
             # Build every backend the jobs need now: a missing one fails before anything runs.
