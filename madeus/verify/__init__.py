@@ -1,0 +1,155 @@
+"""The verifier: proves, before anything runs, that a deployment terminates and never uses a
+service that is not provided (SPEC section 4), or shows a counterexample at its source lines.
+
+    from madeus.verify import verify
+    for diagnostic in verify(deployment):      # [] when sound
+        print(diagnostic.render())
+
+Modules, one per stage (docs/semantics.md explains each encoding and why it is exact):
+- `graph.py`: the wait graph of the deploy behaviour (who waits for whom, AND/OR), its least
+  fixpoint and its strongly connected components;
+- `deploy.py`: termination, as precedence constraints for z3, decided per cyclic component;
+- `safety.py`: port safety of use ports bound to places, as a z3 reachability query;
+- `explain.py`: unsat cores and models turned into diagnostics (cycles of waits, interleavings);
+- `oracle.py`: the explicit-state explorer of the Madeus rules the tests compare z3 with.
+
+`verify` checks the deploy behaviour. Behaviours and reconfiguration programs (Concerto
+rules) have a bounded encoding (docs/semantics.md, section 9; `behaviours.py`), a check of its
+own beside `check_deploy` and `check_safety`, explained the same way.
+
+z3 is imported only when a check needs it: `import madeus.verify` is cheap.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import types
+from dataclasses import dataclass, field
+
+from madeus.errors import Diagnostic
+from madeus.model import Assembly, Module
+from madeus.resolve import Deployment
+from madeus.verify.deploy import DeployProblem, DeployVerdict, check_deploy
+from madeus.verify.graph import WaitGraph, build_wait_graph
+from madeus.verify.safety import SafetyVerdict, UnsafeUse, check_safety
+
+__all__ = [
+    "Analysis",
+    "DeployProblem",
+    "DeployVerdict",
+    "SafetyVerdict",
+    "UnsafeUse",
+    "analyze",
+    "problem_elements",
+    "verify",
+]
+
+Target = Deployment | Assembly | Module
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    """Everything the verifier found, as data; `diagnostics` renders it."""
+
+    deployment: Deployment = field(repr=False)
+    graph: WaitGraph = field(repr=False)
+    deploy: DeployVerdict
+    safety: SafetyVerdict
+
+    @property
+    def sound(self) -> bool:
+        return self.deploy.sound and self.safety.safe
+
+    @property
+    def diagnostics(self) -> list[Diagnostic]:
+        from madeus.verify.explain import Sources, deploy_diagnostics, safety_diagnostic, sort_key
+
+        src = Sources(self.deployment)
+        found = deploy_diagnostics(self.deploy, src)
+        found.extend(safety_diagnostic(u, src) for u in self.safety.unsafe)
+        # Source order (stable: problems found on the same line keep the order found).
+        return sorted(found, key=sort_key)
+
+
+def _deployment(target: Target) -> Deployment:
+    if isinstance(target, Deployment):
+        return target
+    from madeus.errors import VerifyError
+    from madeus.resolve import resolve
+
+    assembly = target.assembly if isinstance(target, Module) else target
+    if assembly is None:
+        raise VerifyError([Diagnostic("no-assembly", "nothing to verify: no assembly")])
+    return resolve(assembly)
+
+
+def analyze(target: Target) -> Analysis:
+    """Verify the deploy behaviour of `target` (an Assembly or Module is resolved against the
+    local inventory: hosts do not change the verdict). Raise VerifyError only when the model
+    is ill-formed in a way the front end would have reported (an unknown port...)."""
+    deployment = _deployment(target)
+    collecting = gc.isenabled()
+    # Hundreds of thousands of small tuples and no reference cycles: the cyclic collector
+    # would run many times for nothing (half the time at 100,000 transitions).
+    gc.disable()
+    try:
+        graph = build_wait_graph(deployment)
+        deploy = check_deploy(graph)
+        safety = check_safety(graph, deploy.fired)
+    finally:
+        if collecting:
+            gc.enable()
+    return Analysis(deployment, graph, deploy, safety)
+
+
+def verify(target: Target) -> list[Diagnostic]:
+    """Every deadlock, never-starting transition and port-safety violation of `target`'s
+    deployment, in the SPEC diagnostic format (`Diagnostic.render`); [] when sound."""
+    return analyze(target).diagnostics
+
+
+def problem_elements(target: Target) -> frozenset[str | tuple[str, str]]:
+    """Net node ids (`madeus.petri`) and (source, target) net edges of every problem found:
+    the cycles of waits (docks included), the never-reached places and what waits on them, the
+    place bindings used before their provider: what `madeus graph --highlight-problems` draws
+    in red."""
+    from madeus.verify.explain import dock_nodes, net_edges
+
+    analysis = analyze(target)
+    graph = analysis.graph
+    elements: set[str | tuple[str, str]] = set()
+    for problem in analysis.deploy.problems:
+        ids = [graph.nodes[n].net_id for n in problem.nodes]
+        edges = net_edges(graph, problem.nodes, closed=problem.kind == "deadlock")
+        elements.update(ids)
+        elements.update(edges)
+        elements.update(dock_nodes(edges))
+        if problem.kind == "unreachable-provider":
+            # The provide port's places, none of which any deploy transition enters.
+            port = graph.nodes[problem.nodes[-1]].net_id
+            for m in graph.deps[problem.nodes[-1]]:
+                never = graph.nodes[m].net_id
+                elements.update({never, (never, port)})
+    for unsafe in analysis.safety.unsafe:
+        use = f"{unsafe.instance}:use:{unsafe.port}"
+        place = f"{unsafe.instance}:place:{unsafe.place}"
+        provide = f"{unsafe.link.provider}:provide:{unsafe.link.provider_port}"
+        elements.update({use, place, provide, (use, place), (provide, use)})
+        for p in unsafe.group:
+            group_place = f"{unsafe.link.provider}:place:{p}"
+            elements.update({group_place, (group_place, provide)})
+    return frozenset(elements)
+
+
+class _CallableModule(types.ModuleType):
+    """`madeus.verify` is both this package and the library function `madeus.verify(...)`
+    (SPEC's API): once the package is imported, Python binds the attribute `verify` of
+    `madeus` to the package, whatever `madeus/__init__.py` put there. Making the package
+    callable keeps `madeus.verify(assembly)` working either way."""
+
+    def __call__(self, target: Target) -> list[Diagnostic]:
+        return verify(target)
+
+
+sys.modules[__name__].__class__ = _CallableModule

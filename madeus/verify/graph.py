@@ -1,0 +1,332 @@
+"""The wait graph of the deploy behaviour: who waits for whom, as an AND/OR graph.
+
+Nodes are the elements of the dependency net that a deployment waits on:
+- a *transition* waits (AND) for its source place and for each connected use port bound to it;
+- a *place* waits (AND) for every deploy transition entering it; an initial place waits for
+  nothing; a non-initial place that no deploy transition enters is *never* reached;
+- a *use* port (connected, bound to a transition) waits (AND) for the provide port it is
+  connected to;
+- a *provide* port waits for ANY of the places of its group (it is provided once one of them
+  is reached: deployment is monotone).
+
+A node *fires* (a transition starts, a place is reached, a port is provided) once what it
+waits for has fired. The SPEC rule "a transition starts when every transition entering its
+source place has ended and, for each use port bound to it, some place of the connected provide
+group has been reached" is exactly the firing rule of this graph (docs/semantics.md, section 3).
+
+Compared with the plan's `after` / `after_any` (one AND-of-ORs per transition), keeping places
+and ports as nodes keeps the graph linear in the size of the net (the CNF of an OR of ANDs can
+be exponential) and gives each wait a source line to cite. Node ids follow `madeus.petri`, so
+the nodes of a counterexample can be highlighted in the net drawing as they are.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, NamedTuple
+
+from madeus.errors import Diagnostic, VerifyError
+from madeus.model import DEFAULT_BEHAVIOUR, ComponentType, ProvidePort
+from madeus.resolve import Deployment, Link
+
+NodeKind = Literal["transition", "place", "use", "provide"]
+
+
+class Node(NamedTuple):
+    """One element of the net. A named tuple rather than a frozen dataclass: a 10,000-component
+    assembly has 230,000 of them, and tuples are created and hashed several times faster."""
+
+    kind: NodeKind
+    instance: str
+    name: str
+
+    @property
+    def net_id(self) -> str:
+        """The id of this element in `madeus.petri.build_net`'s graph."""
+        return f"{self.instance}:{self.kind}:{self.name}"
+
+    @property
+    def label(self) -> str:
+        """`instance.name`, as transitions are named in plans and diagnostics."""
+        return f"{self.instance}.{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class WaitGraph:
+    """Nodes are numbered; `deps[n]` lists what node n waits for (all of them, or any one of
+    them when `any_of[n]`). Transition nodes come first within each instance, in declaration
+    order, so the smallest index is the earliest transition of the assembly."""
+
+    deployment: Deployment = field(compare=False, repr=False)
+    nodes: tuple[Node, ...] = field(repr=False)
+    deps: tuple[tuple[int, ...], ...] = field(repr=False)
+    any_of: tuple[bool, ...] = field(repr=False)
+    never: tuple[bool, ...] = field(repr=False)
+    index: dict[Node, int] = field(compare=False, repr=False)
+    # Reverse edges, for propagation.
+    dependents: tuple[tuple[int, ...], ...] = field(compare=False, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def weight(self, m: int) -> int:
+        """What waiting on node m adds: a transition is waited on until it *ends*, one time
+        unit after it starts (any positive duration would do); anything else is waited on
+        until it fires."""
+        return 1 if self.nodes[m].kind == "transition" else 0
+
+    def transitions(self) -> Iterable[int]:
+        return (n for n, node in enumerate(self.nodes) if node.kind == "transition")
+
+    def node_of(self, kind: NodeKind, instance: str, name: str) -> int | None:
+        return self.index.get(Node(kind, instance, name))
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What every instance of a component type shares: computed once per type, not per
+    instance (generated assemblies have 10,000 instances of two types)."""
+
+    transitions: tuple[tuple[str, str, tuple[str, ...]], ...]  # name, source, bound use ports
+    places: tuple[tuple[str, bool, tuple[str, ...]], ...]  # name, initial, entering
+    waited_uses: tuple[str, ...]  # use ports bound to a deploy transition
+
+
+def _shape(component: ComponentType) -> _Shape:
+    deploy = component.transitions_of(DEFAULT_BEHAVIOUR)
+    names = {t.name for t in deploy}
+    entering: dict[str, list[str]] = {}
+    for t in deploy:
+        entering.setdefault(t.target, []).append(t.name)
+    bound: dict[str, list[str]] = {}
+    for use in component.uses:
+        for t_name in dict.fromkeys(use.transitions):
+            bound.setdefault(t_name, []).append(use.name)
+    initial = set(component.initial_places)
+    return _Shape(
+        tuple((t.name, t.source, tuple(bound.get(t.name, ()))) for t in deploy),
+        tuple(
+            (p.name, p.name in initial, tuple(entering.get(p.name, ()))) for p in component.places
+        ),
+        tuple(u.name for u in component.uses if any(t in names for t in u.transitions)),
+    )
+
+
+def build_wait_graph(deployment: Deployment) -> WaitGraph:
+    """Raise VerifyError when a connection or binding names something that does not exist
+    (the front end rules this out; a deployment built by hand may not)."""
+    nodes: list[Node] = []
+    index: dict[Node, int] = {}
+    problems: list[Diagnostic] = []
+    shapes: dict[int, _Shape] = {}
+
+    def add(node: Node) -> int:
+        number = index.get(node)
+        if number is None:
+            number = index[node] = len(nodes)
+            nodes.append(node)
+        return number
+
+    # First every node, then the edges: edges may point into instances declared later.
+    pending: list[tuple[int, list[Node], bool, bool]] = []  # node, deps, any_of, never
+    for inst in deployment.instances:
+        component = inst.component
+        shape = shapes.get(id(component))
+        if shape is None:
+            shape = shapes[id(component)] = _shape(component)
+        name = inst.name
+        connected = {u for u in shape.waited_uses if deployment.provider_of(name, u) is not None}
+        for t_name, source, uses in shape.transitions:
+            number = add(Node("transition", name, t_name))
+            waits = [Node("place", name, source)]
+            # An optional port left unconnected: nothing to wait for.
+            waits.extend(Node("use", name, u) for u in uses if u in connected)
+            pending.append((number, waits, False, False))
+        for p_name, initial, entering in shape.places:
+            number = add(Node("place", name, p_name))
+            if initial:
+                # Marked and reached from the start, whatever enters it later.
+                pending.append((number, [], False, False))
+            else:
+                into = [Node("transition", name, e) for e in entering]
+                pending.append((number, into, False, not into))
+        for u in shape.waited_uses:
+            link = deployment.provider_of(name, u)
+            if link is None:
+                continue
+            number = add(Node("use", name, u))
+            provide = _provide_port(deployment, link, problems)
+            if provide is None:
+                pending.append((number, [], False, True))
+                continue
+            provider = Node("provide", link.provider, provide.name)
+            known = provider in index
+            p_number = add(provider)
+            pending.append((number, [provider], False, False))
+            if not known:
+                places = [Node("place", link.provider, p) for p in dict.fromkeys(provide.places)]
+                pending.append((p_number, places, True, not places))
+    if problems:
+        raise VerifyError(problems)
+    size = len(nodes)
+    deps: list[tuple[int, ...]] = [()] * size
+    any_of = [False] * size
+    never = [False] * size
+    for number, waits, is_any, is_never in pending:
+        found = []
+        for w in waits:
+            target = index.get(w)
+            if target is None:
+                problems.append(
+                    Diagnostic("unknown-element", f'"{w.label}" is waited on but not declared')
+                )
+            else:
+                found.append(target)
+        deps[number] = tuple(dict.fromkeys(found)) if len(found) > 1 else tuple(found)
+        any_of[number] = is_any
+        never[number] = is_never
+    if problems:
+        raise VerifyError(problems)
+    dependents: list[list[int]] = [[] for _ in range(size)]
+    for n, ds in enumerate(deps):
+        for m in ds:
+            dependents[m].append(n)
+    return WaitGraph(
+        deployment,
+        tuple(nodes),
+        tuple(deps),
+        tuple(any_of),
+        tuple(never),
+        index,
+        tuple(tuple(d) for d in dependents),
+    )
+
+
+def _provide_port(
+    deployment: Deployment, link: Link, problems: list[Diagnostic]
+) -> ProvidePort | None:
+    try:
+        component: ComponentType = deployment.instance(link.provider).component
+    except KeyError:
+        problems.append(
+            Diagnostic("unknown-instance", f'unknown instance "{link.provider}"', link.span)
+        )
+        return None
+    port = component.port(link.provider_port)
+    if not isinstance(port, ProvidePort):
+        problems.append(
+            Diagnostic(
+                "unknown-port",
+                f'connection names unknown provide port "{link.provider}.{link.provider_port}"',
+                link.span,
+            )
+        )
+        return None
+    return port
+
+
+# --- the least fixpoint: what fires ---------------------------------------------------------
+
+
+def propagate(graph: WaitGraph, allowed: Callable[[int], bool] | None = None) -> list[int]:
+    """The nodes that fire, in an order in which they can fire (each after what it waits
+    for): the least fixpoint of the firing rule. With `allowed`, nodes outside it never fire.
+    Linear in the size of the graph."""
+    deps, any_of, never, dependents = graph.deps, graph.any_of, graph.never, graph.dependents
+    waiting = [1 if any_of[n] else len(deps[n]) for n in range(len(deps))]
+    fired = bytearray(len(deps))
+    order: list[int] = []
+    queue = deque(
+        n
+        for n in range(len(deps))
+        if waiting[n] == 0 and not never[n] and (allowed is None or allowed(n))
+    )
+    while queue:
+        n = queue.popleft()
+        if fired[n]:
+            continue
+        fired[n] = 1
+        order.append(n)
+        for d in dependents[n]:
+            if fired[d] or never[d] or (allowed is not None and not allowed(d)):
+                continue
+            if any_of[d]:
+                waiting[d] = 0
+            else:
+                waiting[d] -= 1
+            if waiting[d] == 0:
+                queue.append(d)
+    return order
+
+
+# --- strongly connected components ----------------------------------------------------------
+
+
+def strongly_connected(
+    size: int, successors: Callable[[int], Sequence[int]], among: Iterable[int] | None = None
+) -> list[list[int]]:
+    """Tarjan's algorithm, iterative (deployments have 100,000s of nodes: no recursion).
+    Components come out successors first: when edges point from a node to what it waits
+    for, every component comes after the components it waits on."""
+    index = [-1] * size
+    low = [0] * size
+    on_stack = bytearray(size)
+    stack: list[int] = []
+    result: list[list[int]] = []
+    counter = 0
+    for root in range(size) if among is None else among:
+        if index[root] != -1:
+            continue
+        work: list[tuple[int, int]] = [(root, 0)]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack[root] = 1
+        while work:
+            node, position = work[-1]
+            succ = successors(node)
+            if position < len(succ):
+                work[-1] = (node, position + 1)
+                nxt = succ[position]
+                if index[nxt] == -1:
+                    index[nxt] = low[nxt] = counter
+                    counter += 1
+                    stack.append(nxt)
+                    on_stack[nxt] = 1
+                    work.append((nxt, 0))
+                elif on_stack[nxt] and index[nxt] < low[node]:
+                    low[node] = index[nxt]
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                if low[node] < low[parent]:
+                    low[parent] = low[node]
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack[member] = 0
+                    component.append(member)
+                    if member == node:
+                        break
+                result.append(component)
+    return result
+
+
+def is_cyclic(component: Sequence[int], successors: Callable[[int], Sequence[int]]) -> bool:
+    return len(component) > 1 or component[0] in successors(component[0])
+
+
+def ancestors(graph: WaitGraph, start: Iterable[int]) -> set[int]:
+    """Every node that the nodes of `start` wait on, directly or not, `start` included."""
+    seen = set(start)
+    queue = deque(seen)
+    while queue:
+        for m in graph.deps[queue.popleft()]:
+            if m not in seen:
+                seen.add(m)
+                queue.append(m)
+    return seen
