@@ -19,11 +19,21 @@ _LAZY: dict[str, str] = {
     "RunEnded": "madeus.engine",
     "Trace": "madeus.trace",
     "TraceEvent": "madeus.trace",
+    "load_file": "madeus.frontend",
+    "load_text": "madeus.frontend",
+    "load_inventory": "madeus.inventory",
+    "resolve": "madeus.resolve",
+    "build_plan": "madeus.plan",
+    "verify": "madeus.verify",
+    "MadeusError": "madeus.errors",
+    "Diagnostic": "madeus.errors",
 }
 
 __all__ = [
     "DeployError",
     "DeployResult",
+    "Diagnostic",
+    "MadeusError",
     "RunEnded",
     "RunStarted",
     "Trace",
@@ -31,8 +41,14 @@ __all__ = [
     "TransitionEnded",
     "TransitionStarted",
     "__version__",
+    "build_plan",
     "deploy",
     "deploy_sync",
+    "load_file",
+    "load_inventory",
+    "load_text",
+    "resolve",
+    "verify",
 ]
 
 if TYPE_CHECKING:
@@ -46,7 +62,13 @@ if TYPE_CHECKING:
         deploy,
         deploy_sync,
     )
+    from madeus.errors import Diagnostic, MadeusError
+    from madeus.frontend import load_file, load_text
+    from madeus.inventory import load_inventory
+    from madeus.plan import build_plan
+    from madeus.resolve import resolve
     from madeus.trace import Trace, TraceEvent
+    from madeus.verify import verify
 
 
 def __getattr__(name: str) -> Any:

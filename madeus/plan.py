@@ -19,13 +19,16 @@ import heapq
 import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from madeus.errors import Diagnostic, MadeusError
 from madeus.model import DEFAULT_BEHAVIOUR, ComponentType, Transition
 from madeus.resolve import Deployment
 from madeus.source import NO_SPAN, Span
+
+if TYPE_CHECKING:
+    from madeus.trace import Trace
 
 
 class PlanError(MadeusError):
@@ -172,7 +175,9 @@ def _instance_transitions(
     for t in shape.deploy:
         after: dict[str, None] = {}
         if t.source not in shape.initial:
-            after.update(dict.fromkeys(f"{instance}.{e}" for e in shape.entering.get(t.source, ())))
+            entering = shape.entering.get(t.source, ())
+            # A place no deploy transition enters is never reached: this one never starts.
+            after.update(dict.fromkeys(f"{instance}.{e}" for e in entering) or {_UNREACHED: None})
         groups: list[frozenset[str]] = []
         ports = shape.uses.get(t.name)
         if ports:
@@ -203,6 +208,8 @@ def _entering(transitions: Iterable[Transition]) -> dict[str, list[str]]:
 
 # A port that can never be provided: the waiting transition can never start.
 _NEVER = frozenset({"<never>"})
+# A transition whose source place is never reached waits for this, which never ends.
+_UNREACHED = "<unreached source place>"
 
 
 def _provider_clauses(
@@ -338,6 +345,8 @@ def _pending(t: PlanTransition, done: set[str], index: Mapping[str, int]) -> str
     def name(tid: str) -> str:
         if tid == next(iter(_NEVER)):
             return "a provide port whose places no transition reaches"
+        if tid == _UNREACHED:
+            return "its source place, which no deploy transition reaches"
         return tid if tid in index else f"unknown transition {tid}"
 
     parts = [name(a) for a in t.after if a not in done]
@@ -372,3 +381,33 @@ def _remaining(
                 longest = remaining[d]
         remaining[i] = duration[i] + longest
     return remaining
+
+
+def measured_durations(trace: Trace) -> dict[str, float]:
+    """Each transition's measured duration in `trace`: from its first start to its last end
+    over its hosts (a transition ends when its last host ends), counting only the events
+    that ended `ok` (a failed, cancelled or skipped job measured nothing)."""
+    first: dict[str, float] = {}
+    last: dict[str, float] = {}
+    for event in trace.events:
+        if event.status != "ok":
+            continue
+        if event.id not in first or event.start < first[event.id]:
+            first[event.id] = event.start
+        if event.id not in last or event.end > last[event.id]:
+            last[event.id] = event.end
+    return {tid: max(0.0, last[tid] - first[tid]) for tid in first}
+
+
+def calibrate(plan: Plan, trace: Trace) -> Plan:
+    """`plan` with each transition's duration replaced by the one measured in `trace`
+    (`measured_durations`), start times, makespan and critical path predicted again; the
+    transitions absent from the trace keep their declared durations. Predictions thus learn
+    from a real run: the next run of the same deployment is predicted with what this one
+    took."""
+    measured = measured_durations(trace)
+    transitions = [
+        replace(t, duration=round(measured[t.id], 6)) if t.id in measured else t
+        for t in plan.transitions
+    ]
+    return schedule(plan.assembly, transitions)
