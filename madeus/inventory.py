@@ -181,6 +181,9 @@ def inventory_from_dict(data: object, path: str = "<inventory>") -> Inventory:
         constraints = {}
     if problems:
         raise InventoryError(problems)
+    # As in Ansible, `all` holds every host, whether or not the file spells it out.
+    everything = groups.get("all", Group("all"))
+    groups["all"] = Group("all", tuple(hosts), everything.children, everything.vars)
     return Inventory(hosts, groups, sites, constraints, path=path)
 
 
