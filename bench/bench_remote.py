@@ -13,7 +13,10 @@ with two host names pointing at it. Prints one JSON object:
 - `ssh_connect_ms`: median time of a first job on a fresh backend (TCP, SSH handshake, auth,
   one command);
 - `ssh_action_ms`: `true` run N times one after another over one connection, through
-  `SshBackend.run` (wrapper, log files, outcome): median, mean, p95;
+  `SshBackend.run` (wrapper, log files, outcome): median, mean, p95; each command goes out on
+  a spare channel (opened ahead), so this is about one round trip;
+- `ssh_action_no_spares_ms`: the same with `spare_channels=0` (a channel opened per command:
+  about two round trips);
 - `raw_channel_ms`: the same with bare asyncssh `conn.run("true")`, the floor for one channel;
 - `parallel`: M jobs at once on one host (channels capped by `max_sessions`): wall time,
   jobs per second, connections opened;
@@ -123,6 +126,19 @@ async def bench_ssh(
         times.append(time.perf_counter() - start)
         assert outcome.ok, outcome
     results["ssh_action_ms"] = summary(times)
+    results["ssh_action_spares_used"] = backend.spares_used
+
+    # The same without spare channels: a channel opened for every command (two round trips).
+    cold = SshBackend(inventory, spare_channels=0)
+    assert (await cold.run(true_job)).ok
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        outcome = await cold.run(true_job)
+        times.append(time.perf_counter() - start)
+        assert outcome.ok, outcome
+    results["ssh_action_no_spares_ms"] = summary(times)
+    await cold.aclose()
 
     # The floor: a bare channel with the same connection, no wrapper, no logs.
     raw = []

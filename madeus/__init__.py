@@ -27,6 +27,14 @@ _LAZY: dict[str, str] = {
     "verify": "madeus.verify",
     "MadeusError": "madeus.errors",
     "Diagnostic": "madeus.errors",
+    "Program": "madeus.reconfig",
+    "ProgramBuilder": "madeus.reconfig",
+    "load_program": "madeus.reconfig",
+    "reconfigure": "madeus.reconfig",
+    "reconfigure_sync": "madeus.reconfig",
+    "ReconfigResult": "madeus.reconfig",
+    "ReconfigError": "madeus.reconfig",
+    "verify_program": "madeus.verify",
 }
 
 __all__ = [
@@ -34,6 +42,10 @@ __all__ = [
     "DeployResult",
     "Diagnostic",
     "MadeusError",
+    "Program",
+    "ProgramBuilder",
+    "ReconfigError",
+    "ReconfigResult",
     "RunEnded",
     "RunStarted",
     "Trace",
@@ -46,9 +58,13 @@ __all__ = [
     "deploy_sync",
     "load_file",
     "load_inventory",
+    "load_program",
     "load_text",
+    "reconfigure",
+    "reconfigure_sync",
     "resolve",
     "verify",
+    "verify_program",
 ]
 
 if TYPE_CHECKING:
@@ -66,9 +82,18 @@ if TYPE_CHECKING:
     from madeus.frontend import load_file, load_text
     from madeus.inventory import load_inventory
     from madeus.plan import build_plan
+    from madeus.reconfig import (
+        Program,
+        ProgramBuilder,
+        ReconfigError,
+        ReconfigResult,
+        load_program,
+        reconfigure,
+        reconfigure_sync,
+    )
     from madeus.resolve import resolve
     from madeus.trace import Trace, TraceEvent
-    from madeus.verify import verify
+    from madeus.verify import verify, verify_program
 
 
 def __getattr__(name: str) -> Any:

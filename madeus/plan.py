@@ -17,6 +17,7 @@ from __future__ import annotations
 import gc
 import heapq
 import itertools
+import statistics
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -383,29 +384,34 @@ def _remaining(
     return remaining
 
 
-def measured_durations(trace: Trace) -> dict[str, float]:
-    """Each transition's measured duration in `trace`: from its first start to its last end
-    over its hosts (a transition ends when its last host ends), counting only the events
-    that ended `ok` (a failed, cancelled or skipped job measured nothing)."""
-    first: dict[str, float] = {}
-    last: dict[str, float] = {}
-    for event in trace.events:
-        if event.status != "ok":
-            continue
-        if event.id not in first or event.start < first[event.id]:
-            first[event.id] = event.start
-        if event.id not in last or event.end > last[event.id]:
-            last[event.id] = event.end
-    return {tid: max(0.0, last[tid] - first[tid]) for tid in first}
+def measured_durations(trace: Trace, *more: Trace) -> dict[str, float]:
+    """Each transition's measured duration: from its first start to its last end over its
+    hosts (a transition ends when its last host ends), counting only the events that ended
+    `ok` (a failed, cancelled or skipped job measured nothing). Given several traces (runs of
+    the same deployment), the median of the runs that measured it."""
+    runs: dict[str, list[float]] = {}
+    for one in (trace, *more):
+        first: dict[str, float] = {}
+        last: dict[str, float] = {}
+        for event in one.events:
+            if event.status != "ok":
+                continue
+            if event.id not in first or event.start < first[event.id]:
+                first[event.id] = event.start
+            if event.id not in last or event.end > last[event.id]:
+                last[event.id] = event.end
+        for tid in first:
+            runs.setdefault(tid, []).append(max(0.0, last[tid] - first[tid]))
+    return {tid: statistics.median(values) for tid, values in runs.items()}
 
 
-def calibrate(plan: Plan, trace: Trace) -> Plan:
-    """`plan` with each transition's duration replaced by the one measured in `trace`
-    (`measured_durations`), start times, makespan and critical path predicted again; the
-    transitions absent from the trace keep their declared durations. Predictions thus learn
-    from a real run: the next run of the same deployment is predicted with what this one
-    took."""
-    measured = measured_durations(trace)
+def calibrate(plan: Plan, trace: Trace, *more: Trace) -> Plan:
+    """`plan` with each transition's duration replaced by the one measured in `trace` (the
+    median over `trace` and `more`: `measured_durations`), start times, makespan and critical
+    path predicted again; the transitions absent from the traces keep their declared
+    durations. Predictions thus learn from real runs: the next run of the same deployment is
+    predicted with what the previous ones took."""
+    measured = measured_durations(trace, *more)
     transitions = [
         replace(t, duration=round(measured[t.id], 6)) if t.id in measured else t
         for t in plan.transitions

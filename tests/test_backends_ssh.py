@@ -224,6 +224,63 @@ def test_one_connection_per_host(sshd: Sshd, tmp_path: Path) -> None:
     assert b.connections_opened == 2
 
 
+def test_commands_go_out_on_spare_channels(sshd: Sshd, tmp_path: Path) -> None:
+    """Each command is sent on a channel opened ahead (one round trip instead of two)."""
+
+    async def scenario(b: SshBackend) -> list[Outcome]:
+        try:
+            return [await b.run(make_job(sshd, tmp_path, f"echo {i}")) for i in range(5)]
+        finally:
+            await b.aclose()
+
+    warm = backend(sshd)
+    assert [o.output for o in run(scenario(warm))] == ["0", "1", "2", "3", "4"]
+    assert (warm.spares_used, warm.connections_opened) == (5, 1)
+    cold = backend(sshd, spare_channels=0)
+    assert [o.output for o in run(scenario(cold))] == ["0", "1", "2", "3", "4"]
+    assert (cold.spares_used, cold.connections_opened) == (0, 1)
+
+
+@pytest.mark.parametrize("broken", ["__init__", "start"])
+def test_without_usable_spare_channels_commands_still_run(
+    broken: str, sshd: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If a later asyncssh changes what spare channels rely on, new channels take over."""
+    import madeus.backends.ssh as ssh_module
+
+    def incompatible(*args: object, **kwargs: object) -> None:
+        raise TypeError("an asyncssh whose internals changed")
+
+    monkeypatch.setattr(ssh_module._SpareChannel, broken, incompatible)
+    b = backend(sshd)
+
+    async def scenario() -> list[Outcome]:
+        try:
+            return [await b.run(make_job(sshd, tmp_path, f"echo {i}")) for i in range(3)]
+        finally:
+            await b.aclose()
+
+    assert [o.output for o in run(scenario())] == ["0", "1", "2"]
+    assert (b.spares_used, b.spare_channels) == (0, 0)
+
+
+def test_parallel_jobs_with_fewer_slots_than_spares(sshd: Sshd, tmp_path: Path) -> None:
+    b = backend(sshd, max_sessions=2, spare_channels=4)
+
+    async def scenario() -> list[Outcome]:
+        try:
+            jobs = [
+                replace(make_job(sshd, tmp_path, f"sleep 0.1; echo {i}"), id=f"app.s{i}")
+                for i in range(12)
+            ]
+            return await asyncio.gather(*(b.run(job) for job in jobs))
+        finally:
+            await b.aclose()
+
+    assert [o.output for o in run(scenario())] == [str(i) for i in range(12)]
+    assert b.spares_used >= 6
+
+
 def unique_sleep() -> str:
     """A `sleep` argument no other process on this machine uses: `pgrep -f` finds ours."""
     return f"300.{uuid.uuid4().int % 10**9:09d}"
@@ -275,6 +332,35 @@ def test_timeout_scope_kills_the_remote_process(sshd: Sshd, tmp_path: Path) -> N
     try:
         with pytest.raises(TimeoutError):
             run(scenario())
+        assert pgrep(seconds) == []
+    finally:
+        for pid in pgrep(seconds):
+            signal_pid(pid, signal.SIGKILL)
+
+
+def test_cancellation_kills_a_command_started_on_a_spare_channel(
+    sshd: Sshd, tmp_path: Path
+) -> None:
+    seconds = unique_sleep()
+
+    async def scenario() -> int:
+        b = backend(sshd)
+        try:
+            assert (await b.run(make_job(sshd, tmp_path, "true"))).ok  # spares now open
+            task = asyncio.create_task(b.run(make_job(sshd, tmp_path, f"sleep {seconds}")))
+            deadline = time.monotonic() + 5
+            while not pgrep(seconds) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert pgrep(seconds), "the remote command never started"
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            return b.spares_used
+        finally:
+            await b.aclose()
+
+    try:
+        assert run(scenario()) == 2
         assert pgrep(seconds) == []
     finally:
         for pid in pgrep(seconds):

@@ -285,3 +285,145 @@ def test_over_ssh_and_remote_simulation(tmp_path: Path, capsys: pytest.CaptureFi
         expected = {"n.hello": 0.2, "n.bye": 0.1}[event.id]
         assert event.status == "ok"
         assert event.end - event.start >= expected
+
+
+def _hanging(tmp_path: Path, fifo: Path, prefix: str = "") -> Path:
+    source = tmp_path / "hang.mad"
+    source.write_text(f"""
+component Hang {{
+    places a*, b
+    transition wait: a -> b  shell "{prefix}sleep 60 & echo $! > {fifo}; wait"  ~60s
+}}
+assembly hang {{ h = Hang }}
+""")
+    return source
+
+
+def _start_deploy(source: Path, *extra: str) -> object:
+    import subprocess
+    import sys
+
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from madeus.cli import main; sys.exit(main())",
+            "deploy",
+            str(source),
+            "--no-verify",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _gone(pid: int) -> bool:
+    stat_file = Path(f"/proc/{pid}/stat")
+    return not stat_file.exists() or stat_file.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_sigterm_cancels_cleanly_and_the_journal_says_so(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+
+    from madeus.engine.journal import read_journal
+
+    fifo = tmp_path / "pid"
+    os.mkfifo(fifo)
+    source = _hanging(tmp_path, fifo)
+    proc = _start_deploy(source, "--trace", "t.json")
+    assert isinstance(proc, subprocess.Popen)
+    pid = int(fifo.read_text())  # the action runs
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert (
+        "madeus: SIGTERM: cancelling the running transitions (send it again to exit at once)\n"
+        in err
+    )
+    assert "interrupted: running transitions were cancelled\n" in err
+    assert [(e.id, e.status) for e in load(tmp_path / "t.json").events] == [("h.wait", "cancelled")]
+    assert _gone(pid)
+    state, holder, _ = read_journal(source)
+    assert holder is None  # released
+    assert state.running == {("h.wait", "localhost")}
+    assert state.jobs[("h.wait", "localhost")].status == "cancelled"
+    assert state.runs[-1].status == "interrupted"
+
+
+def test_a_second_signal_exits_at_once(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from madeus.engine.journal import read_journal
+
+    fifo = tmp_path / "pid"
+    os.mkfifo(fifo)
+    # The action ignores SIGTERM: cancelling it waits for the 5 s grace before SIGKILL.
+    source = _hanging(tmp_path, fifo, prefix="trap '' TERM; ")
+    proc = _start_deploy(source)
+    assert isinstance(proc, subprocess.Popen)
+    pid = int(fifo.read_text())
+    try:
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert time.monotonic() - started < 2.5  # not the 5 s grace
+        assert proc.returncode == 130, err
+        assert "madeus: SIGINT again: exiting now\n" in err
+        state, holder, _ = read_journal(source)
+        assert holder is None  # the lock dies with the process
+        assert state.running == {("h.wait", "localhost")}  # started, never ended
+    finally:
+        if not _gone(pid):
+            os.kill(pid, signal.SIGKILL)  # forcing leaves the action behind, by design
+
+
+def test_sigterm_cancels_an_ansible_run(tmp_path: Path) -> None:
+    """The first SIGTERM reaches ansible-runner: the task's process on the host is gone."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    pytest.importorskip("ansible_runner")
+    pid_file = tmp_path / "ansible-task.pid"
+    (tmp_path / "slow.yml").write_text(
+        f"- ansible.builtin.shell: echo $$ > {pid_file}; exec sleep 60\n"
+    )
+    source = tmp_path / "slow.mad"
+    source.write_text("""
+component Slow {
+    places a*, b
+    transition wait: a -> b  ansible tasks "slow.yml"
+}
+assembly slow { s = Slow }
+""")
+    proc = _start_deploy(source, "--trace", "t.json")
+    assert isinstance(proc, subprocess.Popen)
+    deadline = time.monotonic() + 90
+    while not (pid_file.exists() and pid_file.read_text().strip()):
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    pid = int(pid_file.read_text())
+    try:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err
+        assert [(e.id, e.status) for e in load(tmp_path / "t.json").events] == [
+            ("s.wait", "cancelled")
+        ]
+        deadline = time.monotonic() + 10
+        while not _gone(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _gone(pid)
+    finally:
+        if not _gone(pid):
+            os.kill(pid, signal.SIGKILL)

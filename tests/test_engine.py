@@ -692,3 +692,154 @@ def test_a_data_value_that_cannot_be_rendered_fails_the_run() -> None:
         'no value for placeholder "{nowhere}"'
     )
     assert [(e.id, e.status) for e in caught.value.trace.events] == [("p.make", "ok")]
+
+
+# --- failure policies: keep going, backoff, injected failures ---------------------------------
+
+
+def _two_chains() -> Assembly:
+    """`left.a -> left.b` and `right.a -> right.b`, independent; right is slower."""
+    comp = component("Two", ["p", "q", "r"], [t("a", "p", "q", 1), t("b", "q", "r", 1)])
+    return Assembly("two", (comp,), (instance("left", "Two"), instance("right", "Two")))
+
+
+def test_keep_going_runs_what_does_not_depend_on_a_failure() -> None:
+    events: list[Event] = []
+    with pytest.raises(DeployError) as caught:
+        deploy_sync(
+            _two_chains(),
+            simulate=True,
+            time_scale=SCALE,
+            keep_going=True,
+            inject_failures=["left.a"],
+            on_event=events.append,
+        )
+    error = caught.value
+    assert [f.transition for f in error.failures] == ["left.a"]
+    statuses = {e.id: e.status for e in error.trace.events}
+    assert statuses == {"left.a": "failed", "right.a": "ok", "right.b": "ok"}  # left.b waits
+    assert isinstance(events[-1], RunEnded) and events[-1].status == "failed"
+
+
+def test_keep_going_reports_every_failure() -> None:
+    with pytest.raises(DeployError) as caught:
+        sim(_two_chains(), keep_going=True, inject_failures=["left.a", "right.b"])
+    assert [f.transition for f in caught.value.failures] == ["left.a", "right.b"]
+    assert str(caught.value) == (
+        'transition "left.a" failed on host "localhost": injected failure (--inject-failure '
+        'left.a@localhost): the action did not run; transition "right.b" failed on host '
+        '"localhost": injected failure (--inject-failure right.b@localhost): the action did '
+        "not run"
+    )
+
+
+def test_without_keep_going_a_failure_stops_the_rest() -> None:
+    with pytest.raises(DeployError) as caught:
+        sim(_two_chains(), inject_failures=["left.a"])
+    statuses = {e.id: e.status for e in caught.value.trace.events}
+    assert statuses == {"left.a": "failed", "right.a": "cancelled"}
+
+
+def test_keep_going_under_a_limit_starts_the_waiting_jobs() -> None:
+    with pytest.raises(DeployError) as caught:
+        sim(_two_chains(), keep_going=True, max_parallel=1, inject_failures=["left.a"])
+    statuses = {e.id: e.status for e in caught.value.trace.events}
+    assert statuses == {"left.a": "failed", "right.a": "ok", "right.b": "ok"}
+
+
+def test_an_injected_failure_on_one_host(tmp_path: Path) -> None:
+    inventory = inventory_from_dict(
+        {"all": {"hosts": {h: {"ansible_connection": "local"} for h in ("h1", "h2")}}}
+    )
+    comp = component("One", ["a", "b"], [t("go", "a", "b", 1)])
+    assembly = Assembly("one", (comp,), (instance("x", "One", on="all"),))
+    with pytest.raises(DeployError) as caught:
+        sim(assembly, inventory=inventory, inject_failures=["x.go@h2"], let_running_finish=True)
+    statuses = {(e.host, e.status, e.attempts) for e in caught.value.trace.events}
+    assert statuses == {("h1", "ok", 1), ("h2", "failed", 1)}
+
+
+def test_retry_backoff_is_exponential_capped_and_jittered() -> None:
+    import random
+
+    from madeus.engine.executor import Executor
+    from madeus.engine.program import compile_program
+
+    deployment = resolve(SMALL)
+    program = compile_program(deployment, build_plan(deployment))
+    executor = Executor(
+        "x",
+        program,
+        _Never(),
+        inventory=deployment.inventory,
+        params={},
+        retry_backoff=1.0,
+        retry_backoff_max=5.0,
+        rng=random.Random(1),
+    )
+    for attempt, full in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 5.0), (10, 5.0), (100, 5.0)]:
+        delays = [executor.retry_delay(attempt) for _ in range(200)]
+        assert full / 2 <= min(delays) and max(delays) <= full
+        assert max(delays) - min(delays) > full / 4  # jitter spreads them
+
+
+class _Never:
+    async def run(self, job: object) -> object:
+        raise AssertionError("not run")
+
+    async def aclose(self) -> None:
+        return None
+
+
+def test_retries_wait_for_the_backoff(tmp_path: Path) -> None:
+    counter = tmp_path / "count"
+    command = f"echo x >> {counter}; test $(wc -l < {counter}) -ge 3"
+    comp = component(
+        "C", ["a", "b"], [t("flaky", "a", "b", action=ShellAction(command), retries=2)]
+    )
+    events: list[Event] = []
+    result = deploy_sync(
+        Assembly("retry", (comp,), (instance("c", "C"),)),
+        on_event=events.append,
+        retry_backoff=0.2,
+    )
+    (event,) = result.trace.events
+    assert (event.status, event.attempts) == ("ok", 3)
+    ends = [e.end for e in events if isinstance(e, TransitionEnded)]
+    starts = [e.time for e in events if isinstance(e, TransitionStarted)]
+    assert starts[1] - ends[0] >= 0.1  # at least half of 0.2 s
+    assert starts[2] - ends[1] >= 0.2  # at least half of 0.4 s
+    assert starts[2] - ends[1] <= 0.4 + 0.2
+
+
+def test_ssh_keepalives_come_from_options_or_the_inventory() -> None:
+    pytest.importorskip("asyncssh")
+    from madeus.backends.router import BackendConfig
+    from madeus.backends.ssh import SshBackend
+    from madeus.engine.api import _setting
+    from madeus.errors import MadeusError
+
+    inventory = inventory_from_dict(
+        {
+            "all": {
+                "vars": {"madeus_ssh_keepalive_interval": "0.5"},
+                "hosts": {"n1": {"ansible_host": "127.0.0.1"}},
+            }
+        }
+    )
+    interval = _setting(None, inventory, "madeus_ssh_keepalive_interval", float)
+    count = _setting(None, inventory, "madeus_ssh_keepalive_count_max", int)
+    assert (interval, count) == (0.5, None)
+    assert _setting(2.0, inventory, "madeus_ssh_keepalive_interval", float) == 2.0
+    backend = SshBackend.from_config(
+        BackendConfig(inventory, ssh_keepalive_interval=interval, ssh_keepalive_count_max=2)
+    )
+    assert (backend.keepalive_interval, backend.keepalive_count_max) == (0.5, 2)
+    default = SshBackend.from_config(BackendConfig(inventory))
+    assert (default.keepalive_interval, default.keepalive_count_max) == (5, 3)
+    bad = inventory_from_dict({"all": {"vars": {"madeus_ssh_keepalive_count_max": "often"}}})
+    with pytest.raises(MadeusError) as caught:
+        _setting(None, bad, "madeus_ssh_keepalive_count_max", int)
+    assert str(caught.value) == (
+        "inventory variable madeus_ssh_keepalive_count_max must be a number, not 'often'"
+    )

@@ -81,6 +81,10 @@ class BackendConfig:
     run_dir: Path | None = None  # the run's log directory, if any (Ansible keeps artifacts)
     known_hosts: str | None = None  # None: the file beside the inventory, else ~/.ssh/known_hosts
     insecure_no_host_key_check: bool = False  # an explicit opt-out, never a fallback
+    # SSH keepalives (None: the SSH backend's defaults, 5 s and 3): how fast a host that
+    # stopped answering is declared lost, interval x count_max seconds.
+    ssh_keepalive_interval: float | None = None
+    ssh_keepalive_count_max: int | None = None
 
 
 class Router:

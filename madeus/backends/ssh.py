@@ -1,8 +1,22 @@
 """The SSH backend: shell commands and uploads on remote hosts, over asyncssh.
 
 One connection per host, opened on the first job for that host and reused for the whole run;
-each job is one SSH channel (a session running one command, or one SFTP session). A
-per-connection semaphore keeps the number of parallel channels below sshd's `MaxSessions`.
+each job is one SSH channel (a session running one command, or one SFTP session). Per
+connection, `max_sessions` slots keep the number of channels below sshd's `MaxSessions`.
+
+Spare channels. Opening a session channel costs a round trip, and a command can only be sent
+once the server has confirmed its channel (the exec request names the server's channel number),
+so a command on a new channel costs two round trips before its exit status is back. The backend
+therefore keeps up to `spare_channels` session channels opened ahead on each connection, with
+no command yet: a job sends its command at once on a spare and waits one round trip (the exec
+reply and the command's output come back together). A spare taken is replaced in the
+background. Jobs still hold one of `max_sessions` slots each; spares are counted with them so
+that a connection has at most `max_sessions + 1` channels for jobs and spares (one spare stays
+ready when every slot is busy), plus the one kill channel below: 10 with the defaults, OpenSSH's
+default `MaxSessions`. asyncssh has no public call that opens a session channel without starting
+its command: `_SpareChannel` overrides the one private step of `SSHClientChannel.create` that
+waits for the open confirmation (`_open`), and the backend falls back to new channels if that
+stops working with a later asyncssh.
 
 How a command runs. The rendered command (placeholders substituted shell-quoted by
 `Job.render`) is wrapped as
@@ -16,8 +30,8 @@ OpenSSH refuses `signal` channel requests in common configurations (Debian 12's 
 "session signalling requires privilege separation"). So on cancellation we open one more
 channel and run `kill -TERM -- -PGID`, wait up to `kill_grace` seconds for the command's
 channel to close, then `kill -KILL -- -PGID`. These kill channels are serialised per
-connection (one at a time, outside the semaphore), so at most `max_sessions + 1` channels are
-ever open on a connection and a burst of cancellations cannot deadlock on the semaphore.
+connection (one at a time, outside the job slots), so a burst of cancellations cannot deadlock
+on the slots.
 
 Environment variables (`Job.env`) are exported by the wrapper, quoted: sshd's `AcceptEnv`
 refuses most names sent as SSH `env` requests.
@@ -35,6 +49,7 @@ import contextlib
 import logging
 import re
 import shlex
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,12 +109,113 @@ class _Client(asyncssh.SSHClient):
         self.lost = _plain(exc) if exc is not None else "closed"
 
 
+class _Slots:
+    """`n` job slots of one connection, handed out first come, first served (a semaphore that
+    says how many are taken)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.free = n
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def try_take(self) -> bool:
+        if self.free > 0 and not self._waiters:
+            self.free -= 1
+            return True
+        return False
+
+    async def take(self) -> None:
+        if self.try_take():
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.give()  # handed over just as we were cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            raise
+
+    def give(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot goes straight to the first waiter
+                return
+        self.free += 1
+
+    @property
+    def busy(self) -> int:
+        """Slots taken."""
+        return self.n - self.free
+
+
+class _SpareChannel(asyncssh.SSHClientChannel[bytes]):
+    """A session channel opened before its command is known.
+
+    `preopen()` sends the channel open request; `SSHClientChannel.create` (which runs the
+    command) then finds the channel already open instead of opening it: the one step of
+    `create` that waits for the server before the exec request can go out."""
+
+    def __init__(self, conn: asyncssh.SSHClientConnection) -> None:
+        options = conn._options  # asyncssh internals: what create_session passes
+        super().__init__(
+            conn,
+            conn._loop,
+            conn._utf8_decode_errors,
+            None,
+            "strict",
+            options.window,
+            options.max_pktsize,
+        )
+        conn._update_recv_pktlen(options.max_pktsize)
+        self._opened: asyncio.Future[Any] | None = None
+
+    async def preopen(self) -> None:
+        self._opened = asyncio.ensure_future(super()._open(b"session"))
+        await self._opened
+
+    async def _open(self, chantype: bytes, *args: bytes) -> Any:
+        opened, self._opened = self._opened, None
+        if opened is not None and chantype == b"session" and not args:
+            return await opened
+        return await super()._open(chantype, *args)
+
+    async def start(self, command: str) -> asyncssh.SSHClientProcess[bytes]:
+        """Run `command` on this channel: the process, as `create_process` returns it."""
+        process = await self.create(
+            asyncssh.SSHClientProcess,
+            command,
+            None,  # subsystem
+            {},  # env
+            False,  # request_pty
+            None,  # term_type
+            None,  # term_size
+            {},  # term_modes
+            False,  # x11_forwarding
+            None,  # x11_display
+            None,  # x11_auth_path
+            False,  # x11_single_connection
+            False,  # agent_forwarding
+        )
+        assert isinstance(process, asyncssh.SSHClientProcess)
+        await process.redirect(asyncssh.PIPE, asyncssh.PIPE, asyncssh.PIPE)
+        return process
+
+
+_Spare = asyncio.Task[_SpareChannel]
+
+
 @dataclass(slots=True)
 class _Connection:
     conn: asyncssh.SSHClientConnection
     client: _Client
-    sessions: asyncio.Semaphore
+    slots: _Slots
     kill_lane: asyncio.Lock = field(default_factory=asyncio.Lock)
+    spares: deque[_Spare] = field(default_factory=deque)  # opened (or opening) ahead
 
     @property
     def closed(self) -> bool:
@@ -110,7 +226,8 @@ class SshBackend:
     """Runs `ShellAction` and `UploadAction` jobs on hosts reached over SSH.
 
     `connections_opened` counts the SSH connections opened so far (one per host per run,
-    unless a connection was lost and reopened).
+    unless a connection was lost and reopened); `spares_used`, the commands sent on a spare
+    channel (`spare_channels` per connection; 0 opens a new channel for every command).
     """
 
     def __init__(
@@ -124,9 +241,12 @@ class SshBackend:
         keepalive_count_max: int = 3,
         max_sessions: int = 8,
         kill_grace: float = 3,
+        spare_channels: int = 4,
     ) -> None:
         if max_sessions < 1:
             raise ValueError("max_sessions must be at least 1")
+        if spare_channels < 0:
+            raise ValueError("spare_channels must be at least 0")
         self.inventory = inventory
         self.insecure = insecure_no_host_key_check
         self.known_hosts_path = _choose_known_hosts(inventory, known_hosts)
@@ -135,7 +255,9 @@ class SshBackend:
         self.keepalive_count_max = keepalive_count_max
         self.max_sessions = max_sessions
         self.kill_grace = kill_grace
+        self.spare_channels = spare_channels
         self.connections_opened = 0
+        self.spares_used = 0  # commands sent on a spare channel (one round trip saved each)
         self._connections: dict[str, _Connection] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._known_hosts: asyncssh.SSHKnownHosts | None = None
@@ -148,12 +270,21 @@ class SshBackend:
     @classmethod
     def from_config(cls, config: Any) -> SshBackend:
         """Built by the router from its `BackendConfig`; optional fields are read if present
-        (`known_hosts`, `insecure_no_host_key_check`)."""
+        (`known_hosts`, `insecure_no_host_key_check`, `ssh_keepalive_interval`,
+        `ssh_keepalive_count_max`)."""
         inventory = getattr(config, "inventory", None)
+        keepalive: dict[str, Any] = {}
+        interval = getattr(config, "ssh_keepalive_interval", None)
+        if interval is not None:
+            keepalive["keepalive_interval"] = float(interval)
+        count_max = getattr(config, "ssh_keepalive_count_max", None)
+        if count_max is not None:
+            keepalive["keepalive_count_max"] = int(count_max)
         return cls(
             inventory if inventory is not None else Inventory.local_default(),
             known_hosts=getattr(config, "known_hosts", None),
             insecure_no_host_key_check=bool(getattr(config, "insecure_no_host_key_check", False)),
+            **keepalive,
         )
 
     # --- the Backend protocol ------------------------------------------------------------
@@ -176,6 +307,8 @@ class SshBackend:
     async def aclose(self) -> None:
         connections, self._connections = list(self._connections.values()), {}
         for c in connections:
+            for spare in c.spares:
+                spare.cancel()
             c.conn.close()
         for c in connections:
             with contextlib.suppress(Exception):
@@ -230,6 +363,7 @@ class SshBackend:
                 current.conn.close()
             opened = await self._open(target)
             self._connections[target.name] = opened
+            self._refill(opened)
             return opened
 
     async def _open(self, target: _Target) -> _Connection:
@@ -272,7 +406,7 @@ class SshBackend:
             raise _ConnectFailed(_plain(exc)) from None
         self.connections_opened += 1
         logger.debug("connected to %s", target.label)
-        return _Connection(conn, client, asyncio.Semaphore(self.max_sessions))
+        return _Connection(conn, client, _Slots(self.max_sessions))
 
     # --- shell commands ------------------------------------------------------------------
 
@@ -283,19 +417,97 @@ class SshBackend:
             return _failed(job, f"invalid environment variable name {bad[0]!r}")
         script = _wrap(command, job.env)
         connection = await self._connection(target)
-        async with connection.sessions:
-            return await self._execute(job, target, connection, script)
+        spare = await self._take_slot(connection)
+        try:
+            return await self._execute(job, target, connection, script, spare)
+        finally:
+            self._give_slot(connection)
 
     async def _execute(
-        self, job: Job, target: _Target, connection: _Connection, script: str
+        self, job: Job, target: _Target, connection: _Connection, script: str, spare: _Spare | None
     ) -> Outcome:
         out = OutputSink(job.stdout_path, job.secrets, keep_all=True)
         err = _MarkerFilter(OutputSink(job.stderr_path, job.secrets, keep_all=False))
         try:
-            return await self._execute_streams(job, target, connection, script, out, err)
+            return await self._execute_streams(job, target, connection, script, spare, out, err)
         finally:
             out.close()
             err.close()
+
+    # --- channel slots and spare channels --------------------------------------------------
+
+    async def _take_slot(self, connection: _Connection) -> _Spare | None:
+        """Take a job slot (waiting for one if need be), then a spare channel if there is one:
+        an opened one first, else one still opening (it is further on than a new one)."""
+        await connection.slots.take()
+        spare = next((s for s in connection.spares if s.done()), None)
+        if spare is None and connection.spares:
+            spare = connection.spares[0]
+        if spare is not None:
+            connection.spares.remove(spare)
+        self._refill(connection)
+        return spare
+
+    def _give_slot(self, connection: _Connection) -> None:
+        connection.slots.give()
+        self._refill(connection)
+
+    def _refill(self, connection: _Connection) -> None:
+        """Open spare channels up to `spare_channels`, keeping the channels of the connection
+        (the jobs' and the spares') at most `max_sessions + 1`: even when every job slot is
+        busy, one spare is ready for the next job."""
+        while (
+            len(connection.spares) < self.spare_channels
+            and connection.slots.busy + len(connection.spares) <= self.max_sessions
+            and not connection.closed
+        ):
+            spare = asyncio.ensure_future(_open_spare(connection.conn))
+            connection.spares.append(spare)
+            spare.add_done_callback(lambda task: self._spare_done(connection, task))
+
+    def _spare_done(self, connection: _Connection, spare: _Spare) -> None:
+        if spare.cancelled():
+            error: BaseException | None = asyncio.CancelledError()
+        else:
+            error = spare.exception()  # (retrieved: never "never retrieved")
+        if error is None:
+            return
+        if spare in connection.spares:  # not taken by a job
+            connection.spares.remove(spare)
+        if not isinstance(error, OSError | asyncssh.Error | asyncio.CancelledError):
+            self._disable_spares(error)
+
+    def _disable_spares(self, error: BaseException) -> None:
+        """asyncssh's internals changed (a later release): use new channels only."""
+        logger.debug("spare channels disabled: %s", _plain(error))
+        self.spare_channels = 0
+
+    async def _start_process(
+        self, connection: _Connection, script: str, spare: _Spare | None
+    ) -> asyncssh.SSHClientProcess[bytes]:
+        if spare is not None:
+            try:
+                channel = await spare
+            except (OSError, asyncssh.Error, TypeError, AttributeError):
+                # Not opened (sshd busy for a moment, or an asyncssh whose internals changed:
+                # _spare_done disabled spares): open a channel the usual way.
+                pass
+            else:
+                try:
+                    process = await channel.start(script)
+                except asyncssh.ChannelOpenError:
+                    # The server refused the command on this channel (or closed it): nothing
+                    # ran. A new channel either works or says why.
+                    if connection.closed:
+                        raise
+                except (TypeError, AttributeError) as exc:
+                    self._disable_spares(exc)  # sent nothing: create() failed before
+                else:
+                    self.spares_used += 1
+                    return process
+                channel.close()
+        conn = connection.conn
+        return await _retry_open(lambda: conn.create_process(script, encoding=None), conn)
 
     async def _execute_streams(
         self,
@@ -303,15 +515,14 @@ class SshBackend:
         target: _Target,
         connection: _Connection,
         script: str,
+        spare: _Spare | None,
         out: OutputSink,
         err: _MarkerFilter,
     ) -> Outcome:
         # The exec request may reach sshd even if we are cancelled while waiting for its
         # reply: start it as a task so that, on cancellation, we can still get the process
         # and kill it.
-        starting = asyncio.ensure_future(
-            _retry_open(lambda: connection.conn.create_process(script, encoding=None))
-        )
+        starting = asyncio.ensure_future(self._start_process(connection, script, spare))
         try:
             process = await asyncio.shield(starting)
         except asyncio.CancelledError:
@@ -423,7 +634,8 @@ class SshBackend:
                 _retry_open(
                     lambda: connection.conn.run(
                         f"kill -{signal} -- -{pgid} 2>/dev/null; true", check=False
-                    )
+                    ),
+                    connection.conn,
                 ),
                 self.connect_timeout,
             )
@@ -438,15 +650,19 @@ class SshBackend:
             return _failed(job, f"cannot upload {local}: no such file or directory")
         connection = await self._connection(target)
         where = f"{target.label}:{dest}"
-        async with connection.sessions:
+        await connection.slots.take()  # SFTP opens a channel of its own: no spare
+        try:
             try:
-                sftp_client = await _retry_open(connection.conn.start_sftp_client)
+                conn = connection.conn
+                sftp_client = await _retry_open(conn.start_sftp_client, conn)
                 async with sftp_client as sftp:
                     await sftp.put(str(local), dest, preserve=True, recurse=local.is_dir())
             except (OSError, asyncssh.Error) as exc:
                 if connection.closed:
                     return _failed(job, f"lost the connection to {target.label}: {_plain(exc)}")
                 return _failed(job, f"upload of {local} to {where} failed: {_plain(exc)}")
+        finally:
+            self._give_slot(connection)
         log = OutputSink(job.stdout_path, job.secrets, keep_all=False)
         log.write(f"uploaded {local} to {where}\n".encode())
         log.close()
@@ -456,23 +672,35 @@ class SshBackend:
 # --- helpers -----------------------------------------------------------------------------
 
 
-async def _retry_open(start: Callable[[], Awaitable[_T]]) -> _T:
+async def _retry_open(
+    start: Callable[[], Awaitable[_T]], conn: asyncssh.SSHClientConnection | None = None
+) -> _T:
     """Open a channel, retrying briefly when sshd says "open failed".
 
     sshd frees a finished session only at the next turn of its main loop, after the packet
     batch holding our channel close; a channel open arriving in the same batch still sees the
     old session and fails when `MaxSessions` is reached. The condition clears within
-    milliseconds (as it does when another client shares the limit for a moment)."""
+    milliseconds (as it does when another client shares the limit for a moment). A closed
+    connection (`conn`) is not retried: that is no passing condition."""
     delay = 0.005
     for _ in range(_OPEN_RETRIES):
         try:
             return await start()
         except asyncssh.ChannelOpenError as exc:
-            if exc.code not in _TRANSIENT_OPEN_CODES:
+            if exc.code not in _TRANSIENT_OPEN_CODES or (conn is not None and conn.is_closed()):
                 raise
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.5)
     return await start()
+
+
+async def _open_spare(conn: asyncssh.SSHClientConnection) -> _SpareChannel:
+    async def attempt() -> _SpareChannel:
+        channel = _SpareChannel(conn)
+        await channel.preopen()
+        return channel
+
+    return await _retry_open(attempt, conn)
 
 
 def _choose_known_hosts(inventory: Inventory, explicit: str | Path | None) -> Path:

@@ -24,6 +24,7 @@ from madeus.cli._common import (
     reports_errors,
 )
 from madeus.errors import Diagnostic, MadeusError
+from madeus.model import DEFAULT_BEHAVIOUR
 from madeus.source import Span
 
 # Nothing heavy here: `madeus --help` imports every verb module. The front end, the plan and
@@ -37,8 +38,8 @@ def add_parser(subparsers: Any) -> None:
         description="Parse FILE and its imports, check names and types, resolve it against "
         "the inventory, plan it (every transition must be able to start) and verify it with "
         "z3 (no deadlock, no use of a service that is not provided). Prints "
-        "`FILE: ok (N instances, M transitions)` and exits 0 when sound; otherwise prints "
-        "every problem on standard error and exits 1.",
+        "`FILE: ok (N instances, M transitions to deploy)` and exits 0 when sound; otherwise "
+        "prints every problem on standard error and exits 1.",
     )
     add_file_arg(parser)
     add_inventory_arg(parser)
@@ -103,8 +104,14 @@ def run(args: argparse.Namespace) -> int:
     if _has_errors(diagnostics):
         return EXIT_ERRORS
     instances = len(deployment.instances)
-    transitions = sum(len(i.component.transitions) for i in deployment.instances)
-    print(f"{args.file}: ok ({_count(instances, 'instance')}, {_count(transitions, 'transition')})")
+    deploy = sum(len(i.component.transitions_of(DEFAULT_BEHAVIOUR)) for i in deployment.instances)
+    others = sorted(
+        {b for i in deployment.instances for b in i.component.behaviours} - {DEFAULT_BEHAVIOUR}
+    )
+    counts = f"{_count(instances, 'instance')}, {_count(deploy, 'transition')} to deploy"
+    if others:
+        counts += f"; other behaviours: {', '.join(others)}"
+    print(f"{args.file}: ok ({counts})")
     return EXIT_OK
 
 

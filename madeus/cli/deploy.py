@@ -2,19 +2,23 @@
 
 Without `-i` everything runs on this machine. `--simulate` replaces each action by a sleep of its
 declared duration times `--time-scale` (`--simulate=remote`: the sleep runs on the real hosts,
-over SSH). Logs, the plan used and the trace go to `.madeus/runs/<run-id>/`. Progress is drawn
-from the engine's events only: a live table on a terminal, one plain line per start and end
-otherwise. Exit 0 when every transition succeeded, 1 on a failure (the failed transition, its
-host, exit status and the tail of its stderr are printed), 130 when interrupted.
+over SSH). Logs, the plan used and the trace go to `.madeus/runs/<run-id>/`; the journal (what
+started and ended, durably) to `.madeus/state/<key>/`, locked for the run, which `--resume`
+continues. Progress is drawn from the engine's events only: a live table on a terminal, one
+plain line per start and end otherwise. Exit 0 when every transition succeeded, 1 on a failure
+(the failed transition, its host, exit status and the tail of its stderr are printed), 130 when
+interrupted (SIGINT or SIGTERM: running transitions are cancelled; a second signal exits at
+once).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -33,6 +37,7 @@ if TYPE_CHECKING:
 
     from madeus.engine.errors import DeployError
     from madeus.engine.events import Event, RunEnded
+    from madeus.engine.journal import Journal
     from madeus.plan import Plan
     from madeus.trace import Trace
 
@@ -70,6 +75,13 @@ def _scale(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0: {text!r}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _scale(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0: {text!r}")
     return value
 
 
@@ -148,6 +160,66 @@ def add_parser(subparsers: Any) -> None:
         action="store_true",
         help="accept any SSH host key (dangerous: only for throw-away hosts)",
     )
+    policy = parser.add_argument_group("failures, resuming and rehearsals")
+    policy.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="after a failure, still run everything that does not depend on it; report every "
+        "failure at the end (exit 1)",
+    )
+    policy.add_argument(
+        "--retry-backoff",
+        type=_scale,
+        default=0.0,
+        metavar="SECONDS",
+        help="before retrying a failed attempt (`retries N`), wait SECONDS x 2^(attempt-1), "
+        "at most 60 s, with jitter (default 0: retry at once)",
+    )
+    policy.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the journal of the last run of this assembly and inventory: what "
+        "ended is skipped; what was running runs again if idempotent",
+    )
+    policy.add_argument(
+        "--assume-done",
+        action="append",
+        default=[],
+        metavar="ID[@HOST]",
+        help="with --resume: take this transition (on HOST, else on all its hosts) as done "
+        "(repeatable)",
+    )
+    policy.add_argument(
+        "--rerun",
+        action="append",
+        default=[],
+        metavar="ID[@HOST]",
+        help="with --resume: run this transition again, even if it was running or ended "
+        "(repeatable)",
+    )
+    policy.add_argument(
+        "--inject-failure",
+        action="append",
+        default=[],
+        metavar="ID[@HOST]",
+        help="make this transition fail without running it, to rehearse failures and "
+        "resumes (repeatable; meant for --simulate)",
+    )
+    ssh = parser.add_argument_group("SSH")
+    ssh.add_argument(
+        "--ssh-keepalive-interval",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="send an SSH keepalive after SECONDS of silence (default: the inventory's "
+        "madeus_ssh_keepalive_interval, else 5)",
+    )
+    ssh.add_argument(
+        "--ssh-keepalive-count-max",
+        type=_positive_int,
+        metavar="N",
+        help="declare a host lost after N unanswered keepalives (default: the inventory's "
+        "madeus_ssh_keepalive_count_max, else 3)",
+    )
     parser.set_defaults(func=run, simulate=None, file_after_simulate=None)
 
 
@@ -157,6 +229,7 @@ def run(args: argparse.Namespace) -> int:
 
     from madeus.cli.check import find_verifier, load_existing
     from madeus.engine import DeployError, deploy
+    from madeus.engine.journal import open_journal
     from madeus.engine.runlog import DEFAULT_RUNS, new_run_id
     from madeus.errors import BackendError
     from madeus.plan import build_plan
@@ -177,6 +250,10 @@ def run(args: argparse.Namespace) -> int:
     if gantt is not None and gantt.suffix.lower() not in (".svg", ".html", ".htm"):
         print("madeus deploy: error: --gantt takes a .svg or .html file", file=sys.stderr)
         return 2
+    if (args.assume_done or args.rerun) and not args.resume:
+        option = "--assume-done" if args.assume_done else "--rerun"
+        print(f"madeus deploy: error: {option} only applies with --resume", file=sys.stderr)
+        return 2
     loaded = load_existing(args.file, args.inventory)
     deployment = loaded.deployment
     plan = build_plan(deployment)
@@ -193,35 +270,56 @@ def run(args: argparse.Namespace) -> int:
                 )
                 return EXIT_ERRORS
     scale = args.time_scale if args.simulate else 1.0
-    run_dir = DEFAULT_RUNS / new_run_id()  # created by the engine once the run can start
-    progress = make_progress(sys.stdout, plan.predicted_makespan * scale, len(plan.transitions))
-    failure: DeployError | None = None
-    code = EXIT_OK
-    try:
-        with progress:
-            try:
-                asyncio.run(
-                    deploy(
-                        deployment,
-                        plan=plan,
-                        simulate=args.simulate or False,
-                        time_scale=args.time_scale,
-                        max_parallel=args.max_parallel,
-                        scheduling=args.scheduling,
-                        let_running_finish=args.let_running_finish,
-                        on_event=progress.on_event,
-                        run_dir=run_dir,
-                        known_hosts=args.known_hosts,
-                        insecure_no_host_key_check=args.insecure_no_host_key_check,
+    run_id = new_run_id()
+    run_dir = DEFAULT_RUNS / run_id  # created by the engine once the run can start
+    # The journal's lock keeps two runs of this assembly and inventory apart; an unwritable
+    # journal stops everything here, before anything runs.
+    journal = open_journal(args.file, args.inventory, simulate=bool(args.simulate))
+    with journal:
+        _note_journal(journal, args.resume)
+        progress = make_progress(sys.stdout, plan.predicted_makespan * scale, len(plan.transitions))
+        failure: DeployError | None = None
+        code = EXIT_OK
+        try:
+            with progress:
+                try:
+                    interrupted = asyncio.run(
+                        _interruptible(
+                            deploy(
+                                deployment,
+                                plan=plan,
+                                simulate=args.simulate or False,
+                                time_scale=args.time_scale,
+                                max_parallel=args.max_parallel,
+                                scheduling=args.scheduling,
+                                let_running_finish=args.let_running_finish,
+                                on_event=progress.on_event,
+                                run_dir=run_dir,
+                                known_hosts=args.known_hosts,
+                                insecure_no_host_key_check=args.insecure_no_host_key_check,
+                                keep_going=args.keep_going,
+                                retry_backoff=args.retry_backoff,
+                                journal=journal,
+                                resume=args.resume,
+                                assume_done=args.assume_done,
+                                rerun=args.rerun,
+                                inject_failures=args.inject_failure,
+                                run_id=run_id,
+                                ssh_keepalive_interval=args.ssh_keepalive_interval,
+                                ssh_keepalive_count_max=args.ssh_keepalive_count_max,
+                            ),
+                            journal.flush,
+                        )
                     )
-                )
-            except DeployError as error:
-                failure = error
-                code = EXIT_ERRORS
-    except KeyboardInterrupt:
-        code = EXIT_INTERRUPTED
-    except BackendError as error:  # a backend missing (no asyncssh...): nothing ran
-        return fail(str(error))
+                    if interrupted:
+                        code = EXIT_INTERRUPTED
+                except DeployError as error:
+                    failure = error
+                    code = EXIT_ERRORS
+        except KeyboardInterrupt:
+            code = EXIT_INTERRUPTED
+        except BackendError as error:  # a backend missing (no asyncssh...): nothing ran
+            return fail(str(error))
     ended = progress.ended
     if ended is None:  # interrupted before the engine started: nothing ran
         print("interrupted", file=sys.stderr)
@@ -236,9 +334,92 @@ def run(args: argparse.Namespace) -> int:
     # The failure last: it is what the operator must read.
     if failure is not None:
         _print_failure(failure, run_dir)
+        _print_not_started(trace, plan)
     if code == EXIT_INTERRUPTED:
         print("interrupted: running transitions were cancelled", file=sys.stderr)
+    if code != EXIT_OK:
+        print(
+            f"the journal keeps what ended: `madeus deploy {args.file}"
+            f"{f' -i {args.inventory}' if args.inventory else ''}"
+            f"{' --simulate' if args.simulate else ''} --resume` continues",
+            file=sys.stderr,
+        )
     return code
+
+
+async def _interruptible(work: Coroutine[Any, Any, object], force: Callable[[], None]) -> bool:
+    """Run `work`; the first SIGINT or SIGTERM cancels it (the engine kills what runs and
+    records it), the second exits at once (status 130) after `force` (the journal's flush).
+    True when a signal interrupted it."""
+    import asyncio
+    import signal
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    received: list[str] = []
+
+    def on_signal(name: str) -> None:
+        received.append(name)
+        if len(received) == 1:
+            print(
+                f"\nmadeus: {name}: cancelling the running transitions "
+                "(send it again to exit at once)",
+                file=sys.stderr,
+                flush=True,
+            )
+            task.cancel()
+            return
+        print(f"\nmadeus: {name} again: exiting now", file=sys.stderr, flush=True)
+        try:
+            force()
+        finally:
+            sys.stdout.flush()
+            os._exit(EXIT_INTERRUPTED)
+
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, on_signal, sig.name)
+        except (ValueError, RuntimeError, NotImplementedError):  # not the main thread
+            continue
+        installed.append(sig)
+    try:
+        await work
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        return True
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+    return False
+
+
+def _note_journal(journal: Journal, resume: bool) -> None:
+    """Tell the operator what happens to the journal of the previous run."""
+    last = journal.last_stop()
+    if resume and last is None:
+        print(
+            f"note: nothing to resume in {journal.directory}: deploying from the start",
+            file=sys.stderr,
+        )
+    elif not resume and last is not None and last != "ok":
+        print(
+            f"note: the previous run did not finish ({last}); its journal moves to "
+            f"{journal.directory / 'history'}/ (--resume would have continued it)",
+            file=sys.stderr,
+        )
+
+
+def _print_not_started(trace: Trace, plan: Plan) -> None:
+    ran = {(e.id, e.host) for e in trace.events}
+    waiting = [t.id for t in plan.transitions if any((t.id, h) not in ran for h in t.hosts)]
+    if waiting:
+        shown = ", ".join(waiting[:5]) + (
+            f" and {len(waiting) - 5} more" if len(waiting) > 5 else ""
+        )
+        print(f"not started: {len(waiting)} transitions ({shown})", file=sys.stderr)
 
 
 def _write_outputs(
@@ -278,9 +459,11 @@ def _print_summary(
 ) -> None:
     predicted = plan.predicted_makespan * scale
     done = sum(1 for e in trace.events if e.status == "ok")
+    skipped = sum(1 for e in trace.events if e.status == "skipped")
     jobs = sum(len(t.hosts) for t in plan.transitions)
-    what = "stopped" if done < jobs else "simulated" if simulated else "deployed"
-    print(f"{what} {trace.assembly}: {done}/{jobs} jobs ok")
+    what = "stopped" if done + skipped < jobs else "simulated" if simulated else "deployed"
+    before = f" ({skipped} skipped: done in an earlier run)" if skipped else ""
+    print(f"{what} {trace.assembly}: {done + skipped}/{jobs} jobs ok{before}")
     scaled = f" ({plan.predicted_makespan:.3f} s x {scale:g})" if simulated else ""
     ratio = f"{trace.makespan / predicted:.3f}" if predicted > 0 else "n/a"
     print(f"makespan:  {trace.makespan:.3f} s")
@@ -381,7 +564,7 @@ class LiveProgress(Progress):
                 self._t0 = time.monotonic()
                 self._jobs = event.jobs
                 self._assembly = event.assembly
-                self._quiet = event.jobs > _LINES_LIMIT
+                self._quiet = event.jobs > _LINES_LIMIT or event.skipped > _LINES_LIMIT
             elif isinstance(event, TransitionStarted):
                 self._running[(event.id, event.host)] = time.monotonic()
             elif isinstance(event, TransitionEnded):
@@ -390,8 +573,12 @@ class LiveProgress(Progress):
                     self._done += 1
                 if event.status != "ok" and event.final:
                     self._failed.append(f"{event.id} @ {event.host} ({event.status})")
-        if isinstance(event, TransitionEnded) and (not self._quiet or event.status != "ok"):
-            style = {"ok": "green", "cancelled": "yellow"}.get(event.status, "red")
+        if isinstance(event, TransitionEnded) and (
+            not self._quiet or event.status not in ("ok", "skipped")
+        ):
+            style = {"ok": "green", "cancelled": "yellow", "skipped": "dim"}.get(
+                event.status, "red"
+            )
             took = event.end - event.start
             self._console.print(
                 f"[dim]\\[{event.end:7.3f}s][/dim] [{style}]{event.status:<9}[/{style}] "

@@ -1,9 +1,13 @@
-"""`madeus plan FILE [-i INVENTORY] [--format text|json] [-o OUT]`: the transition-level
-dependency graph, durations, predicted makespan and critical path.
+"""`madeus plan FILE [-i INVENTORY] [--format text|json] [-o OUT] [--durations-from TRACE]`:
+the transition-level dependency graph, durations, predicted makespan and critical path.
 
 `--format json` prints exactly the plan JSON of SPEC section 5 (`Plan.to_json`); `text` (the
 default) a table in predicted start order, then the makespan, the sequential time and the
-critical path.
+critical path. `--durations-from TRACE.json` calibrates the plan with the durations measured in
+a run (`madeus.plan.calibrate`): the JSON is the calibrated plan; the text also shows each
+declared duration and compares the calibrated prediction with the trace's makespan.
+`--reconfigure SCRIPT.py` predicts a reconfiguration program instead (same table and JSON;
+`madeus.cli.reconfigure.run_plan`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from madeus.source import Span
 
 if TYPE_CHECKING:
     from madeus.plan import Plan
+    from madeus.trace import Trace
 
 
 def add_parser(subparsers: Any) -> None:
@@ -39,19 +44,45 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "-o", "--output", metavar="OUT", help="write to OUT instead of standard output"
     )
+    parser.add_argument(
+        "--reconfigure",
+        metavar="SCRIPT.py",
+        help="predict a reconfiguration program instead (SCRIPT.py defines reconfigure(r)): "
+        "its schedule, makespan and critical path, from the configuration the journal records",
+    )
+    parser.add_argument(
+        "--durations-from",
+        metavar="TRACE",
+        action="append",
+        help="calibrate: use the durations measured in this trace (`madeus deploy --trace`; "
+        "per transition, from its first start to its last end over its hosts) instead of the "
+        "declared ones; transitions absent from the trace keep theirs. Repeat it to use the "
+        "median over several runs",
+    )
     parser.set_defaults(func=run)
 
 
 @reports_errors
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "reconfigure", None) is not None:
+        from madeus.cli.reconfigure import run_plan
+
+        return run_plan(args)
     from madeus.cli.check import load_existing
     from madeus.plan import build_plan
 
     plan = build_plan(load_existing(args.file, args.inventory).deployment)
+    declared: Plan | None = None
+    traces: list[Trace] = []
+    if args.durations_from:
+        declared, traces = plan, [_load_trace(path) for path in args.durations_from]
+        plan = _calibrated(plan, traces, args.durations_from)
     if args.format == "json":
         text = json.dumps(plan.to_json(), indent=2) + "\n"
     else:
-        text = render_text(plan)
+        text = render_text(plan, declared)
+        if declared is not None:
+            text += render_calibration(plan, declared, traces, args.durations_from)
     if args.output is None:
         print(text, end="")
         return EXIT_OK
@@ -66,16 +97,81 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _load_trace(path: str) -> Trace:
+    from madeus.trace import load
+
+    try:
+        return load(path)
+    except (OSError, ValueError) as error:
+        message = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise MadeusError(
+            [Diagnostic("trace", f"cannot read the trace: {message}", Span(path, 0, 0, 0, 0))]
+        ) from None
+
+
+def _calibrated(plan: Plan, traces: list[Trace], paths: list[str]) -> Plan:
+    from madeus.plan import calibrate, measured_durations
+
+    ids = {t.id for t in plan.transitions}
+    for trace, path in zip(traces, paths, strict=True):
+        if not ids & measured_durations(trace).keys():
+            raise MadeusError(
+                [
+                    Diagnostic(
+                        "trace",
+                        f"no transition of assembly {plan.assembly} ended ok in this trace "
+                        f"(it is a trace of {trace.assembly})",
+                        Span(path, 0, 0, 0, 0),
+                    )
+                ]
+            )
+    return calibrate(plan, *traces)
+
+
+def render_calibration(plan: Plan, declared: Plan, traces: list[Trace], paths: list[str]) -> str:
+    """What calibration changed, and the calibrated prediction against the measured runs."""
+    import statistics
+
+    from madeus.plan import measured_durations
+
+    measured = measured_durations(*traces)
+    used = sum(1 for t in plan.transitions if t.id in measured)
+    n = len(plan.transitions)
+    many = len(traces) > 1
+    makespan = statistics.median(t.makespan for t in traces)
+    lines = [
+        "",
+        f"calibrated from {', '.join(paths)}: {used} of {n} durations measured"
+        + (f" (median of {len(traces)} runs)" if many else "")
+        + (f", {n - used} declared" if used < n else ""),
+        f"declared durations:   predicted makespan {declared.predicted_makespan:.1f} s",
+        f"calibrated durations: predicted makespan {plan.predicted_makespan:.1f} s",
+    ]
+    if many:
+        each = ", ".join(f"{t.makespan:.1f}" for t in traces)
+        lines.append(f"measured makespan:    {makespan:.1f} s (median of {each})")
+    else:
+        lines.append(f"measured makespan:    {makespan:.1f} s (the trace's)")
+    if makespan > 0:
+        error = (plan.predicted_makespan - makespan) / makespan
+        error = 0.0 if abs(error) < 0.0005 else error  # no "-0.0%"
+        lines.append(f"calibrated prediction vs measured: {error:+.1%}")
+    return "\n".join(lines) + "\n"
+
+
 def _hosts(hosts: tuple[str, ...], limit: int = 3) -> str:
     if len(hosts) > limit:
         return ",".join(hosts[:limit]) + f",+{len(hosts) - limit}"
     return ",".join(hosts)
 
 
-def render_text(plan: Plan) -> str:
-    """The table (`*` marks the critical path), then the totals."""
+def render_text(plan: Plan, declared: Plan | None = None) -> str:
+    """The table (`*` marks the critical path), then the totals. With `declared` (the plan
+    before calibration), a last column shows each transition's declared duration."""
     critical = set(plan.critical_path)
-    header = ("", "transition", "hosts", "start", "duration", "end")
+    header: tuple[str, ...] = ("", "transition", "hosts", "start", "duration", "end")
+    if declared is not None:
+        header = (*header, "declared")
     rows = [
         (
             "*" if t.id in critical else "",
@@ -84,11 +180,12 @@ def render_text(plan: Plan) -> str:
             f"{plan.start.get(t.id, 0.0):.1f}",
             f"{t.duration:.1f}",
             f"{plan.start.get(t.id, 0.0) + t.duration:.1f}",
+            *([f"{declared.transition(t.id).duration:.1f}"] if declared is not None else []),
         )
         for t in plan.transitions
     ]
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-    right = {3, 4, 5}  # numbers align right
+    right = {3, 4, 5, 6}  # numbers align right
 
     def line(cells: tuple[str, ...]) -> str:
         parts = [

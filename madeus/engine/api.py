@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from madeus.backends.base import Backend
 from madeus.backends.router import BackendConfig, Router, SimulateMode
-from madeus.engine.errors import DeployError
+from madeus.engine.errors import DeployError, JournalError, ResumeError
 from madeus.engine.events import RunEnded
-from madeus.engine.executor import EventSink, Executor
+from madeus.engine.executor import DEFAULT_BACKOFF_MAX, EventSink, Executor
+from madeus.engine.journal import Journal, JournalState
 from madeus.engine.limits import Scheduling
-from madeus.engine.program import compile_program
-from madeus.engine.runlog import make_private_dir, write_private_json
+from madeus.engine.program import Program, compile_program
+from madeus.engine.runlog import log_stem, make_private_dir, new_run_id, write_private_json
 from madeus.engine.values import resolve_params
+from madeus.errors import Diagnostic, MadeusError
 from madeus.inventory import Inventory
 from madeus.model import Assembly
 from madeus.plan import Plan, build_plan
@@ -67,6 +69,17 @@ async def deploy(
     environ: Mapping[str, str] | None = None,
     known_hosts: str | None = None,
     insecure_no_host_key_check: bool = False,
+    keep_going: bool = False,
+    retry_backoff: float = 0.0,
+    retry_backoff_max: float = DEFAULT_BACKOFF_MAX,
+    journal: Journal | None = None,
+    resume: bool = False,
+    assume_done: Collection[str] = (),
+    rerun: Collection[str] = (),
+    inject_failures: Collection[str] = (),
+    run_id: str | None = None,
+    ssh_keepalive_interval: float | None = None,
+    ssh_keepalive_count_max: int | None = None,
 ) -> DeployResult:
     """Deploy `target` (a resolved Deployment, an Assembly, or a `.mad` file).
 
@@ -82,14 +95,37 @@ async def deploy(
     - `environ`: where `env("X")` parameters are read (default: os.environ).
     - `known_hosts`: the SSH known_hosts file (default: the one beside the inventory, else
       ~/.ssh/known_hosts); `insecure_no_host_key_check=True` accepts any host key.
+    - `keep_going`: after a failure, run everything that does not depend on it; then raise
+      DeployError listing every failure.
+    - `retry_backoff`: wait base x 2^(attempt - 1) seconds (at most `retry_backoff_max`,
+      with jitter) before retrying a failed attempt (`retries N`); 0 retries at once.
+    - `journal`: an open journal (`open_journal`): every start and end is recorded, durably.
+      Without `resume` the run starts a fresh journal; with `resume=True` it continues the
+      recorded one: jobs that ended are skipped (status `skipped`), their data values come
+      from the journal; jobs that were running when it stopped run again if their transition
+      is idempotent, else ResumeError stops the run before anything starts, unless
+      `assume_done` or `rerun` (`"ID"` or `"ID@HOST"`) settle them.
+    - `inject_failures`: `"ID"` or `"ID@HOST"`: those jobs fail without running their action
+      (to rehearse failures and resumes): when simulating, after their simulated duration
+      (and retries); else at once.
+    - `ssh_keepalive_interval`, `ssh_keepalive_count_max`: the SSH backend's keepalives (else
+      the inventory's `all` variables `madeus_ssh_keepalive_interval` /
+      `madeus_ssh_keepalive_count_max`, else 5 s and 3).
 
-    Raises ParameterError (nothing ran) when an environment variable is unset, DeployError
-    (with the partial trace) when a transition fails after its retries.
+    Raises ParameterError (nothing ran) when an environment variable is unset, ResumeError
+    (nothing ran) when a resume needs the operator, DeployError (with the partial trace) when
+    transitions fail after their retries, JournalError when the journal cannot be written.
     """
     if max_parallel is not None and max_parallel < 1:
         raise ValueError("max_parallel must be at least 1")
     if time_scale < 0:
         raise ValueError("time_scale must not be negative")
+    if retry_backoff < 0 or retry_backoff_max < 0:
+        raise ValueError("retry_backoff and retry_backoff_max must not be negative")
+    if resume and journal is None:
+        raise ValueError("resume=True needs a journal (open_journal)")
+    if (assume_done or rerun) and not resume:
+        raise ValueError("assume_done and rerun only apply to a resumed run (resume=True)")
     deployment = _deployment(target, inventory)
     if plan is None:
         plan = build_plan(deployment)
@@ -98,14 +134,31 @@ async def deploy(
     params = resolve_params(deployment, os.environ if environ is None else environ)
     program = compile_program(deployment, plan)
     directory = Path(run_dir) if run_dir is not None else None
+    injected = select_jobs(program, inject_failures, "--inject-failure")
+    resumed = ResumePlan()
+    if resume:
+        assert journal is not None
+        resumed = plan_resume(
+            program,
+            journal.state(),
+            assume_done=select_jobs(program, assume_done, "--assume-done"),
+            rerun=select_jobs(program, rerun, "--rerun"),
+        )
+    inv = deployment.inventory
     router = Router(
         BackendConfig(
-            deployment.inventory,
+            inv,
             mode,
             time_scale,
             directory,
             known_hosts=known_hosts,
             insecure_no_host_key_check=insecure_no_host_key_check,
+            ssh_keepalive_interval=_setting(
+                ssh_keepalive_interval, inv, "madeus_ssh_keepalive_interval", float
+            ),
+            ssh_keepalive_count_max=_setting(
+                ssh_keepalive_count_max, inv, "madeus_ssh_keepalive_count_max", int
+            ),
         )
     )
     try:
@@ -127,32 +180,185 @@ async def deploy(
             on_event=on_event,
             run_dir=directory,
             predicted_makespan=plan.predicted_makespan * scale,
+            journal=journal,
+            keep_going=keep_going,
+            retry_backoff=retry_backoff,
+            retry_backoff_max=retry_backoff_max,
+            skip=resumed.skip,
+            outputs=resumed.outputs,
+            data=resumed.data,
+            inject=injected,
+            inject_scale=scale if mode is not None else 0.0,
         )
         if directory is not None:
             make_private_dir(directory)
             write_private_json(directory / "plan.json", plan.to_json())
-        trace = await _run(executor, on_event, directory)
+        if journal is not None:
+            journal.begin_run(
+                run_id or (directory.name if directory is not None else new_run_id()),
+                resume=resume,
+                run_dir=directory,
+            )
+            for tid, host in resumed.assumed:
+                journal.record_end(tid, host, "ok", assumed=True, at=0.0, flush=False)
+            journal.flush()
+        trace = await _run(executor, on_event, directory, journal)
     finally:
         await router.aclose()
+    if executor.journal_error is not None:
+        raise executor.journal_error
     if executor.failures:
         raise DeployError(tuple(executor.failures), trace)
     return DeployResult(trace, plan, directory, scale)
 
 
-async def _run(executor: Executor, on_event: EventSink | None, directory: Path | None) -> Trace:
-    """Run; whatever happens (success, failure, cancellation), write the trace of what ran and
-    send RunEnded."""
+async def _run(
+    executor: Executor, on_event: EventSink | None, directory: Path | None, journal: Journal | None
+) -> Trace:
+    """Run; whatever happens (success, failure, cancellation), write the trace of what ran,
+    close the run in the journal and send RunEnded."""
     status: Literal["ok", "failed", "interrupted"] = "interrupted"
     try:
         await executor.run()
-        status = "failed" if executor.failures else "ok"
+        failed = executor.failures or executor.journal_error is not None
+        status = "failed" if failed else "ok"
     finally:
         trace = executor.trace()
+        if journal is not None and executor.journal_error is None:
+            try:
+                journal.end_run(status, at=executor.now())
+            except JournalError as exc:
+                executor.journal_error = exc
         if directory is not None:
             trace.write(directory / "trace.json", mode=0o600)
         if on_event is not None:
             on_event(RunEnded(trace, status, directory))
     return trace
+
+
+# --- resuming ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ResumePlan:
+    """What a resumed run does with the journal: the jobs it skips (ended before, or assumed
+    done), the outputs and data values that come with them, and the jobs it runs again."""
+
+    skip: frozenset[int] = frozenset()
+    outputs: Mapping[int, str] | None = None  # transition index -> its first host's output
+    data: Mapping[tuple[str, str], str] | None = None  # (instance, port) -> value
+    assumed: tuple[tuple[str, str], ...] = ()  # (id, host) settled by assume_done
+    rerun: tuple[tuple[str, str], ...] = ()  # (id, host) that were running and run again
+
+
+def select_jobs(program: Program, selectors: Collection[str], option: str) -> frozenset[int]:
+    """Job indices named by `ID` (every host of the transition) or `ID@HOST`; MadeusError for
+    a transition or host the plan does not have."""
+    if not selectors:
+        return frozenset()
+    index = {tid: i for i, tid in enumerate(program.ids)}
+    jobs: set[int] = set()
+    for selector in selectors:
+        tid, at, host = selector.partition("@")
+        i = index.get(tid)
+        if i is None:
+            raise MadeusError(f'{option} {selector}: no transition "{tid}" in the plan')
+        first, last = program.job_base[i], program.job_base[i + 1]
+        chosen = [j for j in range(first, last) if not at or _host(program, j) == host]
+        if not chosen:
+            hosts = ", ".join(_host(program, j) for j in range(first, last)) or "none"
+            raise MadeusError(
+                f'{option} {selector}: transition "{tid}" does not run on host "{host}" '
+                f"(its hosts: {hosts})"
+            )
+        jobs.update(chosen)
+    return frozenset(jobs)
+
+
+def plan_resume(
+    program: Program,
+    state: JournalState,
+    *,
+    assume_done: Collection[int] = frozenset(),
+    rerun: Collection[int] = frozenset(),
+) -> ResumePlan:
+    """Decide what a resumed run does with each job the journal knows; ResumeError (one
+    diagnostic per job) when a job was running when the run stopped, is not idempotent, and
+    neither `assume_done` nor `rerun` names it."""
+    skip: set[int] = set()
+    assumed: list[tuple[str, str]] = []
+    again: list[tuple[str, str]] = []
+    problems: list[Diagnostic] = []
+    outputs: dict[int, str] = {}
+    for j, i in enumerate(program.job_trans):
+        key = (program.ids[i], _host(program, j))
+        if j in rerun:
+            if key in state.running:
+                again.append(key)
+            continue
+        if key in state.ended:
+            skip.add(j)
+            record = state.jobs.get(key)
+            if j == program.job_base[i] and record is not None and record.output is not None:
+                outputs[i] = record.output
+        elif j in assume_done:
+            skip.add(j)
+            assumed.append(key)
+        elif key in state.running:
+            if program.transitions[i].idempotent:
+                again.append(key)
+            else:
+                problems.append(_unsettled(program, i, key, state))
+    if problems:
+        raise ResumeError(problems)
+    data: dict[tuple[str, str], str] = {}
+    for port, value in state.data.items():
+        instance, _, name = port.rpartition(".")
+        data[(instance, name)] = value
+    return ResumePlan(frozenset(skip), outputs, data, tuple(assumed), tuple(again))
+
+
+def _unsettled(program: Program, i: int, key: tuple[str, str], state: JournalState) -> Diagnostic:
+    tid, host = key
+    record = state.jobs.get(key)
+    run = state.run(record.run) if record is not None else None
+    when = f"when run {run.id} stopped" if run is not None else "when its run stopped"
+    logs = ""
+    if run is not None and run.run_dir:
+        stem = Path(run.run_dir) / log_stem(tid, host)
+        found = [f"{stem}{ext}" for ext in (".out", ".err") if Path(f"{stem}{ext}").exists()]
+        logs = f" (logs: {', '.join(found)})" if found else f" (no output in {run.run_dir}/)"
+    cut = "was cancelled" if record is not None and record.status == "cancelled" else "was running"
+    return Diagnostic(
+        "resume-unsettled",
+        f'transition "{tid}" {cut} on host "{host}" {when} and is not declared idempotent: '
+        f"check what it did{logs}, then resume with --assume-done {tid}@{host} if it completed, "
+        f"or --rerun {tid}@{host} to run it again",
+        program.transitions[i].span,
+    )
+
+
+def _host(program: Program, j: int) -> str:
+    return program.hosts[program.job_host[j]].name
+
+
+def _setting(
+    explicit: float | None, inventory: Inventory, name: str, kind: type[float] | type[int]
+) -> Any:
+    """An explicit value, else the inventory's `all` variable `name`, else None."""
+    if explicit is not None:
+        return explicit
+    group = inventory.groups.get("all")
+    raw = group.vars.get(name) if group is not None else None
+    if raw is None:
+        return None
+    try:
+        value = kind(raw)
+    except (TypeError, ValueError):
+        raise MadeusError(f"inventory variable {name} must be a number, not {raw!r}") from None
+    if value <= 0:
+        raise MadeusError(f"inventory variable {name} must be positive, not {raw!r}")
+    return value
 
 
 def deploy_sync(target: Target, **options: Any) -> DeployResult:

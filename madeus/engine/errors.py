@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from madeus.errors import Diagnostic, MadeusError
 from madeus.source import NO_SPAN, Span
 from madeus.trace import Status, Trace
+
+if TYPE_CHECKING:
+    from madeus.engine.journal import LockHolder
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,3 +62,25 @@ class DeployError(MadeusError):
 
 class ParameterError(MadeusError):
     """A parameter value cannot be resolved (an unset environment variable): nothing ran."""
+
+
+class JournalError(MadeusError):
+    """The journal cannot be read or written (an unwritable directory, a damaged file)."""
+
+
+class JournalLocked(JournalError):
+    """Another run holds the journal's lock: two runs of one assembly and inventory must not
+    overlap. `holder` says who (pid, host, user, since when, command line)."""
+
+    def __init__(self, directory: object, holder: LockHolder) -> None:
+        self.directory = directory
+        self.holder = holder
+        super().__init__(
+            f"another run holds the journal {directory}: {holder.describe()} "
+            "(wait for it to end, or stop it)"
+        )
+
+
+class ResumeError(MadeusError):
+    """`--resume` cannot continue on its own: transitions were running when the run stopped and
+    are not declared idempotent (one diagnostic each, saying what to check). Nothing ran."""

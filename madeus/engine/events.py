@@ -20,6 +20,7 @@ class RunStarted:
     jobs: int  # transitions x hosts
     predicted_makespan: float  # already multiplied by the time scale when simulating
     run_dir: Path | None
+    skipped: int = 0  # jobs a resumed run skips (ended in an earlier run)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +33,8 @@ class TransitionStarted:
 
 @dataclass(frozen=True, slots=True)
 class TransitionEnded:
-    """One host's attempt ended. `final` is False when the transition will be tried again."""
+    """One host's attempt ended. `final` is False when the transition will be tried again.
+    A job a resumed run skips gets only this event, with status `skipped` and attempt 0."""
 
     id: str
     host: str

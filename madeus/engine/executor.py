@@ -13,25 +13,36 @@ takes jobs from the limiter (when a limit is set) by priority. It is re-entrant-
 completes synchronously inside it only queues its successors.
 
 On failure (after retries) nothing new starts; running jobs are cancelled, or left to finish with
-`let_running_finish`. Cancellation, including Ctrl-C, reaches each job's task, which records
+`let_running_finish`. With `keep_going`, a failure stops only what depends on it: everything
+else still runs. Cancellation, including Ctrl-C, reaches each job's task, which records
 `cancelled` and re-raises.
+
+The journal (optional) gets a record at every start and end. Records are buffered and written
+with one write and one fdatasync per event-loop turn (group commit): the flush is scheduled
+with `call_soon` when the first record of a turn is buffered, which is before the task of any
+job started in that turn is created, so a job's start record is on disk before its action runs.
+A resumed run skips the jobs the journal says have ended (`skip`): they "end" as soon as they
+are ready, with status `skipped`, their recorded output, and no journal record.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
+import random
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
 from madeus.backends.base import Backend, Job, Outcome
-from madeus.engine.errors import Failure
+from madeus.engine.errors import Failure, JournalError
 from madeus.engine.events import Event, RunStarted, TransitionEnded, TransitionStarted
+from madeus.engine.journal import Journal
 from madeus.engine.limits import Limiter, Scheduling
 from madeus.engine.program import Program
 from madeus.engine.runlog import log_stem
@@ -46,8 +57,11 @@ EventSink = Callable[[Event], None]
 _NOT_STARTED, _RUNNING = 0, 1
 _CODES: dict[Status, int] = {"ok": 2, "failed": 3, "timeout": 4, "cancelled": 5, "skipped": 6}
 _STATUS: dict[int, Status] = {code: status for status, code in _CODES.items()}
-_OK, _CANCELLED = _CODES["ok"], _CODES["cancelled"]
+_OK, _CANCELLED, _SKIPPED = _CODES["ok"], _CODES["cancelled"], _CODES["skipped"]
+_FAILED = _CODES["failed"]
 _INSTANT = Outcome(ok=True)
+# Exponential backoff between attempts: base x 2^(attempt - 1), capped, with jitter.
+DEFAULT_BACKOFF_MAX = 60.0
 _log = logging.getLogger(__name__)
 
 
@@ -70,7 +84,21 @@ class Executor:
         on_event: EventSink | None = None,
         run_dir: Path | None = None,
         predicted_makespan: float = 0.0,
+        journal: Journal | None = None,
+        keep_going: bool = False,
+        retry_backoff: float = 0.0,
+        retry_backoff_max: float = DEFAULT_BACKOFF_MAX,
+        skip: Collection[int] = (),
+        outputs: Mapping[int, str] | None = None,
+        data: Mapping[tuple[str, str], str] | None = None,
+        inject: Collection[int] = (),
+        inject_scale: float = 0.0,
+        rng: random.Random | None = None,
     ) -> None:
+        """`skip`: jobs already ended (a resumed run); `outputs` (transition index -> output
+        of its first host) and `data` ((instance, port) -> value) come with them. `inject`:
+        jobs that fail without running their action (rehearsals), after their declared
+        duration times `inject_scale` (the simulation's time scale; 0: at once)."""
         self.assembly = assembly
         self._p = program
         self._backend = backend
@@ -113,6 +141,33 @@ class Executor:
         self._data: dict[tuple[str, str], str] = {}
         self._data_secret: set[tuple[str, str]] = set()
         self._host_values: dict[int, dict[str, str]] = {}
+        self._keep_going = keep_going
+        self._backoff = retry_backoff
+        self._backoff_max = retry_backoff_max
+        self._rng = rng if rng is not None else random.Random()
+        self._skip: bytearray | None = None
+        if skip:
+            self._skip = bytearray(jobs)
+            for j in skip:
+                self._skip[j] = 1
+        self._inject: bytearray | None = None
+        self._inject_scale = inject_scale
+        if inject:
+            self._inject = bytearray(jobs)
+            for j in inject:
+                self._inject[j] = 1
+        if outputs:
+            self._outputs.update(outputs)
+        if data:
+            self._data.update(data)
+        self.skipped = len(skip)
+        # The journal: records buffered, written once per loop turn (see the module docstring).
+        self._journal = journal
+        self.journal_error: JournalError | None = None
+        self._flush_scheduled = False
+        self._jt: list[str | None] = [None] * n  # JSON-encoded transition ids, on first use
+        self._jh = [json.dumps(h.name) for h in program.hosts]
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._t0 = 0.0
         self.started_at = ""
         self.finished = False
@@ -122,6 +177,7 @@ class Executor:
     async def run(self) -> None:
         """Run to the end, or until a failure has stopped everything (see `failures`)."""
         self._t0 = time.monotonic()
+        self._loop = asyncio.get_running_loop()
         self.started_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         if self._emit is not None:
             self._emit(
@@ -132,16 +188,32 @@ class Executor:
                     self._p.jobs,
                     self._predicted,
                     self._run_dir,
+                    self.skipped,
                 )
             )
-        for p in self._p.initially_reached:
-            self._reach_place(p)
-        self._ready.extend(i for i, count in enumerate(self._pending) if count == 0)
-        async with asyncio.TaskGroup() as tg:
-            self._tg = tg
-            self._pump()
-        self._tg = None
+        try:
+            for p in self._p.initially_reached:
+                self._reach_place(p)
+            self._ready.extend(i for i, count in enumerate(self._pending) if count == 0)
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                self._pump()
+        finally:
+            self._tg = None
+            if self._journal is not None:
+                # A task cancelled before its first step never ran its action: its start
+                # record is withdrawn, so a resume does not ask about it.
+                for j in self._tasks:
+                    if self._code[j] == _RUNNING:
+                        i = self._p.job_trans[j]
+                        self._jot(
+                            f'{{"k":"unstart","t":{self._tid(i)},'
+                            f'"h":{self._jh[self._p.job_host[j]]}}}\n'
+                        )
+            self._flush_journal()
         self.finished = not self.failures and self._ended == len(self._p.ids)
+        if self.journal_error is not None:
+            return
         if not self.failures and not self.finished:
             blocked = [self._p.ids[i] for i, c in enumerate(self._pending) if c > 0]
             raise MadeusError(f"deployment blocked: {', '.join(blocked[:10])} never started")
@@ -184,15 +256,29 @@ class Executor:
         i = self._p.job_trans[j]
         now = time.monotonic() - self._t0
         self._start[j] = now
+        if self._skip is not None and self._skip[j]:
+            self._end[j] = now
+            self._job_ended(j, i, _SKIPPED, _INSTANT, now)
+            return
         self._code[j] = _RUNNING
         emit = self._emit
         if emit is not None:
             emit(TransitionStarted(self._p.ids[i], self._host_name(j), now))
+        if self._inject is not None and self._inject[j] and self._injected_delay(i) <= 0:
+            self._end[j] = now
+            self._attempts[j] = 1
+            self._job_ended(j, i, _FAILED, self._injected(j, i), now)
+            return
         if self._instant[i]:
             self._end[j] = now
             self._attempts[j] = 1
             self._job_ended(j, i, _OK, _INSTANT, now)
             return
+        if self._journal is not None:
+            self._jot(
+                f'{{"k":"start","t":{self._tid(i)},"h":{self._jh[self._p.job_host[j]]},'
+                f'"at":{now:.6f}}}\n'
+            )
         assert self._tg is not None
         self._tasks[j] = self._tg.create_task(self._run_job(j, i))
 
@@ -203,19 +289,32 @@ class Executor:
             while True:
                 attempt += 1
                 self._attempts[j] = min(attempt, 255)
-                status, outcome = await self._attempt(self._make_job(j, i, attempt), i)
+                status: Status
+                if self._inject is not None and self._inject[j]:
+                    await asyncio.sleep(self._injected_delay(i))
+                    status, outcome = "failed", self._injected(j, i)
+                else:
+                    status, outcome = await self._attempt(self._make_job(j, i, attempt), i)
                 if status == "ok" or attempt >= tries or self._stopping:
                     break
                 if self._emit is not None:
                     self._emit_end(j, i, status, outcome, attempt, final=False)
+                if self._backoff > 0:
+                    await asyncio.sleep(self.retry_delay(attempt))
+                    if self._stopping:
+                        break
+                if self._emit is not None:
                     host = self._host_name(j)
                     self._emit(TransitionStarted(self._p.ids[i], host, self.now(), attempt + 1))
         except asyncio.CancelledError:
             self._tasks.pop(j, None)
-            self._end[j] = self.now()
+            now = self.now()
+            self._end[j] = now
             self._code[j] = _CANCELLED
             if self._limiter is not None:
                 self._limiter.release(j)
+            if self._journal is not None:
+                self._jot(self._end_record(j, i, "cancelled", now, None))
             if self._emit is not None:
                 self._emit_end(j, i, "cancelled", Outcome(ok=False), attempt, final=True)
             raise
@@ -223,6 +322,23 @@ class Executor:
         now = self.now()
         self._end[j] = now
         self._job_ended(j, i, _CODES[status], outcome, now)
+
+    def _injected_delay(self, i: int) -> float:
+        return self._p.transitions[i].expected * self._inject_scale
+
+    def _injected(self, j: int, i: int) -> Outcome:
+        message = (
+            f"injected failure (--inject-failure {self._p.ids[i]}@{self._host_name(j)}): "
+            "the action did not run"
+        )
+        return Outcome(ok=False, message=message)
+
+    def retry_delay(self, attempt: int) -> float:
+        """The wait after failed attempt `attempt` (1, 2...): base x 2^(attempt - 1), at most
+        the cap, then a random part of it (equal jitter: between half and all of it), so that
+        many jobs failing together do not retry in lockstep."""
+        delay: float = min(self._backoff_max, self._backoff * 2.0 ** min(attempt - 1, 60))
+        return delay / 2 + self._rng.random() * delay / 2
 
     async def _attempt(self, job: Job, i: int) -> tuple[Status, Outcome]:
         timeout = self._p.transitions[i].timeout
@@ -251,12 +367,17 @@ class Executor:
         if self._limiter is not None:
             self._limiter.release(j)
         p = self._p
-        if i in p.output_needed and j == p.job_base[i]:
-            self._outputs[i] = outcome.output
+        output: str | None = None
+        if code == _OK and i in p.output_needed and j == p.job_base[i]:
+            output = self._outputs[i] = self._redact_output(i, outcome.output)
         if self._emit is not None:
             self._emit_end(j, i, _STATUS[code], outcome, self._attempts[j], final=True)
-        if code != _OK:
+        if self._journal is not None and code != _SKIPPED:
+            self._jot(self._end_record(j, i, _STATUS[code], now, output))
+        if code != _OK and code != _SKIPPED:
             self._fail(j, i, _STATUS[code], outcome)
+            if not self._stopping:
+                self._pump()  # keep going: the freed slot may start a waiting job
             return
         left = self._jobs_left[i] - 1
         self._jobs_left[i] = left
@@ -310,8 +431,11 @@ class Executor:
                 span=transition.span,
             )
         )
-        if self._stopping:
+        if self._stopping or self._keep_going:
             return
+        self._stop()
+
+    def _stop(self) -> None:
         self._stopping = True
         self._ready.clear()
         if self._limiter is not None:
@@ -380,18 +504,75 @@ class Executor:
             if isinstance(value, OutputOf):
                 if provide.producer in self._outputs:
                     self._data[key] = self._outputs[provide.producer]
+                    self._record_data(key)
                 continue
             if value is None:
                 continue
             inst_values = self._params[provide.instance]
             values = {} if provide.host is None else host_values(self._inventory, provide.host)
             values.update(inst_values.params)
+            secret_uses: set[str] = set()
             for use in self._p.data_uses.get(provide.instance, ()):
-                if (use.provider, use.provider_port) in self._data:
-                    values[use.port] = self._data[(use.provider, use.provider_port)]
+                used = (use.provider, use.provider_port)
+                if used in self._data:
+                    values[use.port] = self._data[used]
+                    if used in self._data_secret:
+                        secret_uses.add(use.port)
             self._data[key] = render(value, values, quote=False)
-            if inst_values.secret_params & {name for name, _ in placeholders(value)}:
-                self._data_secret.add(key)
+            names = {name for name, _ in placeholders(value)}
+            if inst_values.secret_params & names or secret_uses & names:
+                self._data_secret.add(key)  # never journaled: recomputed by a resume
+            else:
+                self._record_data(key)
+
+    # --- the journal ----------------------------------------------------------------------
+
+    def _tid(self, i: int) -> str:
+        tid = self._jt[i]
+        if tid is None:
+            tid = self._jt[i] = json.dumps(self._p.ids[i])
+        return tid
+
+    def _end_record(self, j: int, i: int, status: str, now: float, output: str | None) -> str:
+        out = "" if output is None else f',"out":{json.dumps(output)}'
+        return (
+            f'{{"k":"end","t":{self._tid(i)},"h":{self._jh[self._p.job_host[j]]},'
+            f'"s":"{status}","at":{now:.6f}{out}}}\n'
+        )
+
+    def _record_data(self, key: tuple[str, str]) -> None:
+        if self._journal is not None:
+            port = f"{key[0]}.{key[1]}"
+            record = {"k": "data", "p": port, "v": self._data[key]}
+            self._jot(json.dumps(record, separators=(",", ":")) + "\n")
+
+    def _redact_output(self, i: int, output: str) -> str:
+        """Backends redact what they keep; this catches a backend that did not."""
+        for secret in self._params[self._p.instance_of[i]].secrets:
+            if secret and secret in output:
+                output = output.replace(secret, "******")
+        return output
+
+    def _jot(self, line: str) -> None:
+        """Buffer a journal record; the first one of a loop turn schedules the flush."""
+        if self._journal is None or self.journal_error is not None:
+            return
+        self._journal.append(line)
+        if not self._flush_scheduled and self._loop is not None:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush_journal)
+
+    def _flush_journal(self) -> None:
+        self._flush_scheduled = False
+        if self._journal is None or self.journal_error is not None:
+            return
+        try:
+            self._journal.flush()
+        except JournalError as exc:
+            # Without a journal nothing may run: stop as after a failure.
+            self.journal_error = exc
+            if not self._stopping:
+                self._stop()
 
     # --- events and trace ---------------------------------------------------------------
 
@@ -436,7 +617,7 @@ class Executor:
                     now if math.isnan(end) else end,
                     status,
                     behaviours[i],
-                    max(self._attempts[j], 1),
+                    0 if code == _SKIPPED else max(self._attempts[j], 1),
                 )
             )
         events.sort(key=lambda e: e.start)

@@ -7,6 +7,11 @@ waits for nothing). Then, for every event:
 - it started at or after its ready time (never early);
 - it started within `tolerance` seconds of its ready time (never needlessly late).
 
+A resumed run's trace holds `skipped` events for the jobs an earlier run had ended (start =
+end = when they became ready in this run). They count as done, their end counts for their
+successors' ready times, and they are not checked for timing (they did not run here) nor
+counted against the limits (they hold no slot).
+
 Under a concurrency limit a job may have to wait for a free slot. Pass `max_parallel` and
 `host_limits`: then the trace must respect the limits, and a job that started later than
 `ready + tolerance` must have found its slot taken for the whole wait (checked at the ready time
@@ -77,7 +82,11 @@ def validate(
         end[t.id] = max(ends, default=at)
 
     limited = max_parallel is not None or bool(host_limits)
-    intervals = [_Interval(e.start, e.end, e.host) for e in trace.events if e.end > e.start]
+    intervals = [
+        _Interval(e.start, e.end, e.host)
+        for e in trace.events
+        if e.end > e.start and e.status != "skipped"
+    ]
     if limited:
         problems.extend(_limit_problems(intervals, max_parallel, host_limits or {}))
     for t in plan.transitions:

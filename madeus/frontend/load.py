@@ -163,6 +163,11 @@ class _Loader:
                     stack.append(child)
 
     def _targets(self, stmt: ImportStmt, frame: _Frame) -> list[_Target]:
+        if "\0" in stmt.path:  # no file name holds one (and glob, open would raise)
+            self.problems.append(
+                Diagnostic("import-bad-path", "an import path cannot hold a NUL byte", stmt.span)
+            )
+            return []
         joined = os.path.normpath(os.path.join(os.path.dirname(frame.path), stmt.path))
         if not _GLOB_CHARS.intersection(stmt.path):
             if not os.path.exists(joined):

@@ -26,6 +26,7 @@ import gc
 import sys
 import types
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from madeus.errors import Diagnostic
 from madeus.model import Assembly, Module
@@ -38,11 +39,14 @@ __all__ = [
     "Analysis",
     "DeployProblem",
     "DeployVerdict",
+    "ProgramVerdict",
     "SafetyVerdict",
     "UnsafeUse",
     "analyze",
+    "check_program",
     "problem_elements",
     "verify",
+    "verify_program",
 ]
 
 Target = Deployment | Assembly | Module
@@ -153,3 +157,19 @@ class _CallableModule(types.ModuleType):
 
 
 sys.modules[__name__].__class__ = _CallableModule
+
+
+# Reconfiguration programs (behaviours.py), imported on first use: they bring madeus.reconfig
+# with them, which `import madeus.verify` should not pay for.
+if TYPE_CHECKING:
+    from madeus.verify.behaviours import ProgramVerdict, check_program, verify_program
+
+_BEHAVIOURS = frozenset({"ProgramVerdict", "check_program", "verify_program"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _BEHAVIOURS:
+        from madeus.verify import behaviours
+
+        return getattr(behaviours, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,440 @@
+"""`madeus reconfigure FILE SCRIPT.py [-i INVENTORY] [--simulate[=local|remote]] ...`: run a
+reconfiguration program, verified first.
+
+FILE is loaded and resolved; the current configuration comes from the journal of FILE and the
+inventory (the journal of simulated runs with `--simulate`): the markings a reconfiguration
+recorded last, else where the ended deploy transitions leave the tokens (`--assume-deployed`
+starts from a complete deployment instead). SCRIPT.py defines `reconfigure(r)`, which writes
+the program with the builder `r` (`r.state` is that configuration). The program is verified
+(termination and port safety, z3) and refused with the interleaving that breaks it (exit 1), or
+run: every transition through the same backends as `madeus deploy`. The journal then holds each
+instance's new marking. Exit 0 on success, 1 on errors (all reported), 2 on a usage error, 130
+when interrupted.
+
+`madeus plan FILE --reconfigure SCRIPT.py` (`run_plan` here) predicts the program's makespan and
+critical path; `madeus destroy` (destroy.py) runs a program derived from the behaviours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from madeus.cli._common import (
+    EXIT_ERRORS,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Loaded,
+    add_inventory_arg,
+    fail,
+    report,
+    reports_errors,
+)
+from madeus.errors import Diagnostic
+
+if TYPE_CHECKING:
+    from madeus.engine.journal import Journal
+    from madeus.reconfig.predict import Prediction
+    from madeus.reconfig.program import Program
+    from madeus.reconfig.state import Configuration
+    from madeus.trace import Trace
+
+SIMULATE_MODES = ("local", "remote")
+
+
+class SimulateAction(argparse.Action):
+    """`--simulate` with an optional mode; a following word that is not a mode is a positional
+    argument (`madeus reconfigure --simulate x.mad s.py`), kept in `namespace.stray`."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        mode = "local" if values is None else str(values)
+        if mode not in SIMULATE_MODES:
+            namespace.stray = [*getattr(namespace, "stray", []), mode]
+            mode = "local"
+        namespace.simulate = mode
+
+
+def _scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0: {text!r}")
+    return value
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options `reconfigure` and `destroy` share."""
+    add_inventory_arg(parser)
+    parser.add_argument(
+        "--simulate",
+        nargs="?",
+        action=SimulateAction,
+        metavar="local|remote",
+        help="replace every action by a sleep of its declared duration times --time-scale; "
+        "`remote` sleeps on the real hosts over SSH (default: local). Reads and writes the "
+        "journal of simulated runs",
+    )
+    parser.add_argument(
+        "--time-scale",
+        type=_scale,
+        default=1.0,
+        metavar="X",
+        help="multiply simulated durations by X (default 1)",
+    )
+    parser.add_argument("--trace", metavar="OUT.json", help="also write the trace to OUT.json")
+    parser.add_argument("--gantt", metavar="OUT.svg|OUT.html", help="draw a Gantt chart of the run")
+    parser.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="run the program even without verifying it (termination, port safety)",
+    )
+    parser.add_argument(
+        "--assume-deployed",
+        action="store_true",
+        help="start from a complete deployment instead of what the journal says",
+    )
+    parser.add_argument(
+        "--known-hosts",
+        metavar="FILE",
+        help="check SSH host keys against FILE (default: known_hosts beside the inventory, "
+        "else ~/.ssh/known_hosts)",
+    )
+    parser.add_argument(
+        "--insecure-no-host-key-check",
+        action="store_true",
+        help="accept any SSH host key (dangerous: only for throw-away hosts)",
+    )
+    parser.set_defaults(simulate=None, stray=[])
+
+
+def add_parser(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "reconfigure",
+        help="run a verified reconfiguration program (behaviours, connections)",
+        description="Load FILE and the current configuration (the journal), run SCRIPT.py's "
+        "reconfigure(r) to build the program, verify it (termination, port safety; an unsafe "
+        "program is refused with the interleaving that breaks it), run it, and record the new "
+        "configuration in the journal.",
+    )
+    parser.add_argument("file", metavar="FILE", nargs="?", help="the .mad file of the assembly")
+    parser.add_argument(
+        "script", metavar="SCRIPT.py", nargs="?", help="defines reconfigure(r): the program"
+    )
+    add_run_options(parser)
+    parser.set_defaults(func=run)
+
+
+def positionals(args: argparse.Namespace, names: Sequence[str], verb: str) -> list[str] | None:
+    """The positional words (FILE, SCRIPT.py...), wherever `--simulate` left them; None after
+    printing a usage error."""
+    words = [w for w in (*args.stray, *(getattr(args, n) for n in names)) if w is not None]
+    if len(words) > 1 and words[0].endswith(".py") and not words[1].endswith(".py"):
+        words[0], words[1] = words[1], words[0]
+    if len(words) != len(names):
+        wanted = " ".join(n.upper() if n != "script" else "SCRIPT.py" for n in names)
+        print(f"madeus {verb}: error: expected {wanted}", file=sys.stderr)
+        return None
+    return words
+
+
+@reports_errors
+def run(args: argparse.Namespace) -> int:
+    words = positionals(args, ("file", "script"), "reconfigure")
+    if words is None:
+        return EXIT_USAGE
+    file, script = words
+    return run_program(args, file, lambda state: _script_program(script, state), "reconfigure")
+
+
+def _script_program(script: str, state: Configuration) -> Program:
+    from madeus.reconfig.script import load_program
+
+    return load_program(script, state)
+
+
+@dataclass(slots=True)
+class _Outputs:
+    trace: str | None
+    gantt: Path | None
+
+
+def run_program(
+    args: argparse.Namespace,
+    file: str,
+    build: Any,
+    verb: str,
+) -> int:
+    """Load FILE and the configuration, build the program (`build(configuration)`), verify,
+    predict, run, record. Shared by `reconfigure` and `destroy`."""
+    from madeus.cli.check import load_existing
+    from madeus.engine.journal import JournalError
+
+    gantt = Path(args.gantt) if args.gantt else None
+    if gantt is not None and gantt.suffix.lower() not in (".svg", ".html", ".htm"):
+        print(f"madeus {verb}: error: --gantt takes a .svg or .html file", file=sys.stderr)
+        return EXIT_USAGE
+    loaded = load_existing(file, args.inventory)
+    try:
+        from madeus.reconfig.state import open_state_journal
+
+        journal: Journal | None = open_state_journal(
+            file, args.inventory, simulate=bool(args.simulate)
+        )
+    except ImportError:  # pragma: no cover - a build without the journal
+        journal = None
+    except JournalError:
+        raise
+    if journal is None:
+        return _run_locked(args, file, loaded, build, verb, None, _Outputs(args.trace, gantt))
+    with journal:
+        return _run_locked(args, file, loaded, build, verb, journal, _Outputs(args.trace, gantt))
+
+
+def current_configuration(
+    args: argparse.Namespace, file: str, loaded: Loaded, journal: Journal | None, verb: str
+) -> Configuration | None:
+    """The configuration to start from; None after printing why there is none."""
+    from madeus.reconfig.state import deployed, journal_configuration
+
+    deployment = loaded.deployment
+    if args.assume_deployed:
+        return deployed(deployment)
+    if journal is None:
+        print("note: no journal: starting from a complete deployment", file=sys.stderr)
+        return deployed(deployment)
+    state = journal_configuration(deployment, journal)
+    if state is None:
+        simulate = " --simulate" if args.simulate else ""
+        inventory = f" -i {args.inventory}" if args.inventory else ""
+        fail(
+            f"the journal of {file}{' (simulated runs)' if args.simulate else ''} records no "
+            f"deployment: deploy it first (`madeus deploy {file}{inventory}{simulate}`), or "
+            "pass --assume-deployed"
+        )
+        return None
+    return state
+
+
+def _run_locked(
+    args: argparse.Namespace,
+    file: str,
+    loaded: Loaded,
+    build: Any,
+    verb: str,
+    journal: Journal | None,
+    outputs: _Outputs,
+) -> int:
+    import asyncio
+
+    from madeus.engine.runlog import DEFAULT_RUNS, new_run_id
+    from madeus.errors import BackendError
+    from madeus.reconfig.executor import ReconfigError, reconfigure
+    from madeus.reconfig.predict import ReconfigBlocked, predict
+    from madeus.reconfig.state import Recorder
+
+    state = current_configuration(args, file, loaded, journal, verb)
+    if state is None:
+        return EXIT_ERRORS
+    program = build(state)
+    if not args.no_verify:
+        from madeus.verify.behaviours import verify_program
+
+        diagnostics = verify_program(state, program)
+        if diagnostics:
+            report(diagnostics)
+            print(
+                "madeus: error: refusing to run a program that does not verify "
+                "(--no-verify to run it anyway)",
+                file=sys.stderr,
+            )
+            return EXIT_ERRORS
+    prediction: Prediction | None
+    try:
+        prediction = predict(state, program)
+    except ReconfigBlocked:  # only an unverified program gets here
+        prediction = None
+    if prediction is not None:
+        report(idle_warnings(prediction, state, program))
+    scale = args.time_scale if args.simulate else 1.0
+    run_dir = DEFAULT_RUNS / new_run_id()
+    from madeus.cli.deploy import make_progress
+
+    predicted = prediction.makespan * scale if prediction is not None else 0.0
+    steps = len(prediction.steps) if prediction is not None else 0
+    progress = make_progress(sys.stdout, predicted, steps)
+    failure: ReconfigError | None = None
+    code = EXIT_OK
+    try:
+        with progress:
+            try:
+                result = asyncio.run(
+                    reconfigure(
+                        state,
+                        program,
+                        simulate=args.simulate or False,
+                        time_scale=args.time_scale,
+                        on_event=progress.on_event,
+                        run_dir=run_dir,
+                        prediction=prediction,
+                        recorder=Recorder(journal) if journal is not None else None,
+                        known_hosts=args.known_hosts,
+                        insecure_no_host_key_check=args.insecure_no_host_key_check,
+                    )
+                )
+                for problem in result.problems:  # only an unverified program gets these
+                    print(f"warning: {problem.describe()}", file=sys.stderr)
+            except ReconfigError as error:
+                failure = error
+                code = EXIT_ERRORS
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    except BackendError as error:
+        return fail(str(error))
+    ended = progress.ended
+    if ended is None:
+        print("interrupted", file=sys.stderr)
+        return code
+    trace = ended.trace
+    try:
+        write_outputs(trace, prediction, outputs.trace, outputs.gantt, scale)
+    except OSError as error:
+        fail(f"cannot write {error.filename}: {error.strerror}")
+        code = code or EXIT_ERRORS
+    print_summary(verb, trace, prediction, scale, bool(args.simulate), run_dir, outputs)
+    if failure is not None:
+        report(failure.diagnostics)
+    if code == EXIT_OK:
+        from madeus.reconfig.check import check_trace
+
+        found = check_trace(state, trace, program, tolerance=max(0.05 * scale, 0.005))
+        for text in found:
+            print(f"warning: the trace breaks the rules: {text}", file=sys.stderr)
+    if code == EXIT_INTERRUPTED:
+        print("interrupted: running transitions were cancelled", file=sys.stderr)
+    if journal is not None:
+        print(f"journal:   {journal.directory}/")
+    return code
+
+
+def idle_warnings(
+    prediction: Prediction, state: Configuration, program: Program
+) -> list[Diagnostic]:
+    """A push whose behaviour runs no transition from where the instance is (a likely
+    mistake: `update` pushed on a running service whose `update` starts from `stopped`)."""
+    from madeus.reconfig.program import Push
+
+    found = []
+    for index in prediction.idle_pushes:
+        ins = program[index]
+        assert isinstance(ins, Push)
+        where = ""
+        if state.has(ins.instance):
+            places = ", ".join(sorted(state.marking(ins.instance))) or "nowhere"
+            where = f" (it starts in {places})"
+        found.append(
+            Diagnostic(
+                "idle-push",
+                f'{ins} runs no transition: no transition of behaviour "{ins.behaviour}" '
+                f'can leave where "{ins.instance}" is then{where}',
+                ins.span,
+                severity="warning",
+            )
+        )
+    return found
+
+
+def write_outputs(
+    trace: Trace,
+    prediction: Prediction | None,
+    trace_path: str | None,
+    gantt: Path | None,
+    scale: float,
+) -> None:
+    from madeus.viz.gantt import write_gantt
+
+    if trace_path:
+        trace.write(trace_path)
+    if gantt is not None:
+        plan = prediction.to_plan() if prediction is not None else None
+        write_gantt(gantt, trace, plan, time_scale=scale)
+
+
+def print_summary(
+    verb: str,
+    trace: Trace,
+    prediction: Prediction | None,
+    scale: float,
+    simulated: bool,
+    run_dir: Path,
+    outputs: _Outputs,
+) -> None:
+    done = sum(1 for e in trace.events if e.status == "ok")
+    what = {"reconfigure": "reconfigured", "destroy": "destroyed"}.get(verb, verb)
+    if simulated:
+        what += " (simulated)"
+    print(f"{what} {trace.assembly}: {done}/{len(trace.events)} jobs ok")
+    print(f"makespan:  {trace.makespan:.3f} s")
+    if prediction is not None:
+        predicted = prediction.makespan * scale
+        scaled = f" ({prediction.makespan:.3f} s x {scale:g})" if simulated else ""
+        ratio = f"{trace.makespan / predicted:.3f}" if predicted > 0 else "n/a"
+        print(f"predicted: {predicted:.3f} s{scaled}, ratio {ratio}")
+    print(f"logs:      {run_dir}/")
+    traces = [str(run_dir / "trace.json"), *([outputs.trace] if outputs.trace else [])]
+    print(f"trace:     {', '.join(traces)}")
+    if outputs.gantt is not None:
+        print(f"gantt:     {outputs.gantt}")
+
+
+# --- madeus plan FILE --reconfigure SCRIPT.py ---------------------------------------------------
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    """`madeus plan FILE --reconfigure SCRIPT.py`: the program's predicted schedule, makespan
+    and critical path, from the configuration the journal records (else from a complete
+    deployment). Errors are raised (the plan verb reports them)."""
+    import json
+
+    from madeus.cli.check import load_existing
+    from madeus.cli.plan import render_text
+    from madeus.reconfig.predict import predict
+    from madeus.reconfig.script import load_program
+    from madeus.reconfig.state import deployed, read_configuration
+
+    loaded = load_existing(args.file, args.inventory)
+    state = None
+    try:
+        state = read_configuration(loaded.deployment, args.file, args.inventory)
+    except ImportError:  # pragma: no cover - a build without the journal
+        state = None
+    origin = "the journal"
+    if state is None:
+        state = deployed(loaded.deployment)
+        origin = "a complete deployment (the journal records none)"
+    program = load_program(args.reconfigure, state)
+    prediction = predict(state, program)
+    report(idle_warnings(prediction, state, program))
+    if args.format == "json":
+        text = json.dumps(prediction.to_json(), indent=2) + "\n"
+    else:
+        plan = prediction.to_plan()
+        text = f"program {args.reconfigure}, from {origin}\n\n" + render_text(plan)
+    if args.output is None:
+        print(text, end="")
+        return EXIT_OK
+    with open(args.output, "w", encoding="utf-8") as out:
+        out.write(text)
+    return EXIT_OK

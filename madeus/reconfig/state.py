@@ -1,0 +1,319 @@
+"""The current configuration of an assembly, and where it comes from (the journal).
+
+A `Configuration` is what a reconfiguration program starts from: the instances with their
+component types and hosts, the connections, each instance's marking (the places holding its
+tokens; after an interrupted deployment also tokens waiting in docks), and the data values.
+
+It is built from the loaded assembly and one of:
+- `deployed(deployment)`: the deployment completed: each instance's tokens are in the places
+  its deploy behaviour reaches and no deploy transition leaves (its final deploy places);
+- `initial(deployment)`: nothing ran: the tokens are in the initial places;
+- `from_journal(deployment, journal_state)`: what the journal (`madeus.engine.journal`) says:
+  the markings a reconfiguration recorded last, else what the ended deploy transitions imply.
+
+This module is the only one that knows the journal's interface (`Recorder` writes to it), so a
+change there stays here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from madeus.inventory import LOCAL_HOST, Inventory
+from madeus.model import DEFAULT_BEHAVIOUR, ComponentType, Value
+from madeus.resolve import Deployment, Link
+from madeus.source import NO_SPAN, Span
+
+if TYPE_CHECKING:
+    from madeus.engine.journal import Journal
+
+Origin = Literal["deployed", "initial", "journal", "program"]
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceState:
+    """One instance: where its tokens are. `out_docks`: transitions whose source place was
+    left but which have not started; `in_docks`: transitions that ended while their target
+    place is not reached yet (both only after an interrupted deployment)."""
+
+    name: str
+    component: ComponentType
+    hosts: tuple[str, ...]
+    marking: frozenset[str]
+    params: Mapping[str, Value] = field(default_factory=dict, compare=False)
+    out_docks: frozenset[str] = frozenset()
+    in_docks: frozenset[str] = frozenset()
+    span: Span = field(default=NO_SPAN, compare=False)
+
+    @property
+    def type(self) -> str:
+        return self.component.name
+
+
+@dataclass(frozen=True, slots=True)
+class Configuration:
+    assembly: str
+    instances: tuple[InstanceState, ...]
+    links: tuple[Link, ...]
+    data: Mapping[str, str] = field(default_factory=dict, compare=False)  # "instance.port"
+    components: Mapping[str, ComponentType] = field(default_factory=dict, compare=False)
+    inventory: Inventory = field(default_factory=Inventory.local_default, compare=False)
+    origin: Origin = field(default="deployed", compare=False)
+    deployment: Deployment | None = field(default=None, compare=False, repr=False)
+
+    def instance(self, name: str) -> InstanceState:
+        for inst in self.instances:
+            if inst.name == name:
+                return inst
+        raise KeyError(name)
+
+    def has(self, name: str) -> bool:
+        return any(inst.name == name for inst in self.instances)
+
+    def marking(self, name: str) -> frozenset[str]:
+        return self.instance(name).marking
+
+    def provider_of(self, user: str, port: str) -> Link | None:
+        return next((lk for lk in self.links if lk.user == user and lk.user_port == port), None)
+
+    def markings(self) -> dict[str, frozenset[str]]:
+        return {inst.name: inst.marking for inst in self.instances}
+
+
+# --- building configurations ------------------------------------------------------------
+
+
+def final_places(component: ComponentType) -> frozenset[str]:
+    """Where a complete deployment leaves the tokens: the initial places and the targets of
+    deploy transitions that no deploy transition leaves."""
+    deploy = component.transitions_of(DEFAULT_BEHAVIOUR)
+    touched = set(component.initial_places) | {t.target for t in deploy}
+    left = {t.source for t in deploy}
+    return frozenset(p for p in touched if p not in left)
+
+
+def _base(deployment: Deployment, origin: Origin) -> dict[str, Any]:
+    return {
+        "assembly": deployment.name,
+        "links": deployment.links,
+        "components": {c.name: c for c in deployment.assembly.components},
+        "inventory": deployment.inventory,
+        "origin": origin,
+        "deployment": deployment,
+    }
+
+
+def deployed(deployment: Deployment, data: Mapping[str, str] | None = None) -> Configuration:
+    """The configuration after a complete deployment."""
+    instances = tuple(
+        InstanceState(
+            i.name, i.component, i.hosts, final_places(i.component), i.params, span=i.span
+        )
+        for i in deployment.instances
+    )
+    return Configuration(
+        instances=instances, data=dict(data or {}), **_base(deployment, "deployed")
+    )
+
+
+def initial(deployment: Deployment) -> Configuration:
+    """The configuration before anything ran."""
+    instances = tuple(
+        InstanceState(
+            i.name,
+            i.component,
+            i.hosts,
+            frozenset(i.component.initial_places),
+            i.params,
+            span=i.span,
+        )
+        for i in deployment.instances
+    )
+    return Configuration(instances=instances, **_base(deployment, "initial"))
+
+
+class JournalView(Protocol):
+    """What this module reads of `madeus.engine.journal.JournalState`."""
+
+    @property
+    def ended(self) -> frozenset[tuple[str, str]]: ...
+
+    @property
+    def data(self) -> Mapping[str, str]: ...
+
+    @property
+    def markings(self) -> Mapping[str, frozenset[str]]: ...
+
+    @property
+    def instances(self) -> Mapping[str, str] | None: ...
+
+
+def from_journal(deployment: Deployment, journal: JournalView) -> Configuration:
+    """The configuration the journal describes. Instances the journal lists but the assembly
+    does not (added by a program) are placed on the local machine: the journal keeps their
+    type only. Connections are the assembly's (the journal does not record connections)."""
+    components = {c.name: c for c in deployment.assembly.components}
+    listed = journal.instances
+    instances: list[InstanceState] = []
+    for inst in deployment.instances:
+        if listed is not None and inst.name not in listed:
+            continue  # removed by a program
+        marking = journal.markings.get(inst.name)
+        if marking is not None:
+            known = {p.name for p in inst.component.places}
+            instances.append(
+                InstanceState(
+                    inst.name,
+                    inst.component,
+                    inst.hosts,
+                    frozenset(p for p in marking if p in known),
+                    inst.params,
+                    span=inst.span,
+                )
+            )
+            continue
+        instances.append(
+            _derive(inst.name, inst.component, inst.hosts, inst.params, inst.span, journal.ended)
+        )
+    present = {i.name for i in instances}
+    for name, type_name in (listed or {}).items():
+        component = components.get(type_name)
+        if name in present or component is None:
+            continue
+        marking = journal.markings.get(name, frozenset(component.initial_places))
+        params = {p.name: p.default for p in component.params if p.default is not None}
+        instances.append(InstanceState(name, component, (LOCAL_HOST,), frozenset(marking), params))
+    present = {i.name for i in instances}
+    links = tuple(lk for lk in deployment.links if lk.user in present and lk.provider in present)
+    base = _base(deployment, "journal")
+    base["links"] = links
+    return Configuration(instances=tuple(instances), data=dict(journal.data), **base)
+
+
+def _derive(
+    name: str,
+    component: ComponentType,
+    hosts: tuple[str, ...],
+    params: Mapping[str, Value],
+    span: Span,
+    ended_jobs: frozenset[tuple[str, str]],
+) -> InstanceState:
+    """Where the ended deploy transitions leave the tokens. A transition ended when it ended on
+    every host of the instance. A reached place whose leaving transitions have not ended keeps
+    its token when none of them ended (the place is still where the instance is), else those
+    not ended wait in their output docks (a resumed deploy runs them)."""
+    deploy = component.transitions_of(DEFAULT_BEHAVIOUR)
+    ended = {
+        t.name
+        for t in deploy
+        if hosts and all((f"{name}.{t.name}", h) in ended_jobs for h in hosts)
+    }
+    entering: dict[str, list[str]] = {}
+    leaving: dict[str, list[str]] = {}
+    for t in deploy:
+        entering.setdefault(t.target, []).append(t.name)
+        leaving.setdefault(t.source, []).append(t.name)
+    reached = set(component.initial_places)
+    reached.update(p for p, ts in entering.items() if all(t in ended for t in ts))
+    by_name = {t.name: t for t in deploy}
+    in_docks = {t for t in ended if by_name[t].target not in reached}
+    marking: set[str] = set()
+    out_docks: set[str] = set()
+    for p in reached:
+        out = leaving.get(p, [])
+        if not any(t in ended for t in out):
+            marking.add(p)
+        else:
+            out_docks.update(t for t in out if t not in ended)
+    return InstanceState(
+        name,
+        component,
+        hosts,
+        frozenset(marking),
+        params,
+        frozenset(out_docks),
+        frozenset(in_docks),
+        span,
+    )
+
+
+def nothing_recorded(journal: Any) -> bool:
+    """True when the journal holds no run at all (nothing was ever deployed from it)."""
+    return not getattr(journal, "runs", ()) and not getattr(journal, "markings", {})
+
+
+# --- the journal ------------------------------------------------------------------------
+
+
+def open_state_journal(
+    mad_path: str | os.PathLike[str],
+    inventory: str | os.PathLike[str] | None,
+    *,
+    simulate: bool = False,
+) -> Journal:
+    """Open (and lock) the journal of this assembly file and inventory (`simulate`: the
+    journal of its simulated runs, which a rehearsal reads and writes)."""
+    from madeus.engine.journal import open_journal
+
+    return open_journal(mad_path, inventory, simulate=simulate)
+
+
+def read_configuration(
+    deployment: Deployment,
+    mad_path: str | os.PathLike[str],
+    inventory: str | os.PathLike[str] | None,
+    *,
+    simulate: bool = False,
+) -> Configuration | None:
+    """The configuration the journal describes, read without taking its lock; None when the
+    journal records nothing (never deployed)."""
+    from madeus.engine.journal import read_journal
+
+    state, _, _ = read_journal(mad_path, inventory, simulate=simulate)
+    if nothing_recorded(state):
+        return None
+    return from_journal(deployment, state)
+
+
+def journal_configuration(deployment: Deployment, journal: Journal) -> Configuration | None:
+    """The configuration an open journal describes; None when it records nothing."""
+    state = journal.state()
+    if nothing_recorded(state):
+        return None
+    return from_journal(deployment, state)
+
+
+class Recorder:
+    """Writes what a reconfiguration changes to the journal, durably: a run record (appended:
+    the deployment's records stay), then each instance's marking whenever it changes, the
+    instance set when a program adds or removes instances, and the run's end.
+
+    A marking is recorded with the token of a transition that has not finished (running,
+    waiting to start, or ended but waiting for the other transitions entering its target)
+    counted in the transition's source place: pushing the behaviour again re-runs it."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+
+    def begin(self, run_id: str, run_dir: Path | None) -> None:
+        self.journal.begin_run(run_id, resume=True, run_dir=run_dir)
+
+    def marking(self, instance: str, places: Iterable[str]) -> None:
+        self.journal.record_marking(instance, places, flush=False)
+
+    def instances(self, instances: Mapping[str, str]) -> None:
+        self.journal.record_instances(instances, flush=False)
+
+    def data(self, port: str, value: str) -> None:
+        self.journal.record_data(port, value, flush=False)
+
+    def flush(self) -> None:
+        """Make what was recorded durable (once per batch of moves, not per record)."""
+        self.journal.flush()
+
+    def end(self, status: str) -> None:
+        self.journal.end_run(status)

@@ -1,0 +1,848 @@
+"""Verifying a reconfiguration program before it runs: termination and port safety, with z3
+(SPEC section 4; docs/semantics.md, section 9).
+
+The semantics is `madeus.reconfig.machine`'s: the Concerto rules as single moves (an
+instruction; leave, fire, end, reach and done of an instance). This module encodes it
+independently, as a bounded set of *events* with times, and asks z3 for an interleaving that
+breaks a property.
+
+**The bound.** A program is finite, and within one run of a behaviour (one `push`) each of its
+moves happens at most once as long as the run does not *loop* (mark again a place it already
+left: checked, below). So the events of every loop-free execution are drawn from a finite set,
+known from the program and the component types:
+
+    X(j)                         instruction j executed
+    L(r, p)  F(r, t)  E(r, t)    run r leaves place p; fires / ends transition t
+    R(r, p)  D(r)                run r reaches place p; ends (its behaviour is done)
+
+(a run r is one push: instance, behaviour, position in the instance's queue). Each event gets
+a Boolean *happens* and an integer *time*; times are pairwise distinct, so the events that
+happen form one interleaving, and the configuration at any cut (the events before a time) is a
+formula of them: a place is marked when its last setting event before the cut (the start, or a
+reach) has no leave after it; a transition runs between its fire and its end; an output dock
+holds a token between the leave of the source and the fire, an input dock between the end and
+the reach of the target; a provide port is active while a token is in its group; connections
+and instances are what the executed instructions made them. Each event that happens satisfies
+the rule's guard in the configuration just before it: the instruction order; a run's events
+after its push and after the previous run of the instance is done, and before its own done;
+leave: the place marked, and the SAFETY rule (if this empties a provide group, no connected use
+port is in use, or about to be used by a transition waiting in its output dock); fire: after
+the leave of its source, every bound use port provided; end: after the fire; reach: after the
+ends of every transition of the behaviour entering the place; done: nothing of the run left to
+do; `wait(i)`/`remove(i)` after the done of every run of i pushed before, `wait_all()` after
+all of them.
+
+Three queries (satisfiable means found):
+- **loop**: some run leaves a place and later reaches it again (from then on, leaving it would
+  run a transition twice; the machine stops there);
+- **unsafe** (loop-free): at some cut, a use port is in use while not provided (connected to
+  an inactive provide port, or required and not connected), or a `disconnect` executes while
+  its use port is in use;
+- **deadlock** (loop-free): at the end of the events that happen, no further event is enabled
+  and the program has not finished.
+
+There is no unrolling over steps: the formula grows with the number of events (about
+`instructions + sum over pushes of 2 x transitions + places`) and the interleavings of
+independent instances cost nothing, which is what makes OpenStack's programs take a second.
+
+A model is an interleaving (events sorted by time). It is replayed move by move in the state
+machine (each move must be enabled there: the two readings of the rules are checked against
+each other on every counterexample), which also says what blocks; `program_diagnostics` renders
+one diagnostic per problem, the steps as notes at the script's and the `.mad` files' lines.
+`madeus/verify/oracle_behaviours.py` explores the same state space explicitly, for the tests.
+
+The starting configuration must hold its tokens in places (not in docks, as an interrupted
+deployment may leave them): resume the deployment first.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from madeus.errors import Diagnostic, Related, VerifyError
+from madeus.model import ComponentType, ProvidePort, UsePort
+from madeus.reconfig.machine import Blocked, Machine, Move, MoveKind, Problem
+from madeus.reconfig.program import (
+    Add,
+    Connect,
+    Disconnect,
+    Program,
+    Push,
+    Remove,
+    Wait,
+    WaitAll,
+)
+from madeus.reconfig.state import Configuration
+from madeus.source import NO_SPAN, Span
+
+Z3_TIMEOUT_MS = 120_000
+WitnessKind = Literal["violation", "disconnect", "loop", "deadlock"]
+# Steps of a counterexample given notes; a longer one keeps its first and last steps.
+MAX_STEP_NOTES = 40
+
+
+@dataclass(frozen=True, slots=True)
+class Witness:
+    """An interleaving (moves from the starting configuration) that ends in a problem."""
+
+    kind: WitnessKind
+    moves: tuple[Move, ...]
+    problem: Problem | None = None  # violation, disconnect, loop
+    blocked: tuple[Blocked, ...] = ()  # deadlock
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramVerdict:
+    events: int  # the bound: how many events an execution may have at most
+    unsafe: Witness | None
+    loop: Witness | None
+    deadlock: Witness | None
+    seconds: float = field(default=0.0, compare=False)
+
+    @property
+    def sound(self) -> bool:
+        return self.unsafe is None and self.loop is None and self.deadlock is None
+
+    @property
+    def witnesses(self) -> tuple[Witness, ...]:
+        return tuple(w for w in (self.unsafe, self.loop, self.deadlock) if w is not None)
+
+
+Query = Literal["unsafe", "loop", "deadlock"]
+ALL_QUERIES: tuple[Query, ...] = ("loop", "unsafe", "deadlock")
+
+
+def check_program(
+    configuration: Configuration,
+    program: Program,
+    *,
+    queries: Iterable[Query] = ALL_QUERIES,
+) -> ProgramVerdict:
+    """Decide each query for `program` run from `configuration`. VerifyError when the
+    configuration holds tokens in docks (an interrupted deployment)."""
+    import z3
+
+    started = time.perf_counter()
+    docked = [i.name for i in configuration.instances if i.out_docks or i.in_docks]
+    if docked:
+        raise VerifyError(
+            [
+                Diagnostic(
+                    "unfinished-deployment",
+                    "cannot verify a program from an unfinished deployment: transitions of "
+                    + ", ".join(f'"{n}"' for n in docked)
+                    + " were interrupted or are still waiting (resume the deployment first)",
+                )
+            ]
+        )
+    enc = _Encoding(configuration, program)
+    found: dict[str, Witness | None] = {"unsafe": None, "loop": None, "deadlock": None}
+    solver = z3.Solver()
+    solver.set("timeout", Z3_TIMEOUT_MS)
+    solver.add(*enc.constraints())
+    for query in queries:
+        solver.push()
+        solver.add(enc.query(query))
+        answer = solver.check()
+        if answer == z3.sat:
+            found[query] = enc.witness(query, solver.model())
+        elif answer != z3.unsat:  # pragma: no cover - only on a timeout
+            raise VerifyError(
+                [Diagnostic("verifier-timeout", f"z3 gave no answer in time ({query} query)")]
+            )
+        solver.pop()
+    return ProgramVerdict(
+        len(enc.events),
+        found["unsafe"],
+        found["loop"],
+        found["deadlock"],
+        time.perf_counter() - started,
+    )
+
+
+def verify_program(configuration: Configuration, program: Program) -> list[Diagnostic]:
+    """Every problem of `program` (loop, unsafe, deadlock), in the SPEC diagnostic format;
+    [] when it terminates and keeps every port safe."""
+    return program_diagnostics(check_program(configuration, program), configuration, program)
+
+
+# --- the encoding -------------------------------------------------------------------------
+
+EventKey = tuple[Any, ...]  # ("X", j) | ("L"|"F"|"E"|"R", run, name) | ("D", run)
+_KIND: dict[str, MoveKind] = {
+    "X": "exec",
+    "L": "leave",
+    "F": "fire",
+    "E": "end",
+    "R": "reach",
+    "D": "done",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    index: int
+    instance: str
+    push: int  # instruction index
+    behaviour: str
+    previous: int  # the previous run of the instance, -1 if none
+    component: ComponentType
+
+
+class _Instance:
+    def __init__(self, name: str, component: ComponentType, marking: frozenset[str]) -> None:
+        self.name = name
+        self.component = component
+        self.marking = marking
+        self.runs: list[int] = []
+        self.added_at: int | None = None
+        self.removed_at: int | None = None
+
+
+class _Encoding:
+    def __init__(self, configuration: Configuration, program: Program) -> None:
+        import z3
+
+        self.z3 = z3
+        self.configuration = configuration
+        self.program = program
+        self.n = len(program)
+        self.inst: dict[str, _Instance] = {
+            i.name: _Instance(i.name, i.component, i.marking) for i in configuration.instances
+        }
+        self.runs: list[_Run] = []
+        links: dict[tuple[str, str], tuple[str, str]] = {
+            (lk.user, lk.user_port): (lk.provider, lk.provider_port)
+            for lk in configuration.links
+            if lk.user in self.inst and lk.provider in self.inst
+        }
+        links_at = [dict(links)]  # links_at[v]: after v instructions
+        for j, ins in enumerate(program):
+            if isinstance(ins, Add):
+                component = configuration.components[ins.type]
+                added = _Instance(ins.instance, component, frozenset(component.initial_places))
+                added.added_at = j
+                self.inst[ins.instance] = added
+            elif isinstance(ins, Remove):
+                self.inst[ins.instance].removed_at = j
+            elif isinstance(ins, Push):
+                inst = self.inst[ins.instance]
+                run = _Run(
+                    len(self.runs),
+                    ins.instance,
+                    j,
+                    ins.behaviour,
+                    inst.runs[-1] if inst.runs else -1,
+                    inst.component,
+                )
+                inst.runs.append(run.index)
+                self.runs.append(run)
+            elif isinstance(ins, Connect):
+                links[(ins.user, ins.user_port)] = (ins.provider, ins.provider_port)
+            elif isinstance(ins, Disconnect):
+                links.pop((ins.user, ins.user_port), None)
+            links_at.append(dict(links))
+        # (user, port) -> provider -> the pc values (instructions executed) it is connected at.
+        self.link_pcs: dict[tuple[str, str], dict[tuple[str, str], list[int]]] = {}
+        for v, at in enumerate(links_at):
+            for key, target in at.items():
+                self.link_pcs.setdefault(key, {}).setdefault(target, []).append(v)
+        self.users: dict[tuple[str, str], set[tuple[str, str]]] = {}
+        for key, targets in self.link_pcs.items():
+            for target in targets:
+                self.users.setdefault(target, set()).add(key)
+        # The events, and what sets and clears each element of the configuration.
+        self.events: dict[EventKey, tuple[Any, Any]] = {}
+        self.setters: dict[tuple[str, str], list[tuple[EventKey | None, int]]] = {}
+        self.clearers: dict[tuple[str, str], list[tuple[EventKey, int]]] = {}
+        self.t_runs: dict[tuple[str, str], list[int]] = {}
+        for j in range(self.n):
+            self._event(("X", j))
+        for inst in self.inst.values():
+            for p in inst.marking:
+                self.setters.setdefault((inst.name, p), []).append((None, -1))
+        for run in self.runs:
+            transitions = run.component.transitions_of(run.behaviour)
+            for p in dict.fromkeys(t.source for t in transitions):
+                leave: EventKey = ("L", run.index, p)
+                self._event(leave)
+                self.clearers.setdefault((run.instance, p), []).append((leave, run.index))
+            for t in transitions:
+                self._event(("F", run.index, t.name))
+                self._event(("E", run.index, t.name))
+                self.t_runs.setdefault((run.instance, t.name), []).append(run.index)
+            for p in dict.fromkeys(t.target for t in transitions):
+                reach: EventKey = ("R", run.index, p)
+                self._event(reach)
+                self.setters.setdefault((run.instance, p), []).append((reach, run.index))
+            self._event(("D", run.index))
+
+    def _event(self, key: EventKey) -> None:
+        z3 = self.z3
+        label = "_".join(str(k) for k in key)
+        self.events[key] = (z3.Bool(f"h_{label}"), z3.Int(f"t_{label}"))
+
+    # --- formula helpers ----------------------------------------------------------------
+
+    def _or(self, terms: Iterable[Any]) -> Any:
+        z3 = self.z3
+        kept = []
+        for term in terms:
+            if z3.is_true(term):
+                return z3.BoolVal(True)
+            if not z3.is_false(term):
+                kept.append(term)
+        if not kept:
+            return z3.BoolVal(False)
+        return kept[0] if len(kept) == 1 else z3.Or(kept)
+
+    def _and(self, terms: Iterable[Any]) -> Any:
+        z3 = self.z3
+        kept = []
+        for term in terms:
+            if z3.is_false(term):
+                return z3.BoolVal(False)
+            if not z3.is_true(term):
+                kept.append(term)
+        if not kept:
+            return z3.BoolVal(True)
+        return kept[0] if len(kept) == 1 else z3.And(kept)
+
+    def _not(self, term: Any) -> Any:
+        z3 = self.z3
+        if z3.is_true(term):
+            return z3.BoolVal(False)
+        if z3.is_false(term):
+            return z3.BoolVal(True)
+        return z3.Not(term)
+
+    def h(self, key: EventKey) -> Any:
+        return self.events[key][0]
+
+    def t(self, key: EventKey) -> Any:
+        return self.events[key][1]
+
+    def before(self, key: EventKey, cut: Any) -> Any:
+        """Event `key` happened before the cut (None: the end, every event that happens)."""
+        h, t = self.events[key]
+        return h if cut is None else self.z3.And(h, t < cut)
+
+    def precedes(self, a: EventKey, b: EventKey) -> Any:
+        """a happened, before b (b's time)."""
+        h, t = self.events[a]
+        return self.z3.And(h, t < self.events[b][1])
+
+    # --- the configuration at a cut -------------------------------------------------------
+
+    def marked(self, name: str, p: str, cut: Any) -> Any:
+        """Place `name.p` holds a token at the cut: its last setting event (the start or a
+        reach) before the cut has no leave after it."""
+        terms = []
+        clearers = self.clearers.get((name, p), [])
+        for s, s_run in self.setters.get((name, p), []):
+            since = self._b(True) if s is None else self.before(s, cut)
+            undone = []
+            for c, c_run in clearers:
+                if c_run < s_run:
+                    continue  # an earlier run: before the setting event
+                if c_run > s_run or s is None:
+                    undone.append(self.before(c, cut))
+                else:  # the same run: which came first
+                    undone.append(self.z3.And(self.before(c, cut), self.t(c) > self.t(s)))
+            terms.append(self._and([since, self._not(self._or(undone))]))
+        return self._or(terms)
+
+    def _b(self, value: bool) -> Any:
+        return self.z3.BoolVal(value)
+
+    def out_dock(self, name: str, t: str, cut: Any) -> Any:
+        source = self._transition(name, t).source
+        return self._or(
+            self._and(
+                [self.before(("L", r, source), cut), self._not(self.before(("F", r, t), cut))]
+            )
+            for r in self.t_runs.get((name, t), [])
+        )
+
+    def running(self, name: str, t: str, cut: Any) -> Any:
+        return self._or(
+            self._and([self.before(("F", r, t), cut), self._not(self.before(("E", r, t), cut))])
+            for r in self.t_runs.get((name, t), [])
+        )
+
+    def in_dock(self, name: str, t: str, cut: Any) -> Any:
+        target = self._transition(name, t).target
+        return self._or(
+            self._and(
+                [self.before(("E", r, t), cut), self._not(self.before(("R", r, target), cut))]
+            )
+            for r in self.t_runs.get((name, t), [])
+        )
+
+    def _transition(self, name: str, t: str) -> Any:
+        found = self.inst[name].component.transition(t)
+        assert found is not None
+        return found
+
+    def executed(self, v: int, cut: Any) -> Any:
+        """At least v instructions executed at the cut."""
+        return self._b(True) if v == 0 else self.before(("X", v - 1), cut)
+
+    def pc_in(self, values: Sequence[int], cut: Any) -> Any:
+        """The number of instructions executed at the cut is one of `values`."""
+        if len(values) == self.n + 1:
+            return self._b(True)
+        ranges: list[tuple[int, int]] = []
+        for v in sorted(values):
+            if ranges and v == ranges[-1][1] + 1:
+                ranges[-1] = (ranges[-1][0], v)
+            else:
+                ranges.append((v, v))
+        return self._or(
+            self._and(
+                [
+                    self.executed(a, cut),
+                    self._not(self.executed(b + 1, cut)) if b < self.n else self._b(True),
+                ]
+            )
+            for a, b in ranges
+        )
+
+    def exists(self, name: str, cut: Any) -> Any:
+        inst = self.inst[name]
+        terms = []
+        if inst.added_at is not None:
+            terms.append(self.executed(inst.added_at + 1, cut))
+        if inst.removed_at is not None:
+            terms.append(self._not(self.executed(inst.removed_at + 1, cut)))
+        return self._and(terms)
+
+    def active(self, name: str, port: str, cut: Any) -> Any:
+        provide = self.inst[name].component.port(port)
+        if not isinstance(provide, ProvidePort):
+            return self._b(False)
+        group = set(provide.places)
+        terms = [self.marked(name, p, cut) for p in group]
+        for t in self.inst[name].component.transitions:
+            if t.source in group and t.target in group:
+                terms.append(self.out_dock(name, t.name, cut))
+                terms.append(self.running(name, t.name, cut))
+                terms.append(self.in_dock(name, t.name, cut))
+        return self._or(terms)
+
+    def in_use(self, name: str, port: str, cut: Any) -> Any:
+        use = self.inst[name].component.port(port)
+        if not isinstance(use, UsePort):
+            return self._b(False)
+        terms = [self.marked(name, p, cut) for p in use.places]
+        for t in use.transitions:
+            terms.append(self.running(name, t, cut))
+            terms.append(self.in_dock(name, t, cut))
+        return self._or(terms)
+
+    def about_to_use(self, name: str, port: str, cut: Any) -> Any:
+        """A transition bound to the use port waits in its output dock."""
+        use = self.inst[name].component.port(port)
+        if not isinstance(use, UsePort):
+            return self._b(False)
+        return self._or(self.out_dock(name, t, cut) for t in use.transitions)
+
+    def connected(self, user: str, port: str, target: tuple[str, str], cut: Any) -> Any:
+        return self.pc_in(self.link_pcs.get((user, port), {}).get(target, []), cut)
+
+    def provided(self, name: str, port: str, cut: Any) -> Any:
+        targets = self.link_pcs.get((name, port), {})
+        terms = [
+            self._and([self.connected(name, port, target, cut), self.active(*target, cut)])
+            for target in targets
+        ]
+        use = self.inst[name].component.port(port)
+        if isinstance(use, UsePort) and use.optional:
+            terms.append(self._not(self._or(self.connected(name, port, t, cut) for t in targets)))
+        return self._or(terms)
+
+    def violation(self, cut: Any) -> Any:
+        terms = []
+        for inst in self.inst.values():
+            for use in inst.component.uses:
+                in_use = self.in_use(inst.name, use.name, cut)
+                if self.z3.is_false(in_use):
+                    continue
+                terms.append(
+                    self._and(
+                        [
+                            self.exists(inst.name, cut),
+                            in_use,
+                            self._not(self.provided(inst.name, use.name, cut)),
+                        ]
+                    )
+                )
+        return self._or(terms)
+
+    # --- the rules ----------------------------------------------------------------------
+
+    def head(self, run: _Run, cut: Any) -> Any:
+        """Run `run` is the running behaviour of its instance at the cut."""
+        terms = [self.before(("X", run.push), cut)]
+        if run.previous >= 0:
+            terms.append(self.before(("D", run.previous), cut))
+        terms.append(self._not(self.before(("D", run.index), cut)))
+        return self._and(terms)
+
+    def guard(self, key: EventKey, cut: Any) -> Any:
+        """The rule's condition for event `key` in the configuration at the cut (besides not
+        having happened: the caller adds that where needed)."""
+        kind = key[0]
+        if kind == "X":
+            j = key[1]
+            ins = self.program[j]
+            terms = [self.executed(j, cut)]
+            if isinstance(ins, Wait | Remove):
+                terms.extend(
+                    self.before(("D", r), cut)
+                    for r in self.inst[ins.instance].runs
+                    if self.runs[r].push < j
+                )
+            elif isinstance(ins, WaitAll):
+                terms.extend(
+                    self.before(("D", run.index), cut) for run in self.runs if run.push < j
+                )
+            return self._and(terms)
+        run = self.runs[key[1]]
+        name = run.instance
+        component = run.component
+        transitions = component.transitions_of(run.behaviour)
+        terms = [self.head(run, cut)]
+        if kind == "L":
+            p = key[2]
+            leaving = [t.name for t in transitions if t.source == p]
+            terms.append(self.marked(name, p, cut))
+            terms.append(self._safety(name, p, leaving, cut))
+        elif kind == "F":
+            t = component.transition(key[2])
+            assert t is not None
+            terms.append(self.before(("L", run.index, t.source), cut))
+            for use in component.uses:
+                if t.name in use.transitions:
+                    terms.append(self.provided(name, use.name, cut))
+        elif kind == "E":
+            terms.append(self.before(("F", run.index, key[2]), cut))
+        elif kind == "R":
+            terms.extend(
+                self.before(("E", run.index, t.name), cut)
+                for t in transitions
+                if t.target == key[2]
+            )
+        else:  # D: nothing left to do
+            for t in transitions:
+                left = self.before(("L", run.index, t.source), cut)
+                fired = self.before(("F", run.index, t.name), cut)
+                ended = self.before(("E", run.index, t.name), cut)
+                reached = self.before(("R", run.index, t.target), cut)
+                terms.append(self.z3.Implies(left, fired))
+                terms.append(self.z3.Implies(fired, ended))
+                terms.append(self.z3.Implies(ended, reached))
+            for p in dict.fromkeys(t.source for t in transitions):
+                terms.append(self._not(self.marked(name, p, cut)))
+        return self._and(terms)
+
+    def _safety(self, name: str, place: str, leaving: Sequence[str], cut: Any) -> Any:
+        component = self.inst[name].component
+        terms = []
+        for port in component.provides:
+            group = set(port.places)
+            if place not in group:
+                continue
+            internal = [
+                t.name for t in component.transitions if t.source in group and t.target in group
+            ]
+            if any(t in internal for t in leaving):
+                continue  # the token stays in the group
+            still = [self.marked(name, q, cut) for q in group if q != place]
+            for t in internal:
+                still.extend(
+                    [
+                        self.out_dock(name, t, cut),
+                        self.running(name, t, cut),
+                        self.in_dock(name, t, cut),
+                    ]
+                )
+            users = [
+                self._not(
+                    self._and(
+                        [
+                            self.connected(user, user_port, (name, port.name), cut),
+                            self._or(
+                                [
+                                    self.in_use(user, user_port, cut),
+                                    self.about_to_use(user, user_port, cut),
+                                ]
+                            ),
+                        ]
+                    )
+                )
+                for user, user_port in sorted(self.users.get((name, port.name), ()))
+            ]
+
+            if users:
+                terms.append(self._or([self._or(still), self._and(users)]))
+        return self._and(terms)
+
+    def constraints(self) -> list[Any]:
+        """The events that happen form an interleaving of the rules."""
+        z3 = self.z3
+        found: list[Any] = []
+        times = [t for _, t in self.events.values()]
+        if len(times) > 1:
+            found.append(z3.Distinct(times))
+        for key, (h, t) in self.events.items():
+            found.append(t >= 0)
+            found.append(z3.Implies(h, self.guard(key, t)))
+            if key[0] != "X" and key[0] != "D":
+                # A run's events all happen before its done.
+                done = ("D", key[1])
+                found.append(z3.Implies(z3.And(h, self.h(done)), t < self.t(done)))
+        return found
+
+    # --- queries -----------------------------------------------------------------------------
+
+    def loops(self) -> list[Any]:
+        """A run that left a place and then reached it again."""
+        z3 = self.z3
+        terms = []
+        for run in self.runs:
+            transitions = run.component.transitions_of(run.behaviour)
+            sources = {t.source for t in transitions}
+            for p in dict.fromkeys(t.target for t in transitions):
+                if p in sources:
+                    left, reached = ("L", run.index, p), ("R", run.index, p)
+                    terms.append(
+                        z3.And(self.h(left), self.h(reached), self.t(left) < self.t(reached))
+                    )
+        return terms
+
+    def disconnects(self) -> list[Any]:
+        terms = []
+        for j, ins in enumerate(self.program):
+            if isinstance(ins, Disconnect):
+                key = ("X", j)
+                in_use = self.in_use(ins.user, ins.user_port, self.t(key))
+                terms.append(self._and([self.h(key), in_use]))
+        return terms
+
+    def query(self, which: Query) -> Any:
+        z3 = self.z3
+        if which == "loop":
+            return self._or(self.loops())
+        no_loop = self._not(self._or(self.loops()))
+        if which == "unsafe":
+            self.cut = z3.Int("cut")
+            bad = self._or([self.violation(self.cut), *self.disconnects()])
+            return self._and([no_loop, bad])
+        stuck = []
+        for key, (h, _) in self.events.items():
+            stuck.append(self._not(self._and([self._not(h), self.guard(key, None)])))
+        unfinished = [self._not(self.h(("D", run.index))) for run in self.runs]
+        if self.n:
+            unfinished.append(self._not(self.h(("X", self.n - 1))))
+        return self._and([no_loop, *stuck, self._or(unfinished)])
+
+    # --- witnesses ---------------------------------------------------------------------------
+
+    def witness(self, which: Query, model: Any) -> Witness:
+        """The model's interleaving (the events that happen, by time), replayed in the
+        machine, which stops at the first problem."""
+        z3 = self.z3
+        happened = []
+        for key, (h, t) in self.events.items():
+            if z3.is_true(model.eval(h, model_completion=True)):
+                happened.append((model.eval(t, model_completion=True).as_long(), key))
+        happened.sort()
+        moves = [self._move(key) for _, key in happened]
+        return replay(self.configuration, self.program, moves, which)
+
+    def _move(self, key: EventKey) -> Move:
+        kind = _KIND[key[0]]
+        if kind == "exec":
+            return Move("exec", index=key[1])
+        run = self.runs[key[1]]
+        name = run.behaviour if kind == "done" else key[2]
+        return Move(kind, run.instance, name, run.push if kind == "done" else -1)
+
+
+def replay(
+    configuration: Configuration, program: Program, moves: Sequence[Move], which: Query
+) -> Witness:
+    """Play `moves` in the state machine (each must be enabled) and name the problem reached.
+    VerifyError when a move is not enabled: the encoding and the machine disagree."""
+    machine = Machine(configuration, program)
+    played: list[Move] = []
+    problem: Problem | None = None
+    if which == "unsafe":
+        found = machine.violations()
+        problem = found[0] if found else None
+    elif which == "loop":
+        problem = machine.fatal
+    for move in moves if problem is None else ():
+        enabled = machine.moves()
+        match = next((e for e in enabled if _same(e, move)), None)
+        if match is None:
+            raise VerifyError(
+                [
+                    Diagnostic(
+                        "verifier-bug",
+                        f"internal error: the counterexample's move "
+                        f"{move} is not enabled after {len(played)} moves",
+                    )
+                ]
+            )
+        new = machine.apply(match)
+        played.append(match)
+        if which == "unsafe":
+            disconnect = [p for p in new if p.kind == "disconnect"]
+            found = disconnect or machine.violations()
+            if found:
+                problem = found[0]
+                break
+        elif which == "loop" and machine.fatal is not None:
+            problem = machine.fatal
+            break
+    if problem is None and which != "deadlock":
+        # The problem is the next move: a disconnect of a use port in use, or a loop.
+        for move in machine.moves():
+            trial = machine.copy()
+            new = trial.apply(move)
+            hit = (
+                trial.fatal
+                if which == "loop"
+                else next((p for p in new if p.kind == "disconnect"), None)
+            )
+            if hit is not None:
+                machine.apply(move)
+                played.append(move)
+                problem = hit
+                break
+    if which == "deadlock":
+        if machine.moves() or machine.finished:
+            raise VerifyError(
+                [Diagnostic("verifier-bug", "internal error: the deadlock does not replay")]
+            )
+        return Witness("deadlock", tuple(played), None, tuple(machine.blocked()))
+    if problem is None:
+        raise VerifyError(
+            [Diagnostic("verifier-bug", f"internal error: the {which} witness does not replay")]
+        )
+    kind: WitnessKind = (
+        "loop"
+        if which == "loop"
+        else ("disconnect" if problem.kind == "disconnect" else "violation")
+    )
+    return Witness(kind, tuple(played), problem)
+
+
+def _same(a: Move, b: Move) -> bool:
+    if a.kind != b.kind:
+        return False
+    if a.kind == "exec":
+        return a.index == b.index
+    return a.instance == b.instance and a.name == b.name
+
+
+# --- diagnostics ----------------------------------------------------------------------------
+
+
+def program_diagnostics(
+    verdict: ProgramVerdict, configuration: Configuration, program: Program
+) -> list[Diagnostic]:
+    return [_diagnostic(w, configuration, program) for w in verdict.witnesses]
+
+
+def _q(name: str) -> str:
+    return f'"{name}"'
+
+
+def _diagnostic(w: Witness, configuration: Configuration, program: Program) -> Diagnostic:
+    from madeus.verify.explain import Locator
+
+    locator = Locator()
+    steps, blame = _steps(w, configuration, program, locator)
+    if w.kind == "deadlock":
+        first = w.blocked[0] if w.blocked else Blocked("", "nothing can move")
+        message = f"the program can block: {first.message}"
+        if 0 <= first.push < len(program):
+            blame = program[first.push].span  # the push of what blocks, or the instruction
+        related = [*steps]
+        for b in w.blocked:
+            span = locator.find(b.span, "transition", b.transition) if b.transition else b.span
+            related.append(Related(f"blocked: {b.message}", span))
+        return Diagnostic("program-deadlock", message, blame, related=tuple(related))
+    assert w.problem is not None
+    if w.kind == "loop":
+        message = f"the program may not terminate: {w.problem.describe()}"
+        return Diagnostic("program-loop", message, blame, related=tuple(steps))
+    message = f"unsafe program: {w.problem.describe()}"
+    return Diagnostic("port-safety", message, blame, related=tuple(steps))
+
+
+def _steps(
+    w: Witness, configuration: Configuration, program: Program, locator: Any
+) -> tuple[list[Related], Span]:
+    """The interleaving as notes, numbered (instructions, transitions starting and ending,
+    behaviours ending; the places left and reached between them are implied), and the span
+    to blame: the instruction of the last move, or the push of the behaviour that made it."""
+    machine = Machine(configuration, program)
+    notes: list[Related] = []
+    blame = program[0].span if len(program) else NO_SPAN
+    for position, move in enumerate(w.moves, 1):
+        last = position == len(w.moves)
+        if move.kind == "exec":
+            ins = program[move.index]
+            notes.append(Related(f"step {len(notes) + 1}: {ins}", ins.span))
+            blame = ins.span
+        else:
+            push = machine.push_index(move.instance)
+            if push >= 0:
+                blame = program[push].span
+            text, span = _move_text(machine, program, move, locator)
+            if move.kind in ("fire", "end", "done") or last:
+                notes.append(Related(f"step {len(notes) + 1}: {text}", span))
+        machine.apply(move)
+    if len(notes) > MAX_STEP_NOTES:
+        head = notes[:10]
+        tail = notes[-(MAX_STEP_NOTES - 11) :]
+        skipped = len(notes) - len(head) - len(tail)
+        notes = [*head, Related(f"... {skipped} more steps ...", tail[0].span), *tail]
+    if w.kind == "violation" and not w.moves and w.problem is not None:
+        link = configuration.provider_of(w.problem.instance, w.problem.port)
+        notes.append(
+            Related(
+                "in the starting configuration already", link.span if link is not None else NO_SPAN
+            )
+        )
+    return notes, blame
+
+
+def _move_text(machine: Machine, program: Program, move: Move, locator: Any) -> tuple[str, Span]:
+    run = machine.runs.get(move.instance)
+    b = machine.behaviour_of(move.instance) or "?"
+    tid = f"{move.instance}.{move.name}"
+    if run is None:
+        return str(move), NO_SPAN
+    component = run.ix.component
+    if move.kind in ("fire", "end"):
+        t = run.ix.transition[move.name]
+        span = locator.find(t.span, "transition", t.name)
+        verb = "starts" if move.kind == "fire" else "ends"
+        return f"{_q(tid)} {verb} (behaviour {_q(t.behaviour)})", span
+    if move.kind == "done":
+        push = machine.push_index(move.instance)
+        span = program[push].span if push >= 0 else NO_SPAN
+        return f"{_q(move.instance)} ends behaviour {_q(move.name)}", span
+    place = component.place(move.name)
+    span = place.span if place is not None else NO_SPAN
+    if move.kind == "leave":
+        return f"{_q(move.instance)} leaves place {_q(move.name)} (behaviour {_q(b)})", span
+    return f"{_q(move.instance)} reaches place {_q(move.name)} (behaviour {_q(b)})", span
