@@ -537,3 +537,26 @@ def _is_sshd(pid: int) -> bool:
         return "sshd" in Path(f"/proc/{pid}/cmdline").read_text()
     except OSError:
         return False
+
+
+def test_connect_opens_every_host_up_front_and_names_the_unreachable(
+    sshd: Sshd, tmp_path: Path
+) -> None:
+    port = closed_port()
+    inventory = sshd.inventory()
+    reachable = list(inventory.hosts.values())
+    lost = Host("lost-1", "127.0.0.1", port=port, user="root")
+    b = SshBackend(inventory)
+
+    async def connect_then_run() -> tuple[list[str], Outcome]:
+        try:
+            problems = await b.connect([*reachable, lost])
+            return problems, await b.run(make_job(sshd, tmp_path, "echo ok"))
+        finally:
+            await b.aclose()
+
+    problems, outcome = run(connect_then_run())
+    assert problems == [f"cannot connect to lost-1 (127.0.0.1:{port}): connection refused"]
+    assert outcome.output == "ok"
+    # One connection per reachable host, opened by `connect` and reused by the job.
+    assert b.connections_opened == len(reachable)

@@ -216,10 +216,11 @@ def test_a_host_cut_off_gives_a_clear_error(testbed: State, inventory: str, tmp_
     assert done.returncode == 1, done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
     port = testbed.host("compute-1").proxy_port
-    assert (
-        'madeus: error: transition "content.prepare" failed on host "compute-1": cannot '
-        f"connect to compute-1 (127.0.0.1:{port}): connection timed out after 10 s\n"
-    ) in done.stderr
+    # Hosts are connected to before anything runs: the run stops before it starts.
+    assert done.stderr == (
+        f"madeus: error: cannot connect to compute-1 (127.0.0.1:{port}): "
+        "connection timed out after 10 s\n"
+    )
     assert elapsed < 30  # the 10 s connect timeout, not a hang
     # Reconnected, the host answers again.
     assert on_host(testbed, "compute-1", "echo back") == "back\n"

@@ -134,6 +134,22 @@ class Router:
             if name is not None:
                 self.backend(name)
 
+    async def connect(self, pairs: Iterable[tuple[Action | None, Host]]) -> list[str]:
+        """Let each backend that keeps connections (one with a `connect(hosts)` method, such
+        as SSH) open them to the hosts it will serve, before the run starts. Returns one
+        message per host that cannot be reached."""
+        hosts: dict[str, dict[str, Host]] = {}
+        for action, host in pairs:
+            name = self.route(action, host)
+            if name is not None:
+                hosts.setdefault(name, {})[host.name] = host
+        problems: list[str] = []
+        for name, served in hosts.items():
+            connect = getattr(self.backend(name), "connect", None)
+            if connect is not None:
+                problems.extend(await connect(served.values()))
+        return problems
+
     def backend(self, name: str) -> Backend:
         found = self._backends.get(name)
         if found is None:

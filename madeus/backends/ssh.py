@@ -50,7 +50,7 @@ import logging
 import re
 import shlex
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -303,6 +303,24 @@ class SshBackend:
             return _failed(job, str(exc))
         kind = type(action).__name__ if action is not None else "no action"
         return _failed(job, f"the SSH backend cannot run {kind} (transition {job.id})")
+
+    async def connect(self, hosts: Iterable[Host]) -> list[str]:
+        """Open the connection to every host at once, before the run starts: a host that
+        cannot be reached is reported before anything changes anywhere, and the first
+        transitions do not pay the SSH handshake. Returns one message per such host."""
+        targets = {host.name: self._target(host) for host in hosts}
+        problems: dict[str, str] = {}
+
+        async def one(target: _Target) -> None:
+            try:
+                await self._connection(target)
+            except _ConnectFailed as exc:
+                problems[target.name] = f"cannot connect to {target.label}: {exc.reason}"
+
+        async with asyncio.TaskGroup() as group:
+            for target in targets.values():
+                group.create_task(one(target))
+        return [problems[name] for name in targets if name in problems]
 
     async def aclose(self) -> None:
         connections, self._connections = list(self._connections.values()), {}

@@ -318,8 +318,10 @@ def run(args: argparse.Namespace) -> int:
                     code = EXIT_ERRORS
         except KeyboardInterrupt:
             code = EXIT_INTERRUPTED
-        except BackendError as error:  # a backend missing (no asyncssh...): nothing ran
-            return fail(str(error))
+        except BackendError as error:  # a backend missing, a host unreachable: nothing ran
+            for diagnostic in error.diagnostics:
+                fail(diagnostic.message)
+            return EXIT_ERRORS
     ended = progress.ended
     if ended is None:  # interrupted before the engine started: nothing ran
         print("interrupted", file=sys.stderr)

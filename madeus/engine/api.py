@@ -19,7 +19,7 @@ from madeus.engine.limits import Scheduling
 from madeus.engine.program import Program, compile_program
 from madeus.engine.runlog import log_stem, make_private_dir, new_run_id, write_private_json
 from madeus.engine.values import resolve_params
-from madeus.errors import Diagnostic, MadeusError
+from madeus.errors import BackendError, Diagnostic, MadeusError
 from madeus.inventory import Inventory
 from madeus.model import Assembly
 from madeus.plan import Plan, build_plan
@@ -163,11 +163,16 @@ async def deploy(
     )
     try:
         if backend is None:
-            # Build every backend the jobs need now: a missing one fails before anything runs.
-            router.prepare(
+            # Build every backend the jobs need, and connect to every remote host, now: a
+            # missing backend or an unreachable host fails before anything runs.
+            pairs = [
                 (program.transitions[program.job_trans[j]].action, program.hosts[h])
                 for j, h in enumerate(program.job_host)
-            )
+            ]
+            router.prepare(pairs)
+            unreachable = await router.connect(pairs)
+            if unreachable:
+                raise BackendError([Diagnostic("unreachable", m) for m in unreachable])
         executor = Executor(
             deployment.name,
             program,
