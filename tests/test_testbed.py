@@ -486,7 +486,7 @@ def test_root_home_is_clean_and_python_is_the_machines(testbed: State) -> None:
     home, rest = out.split("---\n")
     assert ".bashrc" not in home.split() and ".ssh" in home.split()
     python, path = rest.splitlines()
-    assert python == str(Path(sys.executable).parent / "python3")
+    assert python == str(Path(os.path.realpath(sys.executable)).parent / "python3")
     assert "/usr/bin" in path.split(":")
 
 

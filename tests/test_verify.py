@@ -317,11 +317,7 @@ def test_every_broken_assembly_is_refused_before_anything_runs(
         os.chdir(previous)
     assert code == 1
     assert not (where / ".madeus").exists()  # no run was started
-    if expected not in err.getvalue():
-        # `madeus deploy` builds the plan before it verifies: on a deadlock it reports the
-        # plan's "can never start" errors instead of the verifier's cycle. Passes once the
-        # verb verifies first (madeus/cli/deploy.py, owned by the engine's author).
-        pytest.xfail("madeus deploy shows the plan's errors, not the verifier's")
+    assert expected in err.getvalue()
 
 
 # --- scale --------------------------------------------------------------------------------------

@@ -256,7 +256,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     loaded = load_existing(args.file, args.inventory)
     deployment = loaded.deployment
-    plan = build_plan(deployment)
+    # Verify before planning: on a deadlock the verifier names the waiting cycle, where the
+    # plan could only say which transitions never start.
     if not args.no_verify:
         verify = find_verifier()
         if verify is not None:
@@ -269,6 +270,7 @@ def run(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return EXIT_ERRORS
+    plan = build_plan(deployment)
     scale = args.time_scale if args.simulate else 1.0
     run_id = new_run_id()
     run_dir = DEFAULT_RUNS / run_id  # created by the engine once the run can start

@@ -553,7 +553,9 @@ def _hosts_file(hosts: Iterable[HostState]) -> str:
 
 
 def _path_env() -> str:
-    path = f"{os.path.dirname(sys.executable)}:{STANDARD_PATH}"
+    # The interpreter behind a virtualenv: a venv under /tmp (a fresh tmpfs on the hosts)
+    # would not be there, the interpreter it points to is (the hosts see the machine's /).
+    path = f"{os.path.dirname(os.path.realpath(sys.executable))}:{STANDARD_PATH}"
     if any(c.isspace() or c == '"' for c in path):
         raise TestbedError(
             [problem("testbed-python", f"cannot give the hosts a PATH with spaces: {path}")]
