@@ -308,3 +308,22 @@ def test_openstack_rehearsal_on_the_hosts_follows_the_semantics(
     durations = {t["id"]: t["duration"] * 0.01 for t in json.loads(plan.read_text())["transitions"]}
     for e in events:
         assert e["end"] - e["start"] >= durations[e["id"]] + 0.045, e
+
+
+def test_reconfiguration_and_destroy_rehearse_on_the_hosts(
+    testbed: State, inventory: str, tmp_path: Path
+) -> None:
+    rehearse = ("-i", inventory, "--simulate=remote", "--time-scale", "0.005")
+    madeus("deploy", str(OPENSTACK), *rehearse, cwd=tmp_path)
+    update = OPENSTACK.parent / "reconfigure" / "update-mariadb.py"
+    for verb, extra, out in (
+        ("reconfigure", (str(update),), tmp_path / "update.json"),
+        ("destroy", (), tmp_path / "destroy.json"),
+    ):
+        madeus(verb, str(OPENSTACK), *extra, *rehearse, "--trace", str(out), cwd=tmp_path)
+        events = json.loads(out.read_text())["events"]
+        assert events and {e["status"] for e in events} == {"ok"}, verb
+        assert {e["host"] for e in events} <= set(HOSTS)
+    # Destroy ran every instance's uninstall behaviour, on the testbed's hosts.
+    uninstalled = {e["id"].split(".")[0] for e in events if e.get("behaviour") == "uninstall"}
+    assert len(uninstalled) == 11
