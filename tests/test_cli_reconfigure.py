@@ -207,12 +207,20 @@ def test_plan_predicts_a_reconfiguration(workdir: Path, capsys: pytest.CaptureFi
 
 
 def test_usage_errors(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(["reconfigure", str(OPENSTACK)], capsys)
-    assert code == 2 and "expected FILE SCRIPT.py" in err
+    with pytest.raises(SystemExit) as exited:
+        run(["reconfigure", str(OPENSTACK)], capsys)
+    assert exited.value.code == 2
+    assert "error: the following arguments are required: SCRIPT.py" in capsys.readouterr().err
     code, _, err = run(["reconfigure", str(OPENSTACK), str(UPDATE), "--gantt", "x.png"], capsys)
     assert code == 2 and "--gantt takes a .svg or .html file" in err
-    code, _, err = run(["destroy"], capsys)
-    assert code == 2 and "expected FILE" in err
+    with pytest.raises(SystemExit) as exited:
+        run(["destroy"], capsys)
+    assert exited.value.code == 2
+    assert "error: the following arguments are required: FILE" in capsys.readouterr().err
+    # A bare --simulate before FILE is --simulate=local, never a mode named FILE.
+    with pytest.raises(SystemExit) as exited:
+        run(["destroy", "--simulate=nowhere", str(OPENSTACK)], capsys)
+    assert "argument --simulate: invalid choice: 'nowhere'" in capsys.readouterr().err
 
 
 def test_an_unverified_program_that_blocks_stops_with_what_blocks(

@@ -13,7 +13,7 @@ import pkgutil
 import sys
 
 from madeus import __version__
-from madeus.cli._common import EXIT_INTERRUPTED
+from madeus.cli._common import EXIT_INTERRUPTED, normalise_simulate
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(normalise_simulate(sys.argv[1:] if argv is None else argv))
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:

@@ -20,6 +20,8 @@ EXIT_INTERRUPTED = 130
 
 Verb = Callable[[argparse.Namespace], int]
 
+SIMULATE_MODES = ("local", "remote")
+
 
 @dataclass(frozen=True, slots=True)
 class Loaded:
@@ -38,6 +40,56 @@ def add_inventory_arg(parser: argparse.ArgumentParser) -> None:
         "--inventory",
         metavar="INVENTORY",
         help="Ansible YAML inventory (default: everything runs on this machine)",
+    )
+
+
+# The verbs whose `--simulate` takes an optional mode (`status --simulate` is a plain flag).
+SIMULATE_VERBS = ("deploy", "reconfigure", "destroy")
+
+
+def normalise_simulate(argv: list[str]) -> list[str]:
+    """`--simulate` takes an optional mode. A bare `--simulate` followed by anything but a mode
+    (FILE, another option) is `--simulate=local`, so argparse never takes FILE for the mode."""
+    out = list(argv)
+    verb = next((word for word in out if not word.startswith("-")), None)
+    if verb not in SIMULATE_VERBS:
+        return out
+    for i, word in enumerate(out):
+        if word == "--":
+            break
+        if word == "--simulate" and (i + 1 == len(out) or out[i + 1] not in SIMULATE_MODES):
+            out[i] = "--simulate=local"
+    return out
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0: {text!r}")
+    return value
+
+
+def add_simulate_args(parser: argparse.ArgumentParser, journal_note: str = "") -> None:
+    """`--simulate[=local|remote]` and `--time-scale X`, as `deploy`, `reconfigure` and
+    `destroy` share them."""
+    parser.add_argument(
+        "--simulate",
+        nargs="?",
+        const="local",
+        choices=SIMULATE_MODES,
+        metavar="local|remote",
+        help="replace every action by a sleep of its declared duration times --time-scale; "
+        f"`remote` sleeps on the real hosts over SSH (default: local){journal_note}",
+    )
+    parser.add_argument(
+        "--time-scale",
+        type=non_negative_float,
+        default=1.0,
+        metavar="X",
+        help="multiply simulated durations by X (default 1; 0 runs them all at once)",
     )
 
 

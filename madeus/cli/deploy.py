@@ -18,7 +18,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -27,7 +27,9 @@ from madeus.cli._common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     add_inventory_arg,
+    add_simulate_args,
     fail,
+    non_negative_float,
     report,
     reports_errors,
 )
@@ -41,45 +43,13 @@ if TYPE_CHECKING:
     from madeus.plan import Plan
     from madeus.trace import Trace
 
-SIMULATE_MODES = ("local", "remote")
 # Above this many jobs a terminal shows only failures line by line (the live table still shows
 # what runs): printing 100,000 lines would cost more than the deployment.
 _LINES_LIMIT = 500
 
 
-class _SimulateAction(argparse.Action):
-    """`--simulate` with an optional value: `--simulate`, `--simulate=local`, `--simulate remote`.
-    A following word that is not a mode is FILE (`madeus deploy --simulate x.mad`)."""
-
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: str | Sequence[Any] | None,
-        option_string: str | None = None,
-    ) -> None:
-        mode = "local" if values is None else str(values)
-        if mode not in SIMULATE_MODES:
-            # argparse may still assign FILE (to None) after this: keep the word aside.
-            if getattr(namespace, "file", None) is not None:
-                parser.error(f"argument --simulate: invalid mode {mode!r} (choose local or remote)")
-            namespace.file_after_simulate = mode
-            mode = "local"
-        namespace.simulate = mode
-
-
-def _scale(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0: {text!r}")
-    return value
-
-
 def _positive_seconds(text: str) -> float:
-    value = _scale(text)
+    value = non_negative_float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a number of seconds > 0: {text!r}")
     return value
@@ -103,26 +73,9 @@ def add_parser(subparsers: Any) -> None:
         "locally, over SSH or through Ansible. Logs, the plan and the trace of each run go to "
         ".madeus/runs/<run-id>/.",
     )
-    # Optional for argparse only: `--simulate FILE` may have taken it (see _SimulateAction).
-    parser.add_argument(
-        "file", metavar="FILE", nargs="?", help="the .mad file holding the assembly"
-    )
+    parser.add_argument("file", metavar="FILE", help="the .mad file holding the assembly")
     add_inventory_arg(parser)
-    parser.add_argument(
-        "--simulate",
-        nargs="?",
-        action=_SimulateAction,
-        metavar="local|remote",
-        help="replace every action by a sleep of its declared duration times --time-scale; "
-        "`remote` sleeps on the real hosts over SSH (default: local)",
-    )
-    parser.add_argument(
-        "--time-scale",
-        type=_scale,
-        default=1.0,
-        metavar="X",
-        help="multiply simulated durations by X (default 1; 0 runs them all at once)",
-    )
+    add_simulate_args(parser)
     parser.add_argument("--trace", metavar="OUT.json", help="also write the trace to OUT.json")
     parser.add_argument("--gantt", metavar="OUT.svg|OUT.html", help="draw a Gantt chart of the run")
     parser.add_argument(
@@ -169,7 +122,7 @@ def add_parser(subparsers: Any) -> None:
     )
     policy.add_argument(
         "--retry-backoff",
-        type=_scale,
+        type=non_negative_float,
         default=0.0,
         metavar="SECONDS",
         help="before retrying a failed attempt (`retries N`), wait SECONDS x 2^(attempt-1), "
@@ -220,7 +173,7 @@ def add_parser(subparsers: Any) -> None:
         help="declare a host lost after N unanswered keepalives (default: the inventory's "
         "madeus_ssh_keepalive_count_max, else 3)",
     )
-    parser.set_defaults(func=run, simulate=None, file_after_simulate=None)
+    parser.set_defaults(func=run)
 
 
 @reports_errors
@@ -234,18 +187,6 @@ def run(args: argparse.Namespace) -> int:
     from madeus.errors import BackendError
     from madeus.plan import build_plan
 
-    if args.file is None:
-        args.file = args.file_after_simulate
-    elif args.file_after_simulate is not None:
-        print(
-            f"madeus deploy: error: argument --simulate: invalid mode "
-            f"{args.file_after_simulate!r} (choose local or remote)",
-            file=sys.stderr,
-        )
-        return 2
-    if args.file is None:
-        print("madeus deploy: error: the following arguments are required: FILE", file=sys.stderr)
-        return 2
     gantt = Path(args.gantt) if args.gantt else None
     if gantt is not None and gantt.suffix.lower() not in (".svg", ".html", ".htm"):
         print("madeus deploy: error: --gantt takes a .svg or .html file", file=sys.stderr)

@@ -16,8 +16,8 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from madeus.cli._common import EXIT_USAGE, reports_errors
-from madeus.cli.reconfigure import add_run_options, positionals, run_program
+from madeus.cli._common import reports_errors
+from madeus.cli.reconfigure import add_run_options, run_program
 
 if TYPE_CHECKING:
     from madeus.reconfig.program import Program
@@ -32,17 +32,14 @@ def add_parser(subparsers: Any) -> None:
         "for all: providers wait for their users (the safety rule), which gives the reverse "
         "dependency order. Verified before it runs, like `madeus reconfigure`.",
     )
-    parser.add_argument("file", metavar="FILE", nargs="?", help="the .mad file of the assembly")
+    parser.add_argument("file", metavar="FILE", help="the .mad file of the assembly")
     add_run_options(parser)
     parser.set_defaults(func=run)
 
 
 @reports_errors
 def run(args: argparse.Namespace) -> int:
-    words = positionals(args, ("file",), "destroy")
-    if words is None:
-        return EXIT_USAGE
-    (file,) = words
+    file = args.file
     return run_program(args, file, lambda state: _program(file, state), "destroy")
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +30,7 @@ from madeus.cli._common import (
     EXIT_USAGE,
     Loaded,
     add_inventory_arg,
+    add_simulate_args,
     fail,
     report,
     reports_errors,
@@ -44,56 +44,11 @@ if TYPE_CHECKING:
     from madeus.reconfig.state import Configuration
     from madeus.trace import Trace
 
-SIMULATE_MODES = ("local", "remote")
-
-
-class SimulateAction(argparse.Action):
-    """`--simulate` with an optional mode; a following word that is not a mode is a positional
-    argument (`madeus reconfigure --simulate x.mad s.py`), kept in `namespace.stray`."""
-
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: str | Sequence[Any] | None,
-        option_string: str | None = None,
-    ) -> None:
-        mode = "local" if values is None else str(values)
-        if mode not in SIMULATE_MODES:
-            namespace.stray = [*getattr(namespace, "stray", []), mode]
-            mode = "local"
-        namespace.simulate = mode
-
-
-def _scale(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0: {text!r}")
-    return value
-
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """The options `reconfigure` and `destroy` share."""
     add_inventory_arg(parser)
-    parser.add_argument(
-        "--simulate",
-        nargs="?",
-        action=SimulateAction,
-        metavar="local|remote",
-        help="replace every action by a sleep of its declared duration times --time-scale; "
-        "`remote` sleeps on the real hosts over SSH (default: local). Reads and writes the "
-        "journal of simulated runs",
-    )
-    parser.add_argument(
-        "--time-scale",
-        type=_scale,
-        default=1.0,
-        metavar="X",
-        help="multiply simulated durations by X (default 1)",
-    )
+    add_simulate_args(parser, ". Reads and writes the journal of simulated runs")
     parser.add_argument("--trace", metavar="OUT.json", help="also write the trace to OUT.json")
     parser.add_argument("--gantt", metavar="OUT.svg|OUT.html", help="draw a Gantt chart of the run")
     parser.add_argument(
@@ -117,7 +72,6 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="accept any SSH host key (dangerous: only for throw-away hosts)",
     )
-    parser.set_defaults(simulate=None, stray=[])
 
 
 def add_parser(subparsers: Any) -> None:
@@ -129,34 +83,16 @@ def add_parser(subparsers: Any) -> None:
         "program is refused with the interleaving that breaks it), run it, and record the new "
         "configuration in the journal.",
     )
-    parser.add_argument("file", metavar="FILE", nargs="?", help="the .mad file of the assembly")
-    parser.add_argument(
-        "script", metavar="SCRIPT.py", nargs="?", help="defines reconfigure(r): the program"
-    )
+    parser.add_argument("file", metavar="FILE", help="the .mad file of the assembly")
+    parser.add_argument("script", metavar="SCRIPT.py", help="defines reconfigure(r): the program")
     add_run_options(parser)
     parser.set_defaults(func=run)
 
 
-def positionals(args: argparse.Namespace, names: Sequence[str], verb: str) -> list[str] | None:
-    """The positional words (FILE, SCRIPT.py...), wherever `--simulate` left them; None after
-    printing a usage error."""
-    words = [w for w in (*args.stray, *(getattr(args, n) for n in names)) if w is not None]
-    if len(words) > 1 and words[0].endswith(".py") and not words[1].endswith(".py"):
-        words[0], words[1] = words[1], words[0]
-    if len(words) != len(names):
-        wanted = " ".join(n.upper() if n != "script" else "SCRIPT.py" for n in names)
-        print(f"madeus {verb}: error: expected {wanted}", file=sys.stderr)
-        return None
-    return words
-
-
 @reports_errors
 def run(args: argparse.Namespace) -> int:
-    words = positionals(args, ("file", "script"), "reconfigure")
-    if words is None:
-        return EXIT_USAGE
-    file, script = words
-    return run_program(args, file, lambda state: _script_program(script, state), "reconfigure")
+    script = args.script
+    return run_program(args, args.file, lambda s: _script_program(script, s), "reconfigure")
 
 
 def _script_program(script: str, state: Configuration) -> Program:
