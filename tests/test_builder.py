@@ -33,6 +33,8 @@ from madeus.model import (
     PythonAction,
     Target,
 )
+from madeus.petri import build_net
+from madeus.resolve import resolve
 
 REPO = Path(__file__).resolve().parents[1]
 VALID = REPO / "tests" / "data" / "valid"
@@ -271,6 +273,15 @@ def test_every_valid_fixture_has_a_twin() -> None:
 @pytest.mark.parametrize("name", sorted(TWINS))
 def test_builder_twin_equals_the_loaded_file(name: str) -> None:
     assert load_file(VALID / name) == TWINS[name]()
+
+
+@pytest.mark.parametrize("name", sorted(TWINS))
+def test_builder_twin_compiles_to_the_same_net(name: str) -> None:
+    loaded, built = load_file(VALID / name).assembly, TWINS[name]().assembly
+    if loaded is None or built is None:
+        assert loaded is built is None
+        return
+    assert build_net(resolve(loaded)) == build_net(resolve(built))
 
 
 @pytest.mark.parametrize(
