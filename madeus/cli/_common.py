@@ -93,6 +93,20 @@ def add_simulate_args(parser: argparse.ArgumentParser, journal_note: str = "") -
     )
 
 
+def add_ssh_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--known-hosts",
+        metavar="FILE",
+        help="check SSH host keys against FILE (default: known_hosts beside the inventory, "
+        "else ~/.ssh/known_hosts)",
+    )
+    parser.add_argument(
+        "--insecure-no-host-key-check",
+        action="store_true",
+        help="accept any SSH host key (dangerous: only for throw-away hosts)",
+    )
+
+
 def load(file: str, inventory: str | None = None) -> Loaded:
     """Parse, check and resolve; raise MadeusError with every problem found."""
     from madeus.frontend import load_file

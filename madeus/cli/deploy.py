@@ -28,6 +28,7 @@ from madeus.cli._common import (
     EXIT_OK,
     add_inventory_arg,
     add_simulate_args,
+    add_ssh_args,
     fail,
     non_negative_float,
     report,
@@ -102,17 +103,7 @@ def add_parser(subparsers: Any) -> None:
         action="store_true",
         help="deploy even without the z3 verification",
     )
-    parser.add_argument(
-        "--known-hosts",
-        metavar="FILE",
-        help="check SSH host keys against FILE (default: known_hosts beside the inventory, "
-        "else ~/.ssh/known_hosts)",
-    )
-    parser.add_argument(
-        "--insecure-no-host-key-check",
-        action="store_true",
-        help="accept any SSH host key (dangerous: only for throw-away hosts)",
-    )
+    add_ssh_args(parser)
     policy = parser.add_argument_group("failures, resuming and rehearsals")
     policy.add_argument(
         "--keep-going",

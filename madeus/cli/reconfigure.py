@@ -31,6 +31,7 @@ from madeus.cli._common import (
     Loaded,
     add_inventory_arg,
     add_simulate_args,
+    add_ssh_args,
     fail,
     report,
     reports_errors,
@@ -61,17 +62,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="start from a complete deployment instead of what the journal says",
     )
-    parser.add_argument(
-        "--known-hosts",
-        metavar="FILE",
-        help="check SSH host keys against FILE (default: known_hosts beside the inventory, "
-        "else ~/.ssh/known_hosts)",
-    )
-    parser.add_argument(
-        "--insecure-no-host-key-check",
-        action="store_true",
-        help="accept any SSH host key (dangerous: only for throw-away hosts)",
-    )
+    add_ssh_args(parser)
 
 
 def add_parser(subparsers: Any) -> None:

@@ -284,6 +284,7 @@ class Executor:
 
     async def _run_job(self, j: int, i: int) -> None:
         tries = 1 + max(self._p.transitions[i].retries, 0)
+        timeout = self._p.transitions[i].timeout
         attempt = 0
         try:
             while True:
@@ -294,7 +295,8 @@ class Executor:
                     await asyncio.sleep(self._injected_delay(i))
                     status, outcome = "failed", self._injected(j, i)
                 else:
-                    status, outcome = await self._attempt(self._make_job(j, i, attempt), i)
+                    job = self._make_job(j, i, attempt)
+                    status, outcome = await attempt_job(self._backend, job, timeout)
                 if status == "ok" or attempt >= tries or self._stopping:
                     break
                 if self._emit is not None:
@@ -339,28 +341,6 @@ class Executor:
         many jobs failing together do not retry in lockstep."""
         delay: float = min(self._backoff_max, self._backoff * 2.0 ** min(attempt - 1, 60))
         return delay / 2 + self._rng.random() * delay / 2
-
-    async def _attempt(self, job: Job, i: int) -> tuple[Status, Outcome]:
-        timeout = self._p.transitions[i].timeout
-        try:
-            if timeout is None:
-                outcome = await self._backend.run(job)
-            else:
-                async with asyncio.timeout(timeout) as scope:
-                    outcome = await self._backend.run(job)
-        except TimeoutError:
-            if timeout is None or not scope.expired():
-                raise
-            return "timeout", Outcome(ok=False, message=f"timed out after {timeout:g} s")
-        except MadeusError as exc:  # the backend could not run it (e.g. not installed)
-            return "failed", Outcome(ok=False, message=job.redact(str(exc)))
-        except Exception as exc:
-            # A backend that lets an error escape (a refused connection...) fails the job, not
-            # the whole run: the operator gets the usual failure report, never a traceback.
-            _log.debug("backend error in %s on %s", job.id, job.host.name, exc_info=True)
-            message = job.redact(f"{type(exc).__name__}: {exc}")
-            return "failed", Outcome(ok=False, message=message)
-        return ("ok" if outcome.ok else "failed"), outcome
 
     def _job_ended(self, j: int, i: int, code: int, outcome: Outcome, now: float) -> None:
         self._code[j] = code
@@ -641,3 +621,27 @@ def _host_limit(inventory: Inventory, host: str) -> int | None:
     if limit < 1:
         raise MadeusError(f'host "{host}": madeus_max_parallel must be at least 1, not {limit}')
     return limit
+
+
+async def attempt_job(backend: Backend, job: Job, timeout: float | None) -> tuple[Status, Outcome]:
+    """Run one attempt of a job under its timeout: `ok`, `failed` or `timeout`, with the
+    backend's outcome. Shared by the deploy and reconfiguration executors."""
+    try:
+        if timeout is None:
+            outcome = await backend.run(job)
+        else:
+            async with asyncio.timeout(timeout) as scope:
+                outcome = await backend.run(job)
+    except TimeoutError:
+        if timeout is None or not scope.expired():
+            raise
+        return "timeout", Outcome(ok=False, message=f"timed out after {timeout:g} s")
+    except MadeusError as exc:  # the backend could not run it (e.g. not installed)
+        return "failed", Outcome(ok=False, message=job.redact(str(exc)))
+    except Exception as exc:
+        # A backend that lets an error escape (a refused connection...) fails the job, not
+        # the whole run: the operator gets the usual failure report, never a traceback.
+        _log.debug("backend error in %s on %s", job.id, job.host.name, exc_info=True)
+        message = job.redact(f"{type(exc).__name__}: {exc}")
+        return "failed", Outcome(ok=False, message=message)
+    return ("ok" if outcome.ok else "failed"), outcome

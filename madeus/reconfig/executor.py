@@ -17,7 +17,6 @@ program appears twice.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import os
 import time
@@ -32,6 +31,7 @@ from madeus.backends.base import Backend, Job, Outcome
 from madeus.backends.router import BackendConfig, Router, SimulateMode
 from madeus.engine.errors import Failure
 from madeus.engine.events import RunEnded, RunStarted
+from madeus.engine.executor import attempt_job
 from madeus.engine.runlog import log_stem, make_private_dir
 from madeus.engine.values import InstanceValues, host_values, resolve_params
 from madeus.errors import Diagnostic, MadeusError
@@ -51,7 +51,6 @@ from madeus.reconfig.state import Configuration, Recorder
 from madeus.resolve import Deployment, ResolvedInstance
 from madeus.trace import Status, Trace, TraceEvent
 
-_log = logging.getLogger(__name__)
 _OK = Outcome(ok=True)
 
 
@@ -264,7 +263,8 @@ class ReconfigExecutor:
             while True:
                 attempt += 1
                 rec.attempts = attempt
-                status, outcome = await self._attempt(self._make_job(rec, attempt), transition)
+                job = self._make_job(rec, attempt)
+                status, outcome = await attempt_job(self._backend, job, transition.timeout)
                 if status == "ok" or attempt >= tries or self._stopping:
                     break
                 self._emit_end(j, status, outcome, final=False)
@@ -287,25 +287,6 @@ class ReconfigExecutor:
         self._tasks.pop(j, None)
         self._job_done(j, status, outcome)
         self._process([])
-
-    async def _attempt(self, job: Job, transition: Any) -> tuple[Status, Outcome]:
-        timeout = transition.timeout
-        try:
-            if timeout is None:
-                outcome = await self._backend.run(job)
-            else:
-                async with asyncio.timeout(timeout) as scope:
-                    outcome = await self._backend.run(job)
-        except TimeoutError:
-            if timeout is None or not scope.expired():
-                raise
-            return "timeout", Outcome(ok=False, message=f"timed out after {timeout:g} s")
-        except MadeusError as exc:
-            return "failed", Outcome(ok=False, message=job.redact(str(exc)))
-        except Exception as exc:  # a backend letting an error escape fails the job only
-            _log.debug("backend error in %s on %s", job.id, job.host.name, exc_info=True)
-            return "failed", Outcome(ok=False, message=job.redact(f"{type(exc).__name__}: {exc}"))
-        return ("ok" if outcome.ok else "failed"), outcome
 
     def _job_done(self, j: int, status: Status, outcome: Outcome) -> None:
         rec = self._jobs[j]
