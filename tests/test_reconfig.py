@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from reconfig_helpers import configuration
 
 from madeus.backends.base import Job, Outcome
 from madeus.engine.journal import JournalState
@@ -24,7 +25,6 @@ from madeus.model import (
 )
 from madeus.reconfig import (
     Configuration,
-    InstanceState,
     Machine,
     Program,
     ProgramBuilder,
@@ -43,7 +43,6 @@ from madeus.reconfig import (
 )
 from madeus.reconfig.events import BehaviourDone, InstructionDone, TransitionStarted
 from madeus.reconfig.program import Connect, Disconnect, Push, Remove, Wait, WaitAll
-from madeus.resolve import Link
 from madeus.trace import Trace, TraceEvent
 
 REPO = Path(__file__).resolve().parent.parent
@@ -98,30 +97,6 @@ def component(
             for u, bound in uses
         ),
     )
-
-
-def configuration(
-    types: Sequence[ComponentType],
-    marking: dict[str, tuple[str, str]],
-    links: Sequence[str] = (),
-) -> Configuration:
-    by_name = {c.name: c for c in types}
-    instances = tuple(
-        InstanceState(
-            name,
-            by_name[type_name],
-            ("localhost",),
-            frozenset(p.strip() for p in places.split(",") if p.strip()),
-        )
-        for name, (type_name, places) in marking.items()
-    )
-    parsed = []
-    for text in links:
-        user, provider = text.split()
-        u, up = user.split(".")
-        p, pp = provider.split(".")
-        parsed.append(Link(u, up, p, pp))
-    return Configuration("test", instances, tuple(parsed), components=by_name)
 
 
 DB = component(

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from reconfig_helpers import configuration
 
 from madeus.errors import VerifyError, render_all
 from madeus.model import (
@@ -84,30 +85,6 @@ def component(
             for u, bound, optional in uses
         ),
     )
-
-
-def configuration(
-    types: Sequence[ComponentType],
-    marking: dict[str, tuple[str, str]],  # instance -> (type, "p, q")
-    links: Sequence[str] = (),  # "u.port v.port"
-) -> Configuration:
-    by_name = {c.name: c for c in types}
-    instances = tuple(
-        InstanceState(
-            name,
-            by_name[type_name],
-            ("localhost",),
-            frozenset(p.strip() for p in places.split(",") if p.strip()),
-        )
-        for name, (type_name, places) in marking.items()
-    )
-    parsed = []
-    for text in links:
-        user, provider = text.split()
-        u, up = user.split(".")
-        p, pp = provider.split(".")
-        parsed.append(Link(u, up, p, pp))
-    return Configuration("test", instances, tuple(parsed), components=by_name)
 
 
 # --- small models by hand ---------------------------------------------------------------------
