@@ -548,7 +548,9 @@ class SshBackend:
                 late = await asyncio.wait_for(starting, self.connect_timeout)
                 reader = asyncio.ensure_future(_pump(late.stderr, err))
                 try:
-                    await self._stop_remote(job, target, connection, late, err)
+                    await _despite_cancellation(
+                        self._stop_remote(job, target, connection, late, err)
+                    )
                 finally:
                     reader.cancel()
             raise
@@ -565,7 +567,7 @@ class SshBackend:
         except asyncio.CancelledError:
             # The pumps keep running meanwhile: the pgid marker and the dying command's last
             # words still reach the logs.
-            await self._stop_remote(job, target, connection, process, err)
+            await _despite_cancellation(self._stop_remote(job, target, connection, process, err))
             raise
         except (OSError, asyncssh.Error) as exc:
             return self._channel_failure(job, target, connection, exc)
@@ -710,6 +712,17 @@ async def _retry_open(
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.5)
     return await start()
+
+
+async def _despite_cancellation(work: Awaitable[None]) -> None:
+    """Await `work` to its end even when cancelled again meanwhile (the engine cancels its
+    jobs, and the run itself may be cancelled on top): stopping a remote command is bounded in
+    time, and abandoning it half-way would leave the command running on the host. The caller
+    re-raises the cancellation it is handling."""
+    task = asyncio.ensure_future(work)
+    while not task.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(task)
 
 
 async def _open_spare(conn: asyncssh.SSHClientConnection) -> _SpareChannel:
