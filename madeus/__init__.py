@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import types
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
@@ -94,6 +96,22 @@ if TYPE_CHECKING:
     from madeus.resolve import resolve
     from madeus.trace import Trace, TraceEvent
     from madeus.verify import verify, verify_program
+
+
+class _Package(types.ModuleType):
+    """`madeus.resolve` and `madeus.verify` name both a function of the public API and a
+    submodule. Importing a submodule binds its name on the package, which would hide the
+    function for good (`madeus.resolve(...)` would then call a module); the package keeps its
+    functions (the submodules stay in `sys.modules`, where `from madeus.resolve import ...`
+    finds them)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and name in _LAZY:
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:

@@ -4,14 +4,14 @@ A template is plain text with `{name}` placeholders: a parameter, a data use por
 `host.name` / `host.address` / `host.vars.KEY`. `{{` and `}}` stand for literal braces, so a
 shell command written `awk '{{print $1}}'` reaches the shell as `awk '{print $1}'`.
 
-Values are substituted, never evaluated: with `quote=True` each value goes through
-`shlex.quote`, so a value holding `; rm -rf /` stays one harmless word of the command.
+Values are substituted, never evaluated. This module substitutes text as it is (data values,
+paths, Ansible names); shell commands go through `shell.py`, which never pastes a value into
+shell code.
 """
 
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Iterator, Mapping
 
 from madeus.errors import Diagnostic, MadeusError
@@ -21,6 +21,7 @@ __all__ = [
     "TemplateError",
     "placeholders",
     "render",
+    "template_pieces",
 ]
 
 # `{{`, `}}`, a whole `{...}` without inner braces, or a lone brace (an error).
@@ -49,7 +50,7 @@ class MissingValueError(MadeusError, KeyError):
         return self.diagnostics[0].message
 
 
-def _pieces(text: str) -> Iterator[tuple[str, str | None, int]]:
+def template_pieces(text: str) -> Iterator[tuple[str, str | None, int]]:
     """Yield `(literal, placeholder name or None, offset of the piece)` in order."""
     pos = 0
     for match in _PIECE.finditer(text):
@@ -86,11 +87,11 @@ def placeholders(text: str) -> list[tuple[str, int]]:
     """
     if "{" not in text and "}" not in text:
         return []
-    return [(name, offset) for _, name, offset in _pieces(text) if name is not None]
+    return [(name, offset) for _, name, offset in template_pieces(text) if name is not None]
 
 
-def render(text: str, values: Mapping[str, str], quote: bool) -> str:
-    """Substitute every placeholder of `text` by its value, `shlex.quote`d when `quote`.
+def render(text: str, values: Mapping[str, str]) -> str:
+    """Substitute every placeholder of `text` by its value, as it is (never for a shell).
 
     Raises `MissingValueError` (a `KeyError`) for a placeholder without a value and
     `TemplateError` for a malformed template.
@@ -98,7 +99,7 @@ def render(text: str, values: Mapping[str, str], quote: bool) -> str:
     if "{" not in text and "}" not in text:
         return text
     parts: list[str] = []
-    for literal, name, _ in _pieces(text):
+    for literal, name, _ in template_pieces(text):
         if name is None:
             parts.append(literal)
             continue
@@ -106,5 +107,5 @@ def render(text: str, values: Mapping[str, str], quote: bool) -> str:
             value = values[name]
         except KeyError:
             raise MissingValueError(name) from None
-        parts.append(shlex.quote(value) if quote else value)
+        parts.append(value)
     return "".join(parts)

@@ -6,10 +6,12 @@ import asyncio
 import os
 import signal
 import stat
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from hostile_values import CONTEXTS, IN_SHELL, MEGABYTE, expected_output, hostile
 
 from madeus.backends.base import Job, Outcome
 from madeus.backends.local import LocalBackend
@@ -98,6 +100,51 @@ def test_values_with_metacharacters_are_literal(tmp_path: Path) -> None:
     assert outcome.ok
     assert (tmp_path / "web.install@localhost.out").read_text() == value
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(("template", "shown"), CONTEXTS)
+def test_hostile_values_arrive_literally_in_every_quoting_context(
+    template: str, shown: str, tmp_path: Path
+) -> None:
+    marker = tmp_path / "pwned"
+    big = [MEGABYTE] if (template, shown) in IN_SHELL else []
+    for value in [*hostile(marker), *big]:
+        log = tmp_path / "web.install@localhost.out"
+        log.unlink(missing_ok=True)
+        outcome = run(LocalBackend().run(job(tmp_path, ShellAction(template), values={"p": value})))
+        assert outcome.ok, (template, value[:80], outcome)
+        printed = log.read_text() if log.exists() else ""
+        assert printed == expected_output(shown, value), (template, value[:80])
+        assert not marker.exists(), (template, value)
+
+
+def test_a_nul_byte_in_a_value_fails_the_job_before_anything_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    action = ShellAction(f"touch {marker}; echo {{v}}")
+    outcome = run(LocalBackend().run(job(tmp_path, action, values={"v": "a\0b"})))
+    assert outcome == Outcome(
+        ok=False,
+        message="cannot substitute values: the value of {v} holds a NUL byte, which no shell "
+        "command can carry",
+    )
+    assert not marker.exists()
+
+
+def test_neither_the_command_nor_its_values_show_in_the_process_table(tmp_path: Path) -> None:
+    secret = f"S3cret-{os.getpid()}-{time.time_ns()}"
+    action = ShellAction("PW={pw} sleep 2.{n}; echo {pw} > /dev/null")
+    values = {"pw": secret, "n": str(time.time_ns() % 1000)}
+
+    async def scenario() -> tuple[Outcome, str]:
+        task = asyncio.ensure_future(LocalBackend().run(job(tmp_path, action, values=values)))
+        await asyncio.sleep(1)
+        listing = subprocess.run(["ps", "axwwo", "args"], capture_output=True, text=True).stdout
+        return await task, listing
+
+    outcome, listing = asyncio.run(scenario())
+    assert outcome.ok
+    assert "sleep 2." in listing  # the command was running while ps looked
+    assert secret not in listing
 
 
 def test_missing_value_fails_without_running(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from hostile_values import CONTEXTS, IN_SHELL, MEGABYTE, expected_output, hostile
 from sshd_helpers import Sshd, closed_port, running_sshd, sshd_available
 
 from madeus.backends.base import Job, Outcome
@@ -134,6 +135,72 @@ def test_values_with_shell_metacharacters_are_passed_literally(sshd: Sshd, tmp_p
     assert outcome.ok, outcome
     assert outcome.output == value
     assert not witness.exists()
+
+
+@pytest.mark.parametrize(("template", "shown"), CONTEXTS)
+def test_hostile_values_arrive_literally_in_every_quoting_context(
+    sshd: Sshd, tmp_path: Path, template: str, shown: str
+) -> None:
+    marker = tmp_path / f"pwned-{uuid.uuid4().hex}"  # the sshd host shares this filesystem
+    big = [MEGABYTE] if (template, shown) in IN_SHELL else []
+    values = [*hostile(marker), *big]
+
+    async def all_values() -> list[Outcome]:
+        b = backend(sshd)
+        try:
+            jobs = [
+                make_job(sshd, tmp_path / str(n), template, values={"p": v})
+                for n, v in enumerate(values)
+            ]
+            for n in range(len(values)):
+                (tmp_path / str(n)).mkdir()
+            return list(await asyncio.gather(*(b.run(job) for job in jobs)))
+        finally:
+            await b.aclose()
+
+    for n, (value, outcome) in enumerate(zip(values, run(all_values()), strict=True)):
+        assert outcome.ok, (template, value[:80], outcome)
+        log = tmp_path / str(n) / "app.step@node-1.out"
+        printed = log.read_text() if log.exists() else ""
+        assert printed == expected_output(shown, value), (template, value[:80])
+    assert not marker.exists()
+
+
+def test_a_nul_byte_in_a_value_fails_the_job_before_anything_runs(
+    sshd: Sshd, tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran"
+    job = make_job(sshd, tmp_path, f"touch {marker}; echo {{v}}", values={"v": "a\0b"})
+    outcome = run(run_one(backend(sshd), job))
+    assert outcome == Outcome(
+        ok=False,
+        message="the value of {v} holds a NUL byte, which no shell command can carry",
+    )
+    assert not marker.exists()
+
+
+def test_neither_the_command_nor_its_values_show_in_the_process_table(
+    sshd: Sshd, tmp_path: Path
+) -> None:
+    secret = f"S3cret-{uuid.uuid4().hex}"
+    naptime = f"2.{uuid.uuid4().int % 10**6:06d}"
+    job = make_job(
+        sshd,
+        tmp_path,
+        "PW={pw} sleep {n}; echo {pw} >/dev/null",
+        values={"pw": secret, "n": naptime},
+    )
+
+    async def scenario() -> tuple[Outcome, str]:
+        task = asyncio.ensure_future(run_one(backend(sshd), job))
+        await asyncio.sleep(1)
+        listing = subprocess.run(["ps", "axwwo", "args"], capture_output=True, text=True).stdout
+        return await task, listing
+
+    outcome, listing = run(scenario())
+    assert outcome.ok, outcome
+    assert f"sleep {naptime}" in listing  # running on the host while ps looked
+    assert secret not in listing
 
 
 def test_environment_is_exported_quoted(sshd: Sshd, tmp_path: Path) -> None:

@@ -188,7 +188,7 @@ class AnsibleBackend:
         workdir = job.workdir.resolve()
         if action.form == "playbook":
             assert action.playbook is not None
-            playbook = _resolve(job.render(action.playbook, quote=False), workdir)
+            playbook = _resolve(job.render(action.playbook), workdir)
             if not playbook.is_file():
                 return _failed(job, f"playbook {playbook} does not exist")
         else:
@@ -257,11 +257,11 @@ class AnsibleBackend:
             "environment": "{{ madeus_env }}",
         }
         if action.role is not None:
-            role = job.render(action.role, quote=False)
+            role = job.render(action.role)
             if action.tasks is None:
                 play["roles"] = [role]
             else:
-                tasks_from = job.render(action.tasks, quote=False)
+                tasks_from = job.render(action.tasks)
                 play["tasks"] = [
                     {
                         "name": f"{role} : {tasks_from}",
@@ -270,7 +270,7 @@ class AnsibleBackend:
                 ]
         else:
             assert action.tasks is not None
-            tasks = _resolve(job.render(action.tasks, quote=False), workdir)
+            tasks = _resolve(job.render(action.tasks), workdir)
             if not tasks.is_file():
                 return _failed(job, f"task file {tasks} does not exist")
             play["tasks"] = [{"ansible.builtin.include_tasks": str(tasks)}]

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from madeus.inventory import Host
 from madeus.model import Action
+from madeus.shell import shell_script
 from madeus.template import render
 
 
@@ -38,9 +39,14 @@ class Job:
     workdir: Path = Path(".")  # relative paths in actions are relative to the .mad file
     env: Mapping[str, str] = field(default_factory=dict, compare=False)
 
-    def render(self, text: str, *, quote: bool) -> str:
-        """Substitute `{name}` placeholders; `quote=True` shell-quotes every value."""
-        return render(text, self.values, quote=quote)
+    def render(self, text: str) -> str:
+        """Substitute `{name}` placeholders as they are (paths, names: never for a shell)."""
+        return render(text, self.values)
+
+    def shell_script(self, command: str) -> str:
+        """The script that runs shell `command` through `SHELL_ARGV` (on its standard input):
+        `env` exported, values assigned to variables, placeholders as references to them."""
+        return shell_script(command, self.values, self.env)
 
     def redact(self, text: str) -> str:
         for secret in self.secrets:

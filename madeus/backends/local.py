@@ -1,8 +1,9 @@
 """Run actions on this machine: shell commands as asyncio subprocesses, uploads as copies.
 
-A shell action is `/bin/sh -c COMMAND`, where COMMAND is the action's text with every `{value}`
-shell-quoted (`Job.render(quote=True)`): a value is always one literal word, whatever it holds.
-The command runs in the operator's current directory (relative paths in *commands* are the
+A shell action runs as `/bin/sh -c 'eval "$(cat)"'` with its script on standard input
+(`Job.shell_script`, see `madeus/shell.py`): values are shell variables referenced from the
+command, never pasted into it, and neither the command nor its values appear in the process
+table. The command runs in the operator's current directory (relative paths in *commands* are the
 operator's; the `.mad` file's directory, `Job.workdir`, is where an upload's source is read).
 
 Output is streamed to the job's log files as it comes (opened on the first byte, mode 0600,
@@ -21,8 +22,9 @@ import signal
 from pathlib import Path
 
 from madeus.backends.base import Job, Outcome
-from madeus.errors import BackendError
+from madeus.errors import BackendError, MadeusError
 from madeus.model import ShellAction, UploadAction
+from madeus.shell import SHELL_ARGV
 
 # Keep this much standard output for `provide data ... = output of T`, and this many lines of
 # standard error for failure reports.
@@ -103,6 +105,20 @@ async def _copy_stream(stream: asyncio.StreamReader | None, sink: OutputSink) ->
         sink.write(chunk)
 
 
+async def _feed(stdin: asyncio.StreamWriter | None, data: bytes) -> None:
+    """Write the script and close standard input; a shell that died first is no error here
+    (its exit status says what happened)."""
+    if stdin is None:
+        return
+    try:
+        stdin.write(data)
+        await stdin.drain()
+        stdin.close()
+        await stdin.wait_closed()
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+
+
 def signal_group(pid: int, sig: signal.Signals) -> None:
     """Signal a process group; it may be gone already."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -123,17 +139,16 @@ class LocalBackend:
         raise BackendError(f"the local backend cannot run {kind} ({job.id})")
 
     async def run_shell(self, job: Job, command: str) -> Outcome:
-        """Run `command` (placeholders not yet substituted) with `/bin/sh -c`."""
+        """Run `command` (placeholders not yet substituted) with `SHELL_ARGV`."""
         try:
-            text = job.render(command, quote=True)
-        except Exception as exc:  # the template module's error: a missing value, bad braces
+            script = job.shell_script(command).encode()
+        except MadeusError as exc:  # a missing value, bad braces, a NUL byte
             return Outcome(ok=False, message=job.redact(f"cannot substitute values: {exc}"))
-        env = {**os.environ, **job.env} if job.env else None
-        proc = await self._spawn(text, env)
+        proc = await self._spawn()
         out = OutputSink(job.stdout_path, job.secrets, keep_all=True)
         err = OutputSink(job.stderr_path, job.secrets, keep_all=False)
         try:
-            code = await self._communicate(proc, out, err)
+            code = await self._communicate(proc, script, out, err)
         except BaseException:
             await self._terminate(proc)
             raise
@@ -151,22 +166,21 @@ class LocalBackend:
             message=message,
         )
 
-    async def _spawn(self, command: str, env: dict[str, str] | None) -> asyncio.subprocess.Process:
-        """Start `/bin/sh -c command` in a new session. The process exists before
-        `create_subprocess_exec` returns (it still waits for the pipes): a cancellation in
-        that window would leave the process group running, with nobody knowing its id. So the
-        creation is shielded, and on cancellation we wait for it to finish, then kill the
-        group. The inner task is awaited on every path: it never outlives this call."""
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        """Start `SHELL_ARGV` in a new session, its script to come on standard input.
+
+        The process exists before `create_subprocess_exec` returns (it still waits for the
+        pipes): a cancellation in that window would leave the process group running, with
+        nobody knowing its id. So the creation is shielded, and on cancellation we wait for
+        it to finish, then kill the group. The inner task is awaited on every path: it never
+        outlives this call."""
         creating = asyncio.ensure_future(
             asyncio.create_subprocess_exec(
-                "/bin/sh",
-                "-c",
-                command,
-                stdin=asyncio.subprocess.DEVNULL,
+                *SHELL_ARGV,
+                stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
-                env=env,
             )
         )
         try:
@@ -181,9 +195,10 @@ class LocalBackend:
 
     @staticmethod
     async def _communicate(
-        proc: asyncio.subprocess.Process, out: OutputSink, err: OutputSink
+        proc: asyncio.subprocess.Process, script: bytes, out: OutputSink, err: OutputSink
     ) -> int:
         async with asyncio.TaskGroup() as tg:
+            tg.create_task(_feed(proc.stdin, script))
             readers = [
                 tg.create_task(_copy_stream(proc.stdout, out)),
                 tg.create_task(_copy_stream(proc.stderr, err)),
@@ -216,8 +231,8 @@ class LocalBackend:
 
     async def _upload(self, job: Job, action: UploadAction) -> Outcome:
         try:
-            source = Path(job.render(action.source, quote=False))
-            dest = Path(job.render(action.dest, quote=False))
+            source = Path(job.render(action.source))
+            dest = Path(job.render(action.dest))
         except Exception as exc:
             return Outcome(ok=False, message=job.redact(f"cannot substitute values: {exc}"))
         if not source.is_absolute():

@@ -56,8 +56,9 @@ class ActionContext:
     def workdir(self) -> Path:
         return self.job.workdir
 
-    def render(self, text: str, *, quote: bool = False) -> str:
-        return self.job.render(text, quote=quote)
+    def render(self, text: str) -> str:
+        """`text` with its `{name}` placeholders substituted as they are (not for a shell)."""
+        return self.job.render(text)
 
     def log(self, message: str) -> None:
         """Append a line to the job's stdout log (secrets redacted)."""

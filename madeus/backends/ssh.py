@@ -18,13 +18,16 @@ its command: `_SpareChannel` overrides the one private step of `SSHClientChannel
 waits for the open confirmation (`_open`), and the backend falls back to new channels if that
 stops working with a later asyncssh.
 
-How a command runs. The rendered command (placeholders substituted shell-quoted by
-`Job.render`) is wrapped as
+How a command runs. Every job's exec request is the same fixed command,
 
-    printf 'madeus-pgid:%s\\n' "$$" >&2; export K='v'; ...; exec /bin/sh -c '<command>'
+    printf 'madeus-pgid:%s\\n' "$$" >&2; exec /bin/sh -c 'eval "$(cat)"'
 
-OpenSSH (and dropbear) start the login shell of every session with `setsid()`, so `$$` is the
-process group (and session) of everything the command starts. Knowing it is what makes
+and its script (`Job.shell_script`: exports of `Job.env`, values as shell variables, the
+command with references to them, see `madeus/shell.py`) goes on the channel's standard input,
+followed by end of file. So no value, secret or not, is ever part of a command line on the
+host (sshd would hand it to the login shell's argv, visible in `ps`), and values of any size
+fit. OpenSSH (and dropbear) start the login shell of every session with `setsid()`, so `$$` is
+the process group (and session) of everything the command starts. Knowing it is what makes
 cancellation real: closing an SSH channel does not stop a command that has no terminal, and
 OpenSSH refuses `signal` channel requests in common configurations (Debian 12's sshd logs
 "session signalling requires privilege separation"). So on cancellation we open one more
@@ -32,9 +35,6 @@ channel and run `kill -TERM -- -PGID`, wait up to `kill_grace` seconds for the c
 channel to close, then `kill -KILL -- -PGID`. These kill channels are serialised per
 connection (one at a time, outside the job slots), so a burst of cancellations cannot deadlock
 on the slots.
-
-Environment variables (`Job.env`) are exported by the wrapper, quoted: sshd's `AcceptEnv`
-refuses most names sent as SSH `env` requests.
 
 Host keys: checked against a known_hosts file, chosen in this order: the `known_hosts`
 argument; a `known_hosts` file beside the inventory (what `madeus testbed up` writes); the
@@ -47,7 +47,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import shlex
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -62,6 +61,7 @@ from madeus.backends.local import OutputSink
 from madeus.errors import MadeusError
 from madeus.inventory import Host, Inventory
 from madeus.model import ShellAction, UploadAction
+from madeus.shell import SHELL_ARGV
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,8 @@ _PGID_MARKER = b"madeus-pgid:"
 _OPEN_RETRIES = 10  # about 2.5 s of backoff in all
 _TRANSIENT_OPEN_CODES = frozenset({asyncssh.OPEN_CONNECT_FAILED, asyncssh.OPEN_RESOURCE_SHORTAGE})
 _T = TypeVar("_T")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# The exec request of every job: the process group first, then the script from stdin.
+REMOTE_COMMAND = f"printf '{_PGID_MARKER.decode()}%s\\n' \"$$\" >&2; exec {shlex.join(SHELL_ARGV)}"
 
 
 class _ConnectFailed(Exception):
@@ -429,11 +430,7 @@ class SshBackend:
     # --- shell commands ------------------------------------------------------------------
 
     async def _run_shell(self, job: Job, target: _Target, action: ShellAction) -> Outcome:
-        command = job.render(action.command, quote=True)
-        bad = [k for k in job.env if not _ENV_NAME.match(k)]
-        if bad:
-            return _failed(job, f"invalid environment variable name {bad[0]!r}")
-        script = _wrap(command, job.env)
+        script = job.shell_script(action.command).encode()
         connection = await self._connection(target)
         spare = await self._take_slot(connection)
         try:
@@ -442,7 +439,12 @@ class SshBackend:
             self._give_slot(connection)
 
     async def _execute(
-        self, job: Job, target: _Target, connection: _Connection, script: str, spare: _Spare | None
+        self,
+        job: Job,
+        target: _Target,
+        connection: _Connection,
+        script: bytes,
+        spare: _Spare | None,
     ) -> Outcome:
         out = OutputSink(job.stdout_path, job.secrets, keep_all=True)
         err = _MarkerFilter(OutputSink(job.stderr_path, job.secrets, keep_all=False))
@@ -501,7 +503,7 @@ class SshBackend:
         self.spare_channels = 0
 
     async def _start_process(
-        self, connection: _Connection, script: str, spare: _Spare | None
+        self, connection: _Connection, spare: _Spare | None
     ) -> asyncssh.SSHClientProcess[bytes]:
         if spare is not None:
             try:
@@ -512,7 +514,7 @@ class SshBackend:
                 pass
             else:
                 try:
-                    process = await channel.start(script)
+                    process = await channel.start(REMOTE_COMMAND)
                 except asyncssh.ChannelOpenError:
                     # The server refused the command on this channel (or closed it): nothing
                     # ran. A new channel either works or says why.
@@ -525,14 +527,14 @@ class SshBackend:
                     return process
                 channel.close()
         conn = connection.conn
-        return await _retry_open(lambda: conn.create_process(script, encoding=None), conn)
+        return await _retry_open(lambda: conn.create_process(REMOTE_COMMAND, encoding=None), conn)
 
     async def _execute_streams(
         self,
         job: Job,
         target: _Target,
         connection: _Connection,
-        script: str,
+        script: bytes,
         spare: _Spare | None,
         out: OutputSink,
         err: _MarkerFilter,
@@ -540,7 +542,7 @@ class SshBackend:
         # The exec request may reach sshd even if we are cancelled while waiting for its
         # reply: start it as a task so that, on cancellation, we can still get the process
         # and kill it.
-        starting = asyncio.ensure_future(self._start_process(connection, script, spare))
+        starting = asyncio.ensure_future(self._start_process(connection, spare))
         try:
             process = await asyncio.shield(starting)
         except asyncio.CancelledError:
@@ -556,7 +558,10 @@ class SshBackend:
             raise
         except (OSError, asyncssh.Error) as exc:
             return self._channel_failure(job, target, connection, exc)
-        process.stdin.write_eof()  # no input: a command reading stdin sees EOF, not a hang
+        # The script, then end of file: `cat` takes it all, and a command reading its standard
+        # input sees end of file, not a hang.
+        process.stdin.write(script)
+        process.stdin.write_eof()
         pumps = [
             asyncio.ensure_future(_pump(process.stdout, out)),
             asyncio.ensure_future(_pump(process.stderr, err)),
@@ -663,9 +668,9 @@ class SshBackend:
     # --- uploads -------------------------------------------------------------------------
 
     async def _upload(self, job: Job, target: _Target, action: UploadAction) -> Outcome:
-        source = Path(job.render(action.source, quote=False)).expanduser()
+        source = Path(job.render(action.source)).expanduser()
         local = source if source.is_absolute() else job.workdir / source
-        dest = job.render(action.dest, quote=False)
+        dest = job.render(action.dest)
         if not local.exists():
             return _failed(job, f"cannot upload {local}: no such file or directory")
         connection = await self._connection(target)
@@ -742,12 +747,6 @@ def _choose_known_hosts(inventory: Inventory, explicit: str | Path | None) -> Pa
         if beside.is_file():
             return beside
     return Path("~/.ssh/known_hosts").expanduser()
-
-
-def _wrap(command: str, env: Mapping[str, str]) -> str:
-    exports = "".join(f"export {k}={shlex.quote(str(v))}; " for k, v in env.items())
-    marker = _PGID_MARKER.decode()
-    return f"printf '{marker}%s\\n' \"$$\" >&2; {exports}exec /bin/sh -c {shlex.quote(command)}"
 
 
 def _failed(job: Job, message: str) -> Outcome:

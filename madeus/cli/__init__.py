@@ -11,9 +11,13 @@ import argparse
 import importlib
 import pkgutil
 import sys
+import warnings
 
 from madeus import __version__
 from madeus.cli._common import EXIT_INTERRUPTED, normalise_simulate
+from madeus.cli._streams import guard_stdout
+
+WARNING_ACTIONS = ("default", "error", "ignore", "always", "module", "once")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +26,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Deploy distributed software from verified lifecycle models.",
     )
     parser.add_argument("--version", action="version", version=f"madeus {__version__}")
+    parser.add_argument(
+        "-W",
+        dest="warnings",
+        action="append",
+        default=[],
+        choices=WARNING_ACTIONS,
+        metavar="ACTION",
+        help="show Python warnings raised in the libraries madeus uses (hidden by default), "
+        "as python -W ACTION would: default, always, error, once, module or ignore",
+    )
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
@@ -30,12 +44,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def filter_warnings(actions: list[str]) -> None:
+    """Warnings raised inside third-party libraries (asyncssh's DSA deprecation with a recent
+    cryptography, among others) are for their developers, not for an operator: they would
+    print Python source lines that read like a traceback. They stay hidden unless asked for,
+    with `madeus -W ACTION` or Python's own `-W` / PYTHONWARNINGS (which this leaves alone).
+    Warnings of madeus itself are shown."""
+    if actions:
+        for action in actions:
+            warnings.simplefilter(action)  # type: ignore[arg-type]
+        return
+    if sys.warnoptions:  # python -W ... or PYTHONWARNINGS: the user's choice
+        return
+    warnings.filterwarnings("ignore")
+    warnings.filterwarnings("default", module=r"madeus(\.|$)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(normalise_simulate(sys.argv[1:] if argv is None else argv))
-    try:
-        code: int = args.func(args)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    return code
+    with warnings.catch_warnings(), guard_stdout():
+        filter_warnings(args.warnings)
+        try:
+            code: int = args.func(args)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        return code

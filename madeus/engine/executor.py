@@ -498,7 +498,7 @@ class Executor:
                     values[use.port] = self._data[used]
                     if used in self._data_secret:
                         secret_uses.add(use.port)
-            self._data[key] = render(value, values, quote=False)
+            self._data[key] = render(value, values)
             names = {name for name, _ in placeholders(value)}
             if inst_values.secret_params & names or secret_uses & names:
                 self._data_secret.add(key)  # never journaled: recomputed by a resume

@@ -42,6 +42,7 @@ from madeus.model import (
     UsePort,
     Value,
 )
+from madeus.shell import unsafe_placeholders
 from madeus.source import Span
 from madeus.template import TemplateError, placeholders
 
@@ -401,6 +402,22 @@ class _Checker:
                 texts = _action_texts(t.action)
                 if texts:
                     self._templates(texts, t.action.span, _in_transition(t, c), known)
+                if isinstance(t.action, ShellAction):
+                    self._shell_contexts(t.action, _in_transition(t, c))
+
+    def _shell_contexts(self, action: ShellAction, where: str) -> None:
+        """Placeholders where no quoting keeps a value literal (see madeus/shell.py)."""
+        try:
+            found = unsafe_placeholders(action.command)
+        except TemplateError:
+            return  # reported by _templates
+        for problem in found:
+            name_end = action.command.index("}", problem.offset) + 1
+            self.error(
+                "unsafe-placeholder",
+                f"in {where}: {problem.reason}",
+                self.locate.in_string(action.span, 0, problem.offset, name_end - problem.offset),
+            )
 
     def _ports(self, c: ComponentType, names: _Names, known: set[str]) -> None:
         ports: list[Port] = [*c.provides, *c.uses]

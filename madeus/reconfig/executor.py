@@ -404,7 +404,7 @@ class ReconfigExecutor:
                 values = host_values(self._inventory, self._host(hosts[0])) if hosts else {}
                 values.update(inst_values.params)
                 try:
-                    self.data[key] = render(port.value, values, quote=False)
+                    self.data[key] = render(port.value, values)
                 except MadeusError:
                     continue
                 if inst_values.secret_params & {n for n, _ in placeholders(port.value)}:

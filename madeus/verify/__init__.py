@@ -23,8 +23,6 @@ z3 is imported only when a check needs it: `import madeus.verify` is cheap.
 from __future__ import annotations
 
 import gc
-import sys
-import types
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -144,19 +142,6 @@ def problem_elements(target: Target) -> frozenset[str | tuple[str, str]]:
             group_place = f"{unsafe.link.provider}:place:{p}"
             elements.update({group_place, (group_place, provide)})
     return frozenset(elements)
-
-
-class _CallableModule(types.ModuleType):
-    """`madeus.verify` is both this package and the library function `madeus.verify(...)`
-    (SPEC's API): once the package is imported, Python binds the attribute `verify` of
-    `madeus` to the package, whatever `madeus/__init__.py` put there. Making the package
-    callable keeps `madeus.verify(assembly)` working either way."""
-
-    def __call__(self, target: Target) -> list[Diagnostic]:
-        return verify(target)
-
-
-sys.modules[__name__].__class__ = _CallableModule
 
 
 # Reconfiguration programs (behaviours.py), imported on first use: they bring madeus.reconfig
