@@ -519,3 +519,36 @@ def test_console_script_help() -> None:
     for verb in ("check", "plan", "graph"):
         assert re.search(rf"^\s+{verb}\s", done.stdout, re.MULTILINE)
     assert time.perf_counter() - began < 5  # sanity only: interpreter start-up varies
+
+
+def test_third_party_warnings_are_hidden_unless_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """asyncssh with a recent cryptography warns about DSA at import: an operator must not see
+    Python source lines before a real message. `madeus -W ACTION` and Python's own -W /
+    PYTHONWARNINGS still show them; madeus's own warnings always show."""
+    import warnings
+
+    from madeus.cli import filter_warnings
+
+    def shown(module: str, actions: list[str]) -> bool:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.resetwarnings()
+            filter_warnings(actions)
+            warnings.warn_explicit("DSA is deprecated", DeprecationWarning, "x.py", 1, module)
+        return bool(caught)
+
+    monkeypatch.setattr(sys, "warnoptions", [])
+    assert not shown("asyncssh.crypto.dsa", [])
+    assert shown("madeus.engine", [])
+    assert shown("asyncssh.crypto.dsa", ["default"])
+    monkeypatch.setattr(sys, "warnoptions", ["default"])  # python -W default, PYTHONWARNINGS
+    assert shown("asyncssh.crypto.dsa", [])
+
+
+def test_the_warning_option_comes_before_the_verb(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["-W", "default", "check", str(DEMO)]) == 0
+    with pytest.raises(SystemExit) as caught:
+        main(["-W", "loud", "check", str(DEMO)])
+    assert caught.value.code == 2
+    assert "argument -W: invalid choice: 'loud'" in capsys.readouterr().err

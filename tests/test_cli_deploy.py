@@ -427,3 +427,34 @@ assembly slow { s = Slow }
     finally:
         if not _gone(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_a_closed_standard_output_never_stops_a_deployment(tmp_path: Path) -> None:
+    """`madeus deploy ... | head -2`: the reader goes away after two lines; the deployment
+    goes on to its end, and no traceback reaches the terminal."""
+    import subprocess
+    import sys
+
+    script = "import sys; from madeus.cli import main; sys.exit(main(sys.argv[1:]))"
+    pipeline = (
+        f"{sys.executable} -c '{script}' deploy {DEMO} | head -2 >/dev/null;"
+        " echo status=${PIPESTATUS[0]} >&2"
+    )
+    done = subprocess.run(
+        ["bash", "-c", pipeline], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.stderr == "status=0\n"
+    assert (tmp_path / "demo-site" / "pages" / "contact.html").exists()
+    trace = json.loads((only_run_dir(tmp_path) / "trace.json").read_text())
+    assert {e["status"] for e in trace["events"]} == {"ok"}
+    assert len(trace["events"]) == 7
+    # The same for a verb that only prints.
+    status = subprocess.run(
+        ["bash", "-c", f"{sys.executable} -c '{script}' status {DEMO} | head -1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (status.returncode, status.stderr) == (0, "")
+    assert status.stdout.startswith("journal:")
