@@ -1,4 +1,4 @@
-"""The Ansible backend: real ansible-runner runs against a loopback sshd host and the local
+"""The Ansible backend: real ansible-playbook runs against a loopback sshd host and the local
 host (tests/sshd_helpers.py)."""
 
 from __future__ import annotations
@@ -112,53 +112,83 @@ def test_each_form_runs_over_ssh_with_extra_vars(
     inventory = sshd.inventory()
     values = {"greeting": greeting, "dest": str(dest), "host.name": "node-1"}
     job = make_job(inventory, "node-1", project, action, values=values)
-    outcome = run_job(AnsibleBackend(inventory, run_dir=tmp_path / "rd"), job)
+    outcome = run_job(AnsibleBackend(inventory), job)
     assert outcome.ok, outcome
     assert dest.read_text() == f"{word} {greeting}\n"
     log = (project.parent / "run" / "web.configure@node-1.out").read_text()
-    assert "PLAY RECAP" in log
+    assert "changed: [node-1]" in log
 
 
 @needs_sshd
-def test_private_data_dir_layout(sshd: Sshd, project: Path, tmp_path: Path) -> None:
-    inventory = sshd.inventory()
-    dest = tmp_path / "out.txt"
+def test_what_ansible_is_given_never_lands_on_disk(
+    sshd: Sshd, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The inventory (with its variables) and the extra variables (with secrets) reach
+    ansible-playbook as in-memory files; the operator's environment is not passed on, but
+    for PATH, HOME, locale, SSH_AUTH_SOCK and ANSIBLE_*."""
+    inventory_marker = f"inv-{uuid.uuid4().hex}"
+    value_marker = f"val-{uuid.uuid4().hex}"
+    env_marker = f"env-{uuid.uuid4().hex}"
+    monkeypatch.setenv("MADEUS_UNRELATED_SECRET", env_marker)
+    monkeypatch.setenv("ANSIBLE_MADEUS_TEST", "passed")
+    sshd.extra_host_vars["db_password"] = inventory_marker
+    try:
+        inventory = sshd.inventory()
+    finally:
+        del sshd.extra_host_vars["db_password"]
+    (project / "look.yml").write_text(
+        "- ansible.builtin.shell: env; sleep 1.5\n"
+        "  register: seen\n"
+        "  delegate_to: localhost\n"
+        "- ansible.builtin.copy:\n"
+        '    content: "{{ seen.stdout }}\\n{{ db_password | length }} {{ secret | length }}"\n'
+        "    dest: '{{ dest }}'\n"
+    )
+    dest = tmp_path / "seen.txt"
     job = make_job(
         inventory,
         "node-1",
         project,
-        AnsibleAction(role="motd", tasks="configure"),
-        values={"greeting": "hi", "dest": str(dest), "host.address": "x"},
+        AnsibleAction(tasks="look.yml"),
+        values={"dest": str(dest), "secret": value_marker},
+        secrets=frozenset({value_marker}),
     )
-    outcome = run_job(AnsibleBackend(inventory, run_dir=tmp_path / "rd"), job)
+    found: list[str] = []
+
+    async def scenario() -> Outcome:
+        task = asyncio.create_task(AnsibleBackend(inventory).run(job))
+        while not task.done():  # look for the markers in files while ansible-playbook runs
+            found.extend(files_holding([inventory_marker, value_marker], tmp_path, Path("/tmp")))
+            await asyncio.sleep(0.3)
+        return await task
+
+    outcome = asyncio.run(scenario())
     assert outcome.ok, outcome
-    pdd = tmp_path / "rd" / "ansible" / "web.configure@node-1"
-    assert pdd.is_dir()
-    assert not (pdd / "extravars.yml").exists()  # values may be secret: removed after
-    hosts = yaml.safe_load((pdd / "inventory" / "hosts.yml").read_text())
-    connection = {
-        "ansible_host": "127.0.0.1",
-        "ansible_port": sshd.port,
-        "ansible_user": "root",
-        "ansible_ssh_private_key_file": str(sshd.client_key),
-    }
-    assert hosts == {
-        "all": {
-            "hosts": {"node-1": connection, "node-2": connection},
-            "children": {"nodes": {"hosts": {"node-1": None, "node-2": None}}},
-        }
-    }
-    cfg = (pdd / "ansible.cfg").read_text()
-    assert "pipelining = True" in cfg
-    assert "ControlPersist=60s" in cfg
-    assert f"UserKnownHostsFile={sshd.known_hosts}" in cfg
-    assert "gathering = explicit" in cfg
-    play = yaml.safe_load((pdd / "project" / "main.yml").read_text())
+    seen = dest.read_text()
+    assert seen.endswith(f"\n{len(inventory_marker)} {len(value_marker)}")
+    assert env_marker not in seen
+    assert "ANSIBLE_MADEUS_TEST=passed" in seen
+    assert "ANSIBLE_PIPELINING=True" in seen
+    assert f"UserKnownHostsFile={sshd.known_hosts}" in seen
+    assert found == []
+    assert files_holding([inventory_marker, value_marker], tmp_path, Path("/tmp")) == []
+    play = yaml.safe_load((project.parent / "run" / "web.configure@node-1.play.yml").read_text())
     assert play[0]["gather_facts"] is False
-    assert play[0]["tasks"][0]["ansible.builtin.include_role"] == {
-        "name": "motd",
-        "tasks_from": "configure",
-    }
+    assert play[0]["tasks"][0]["ansible.builtin.include_tasks"] == str(project / "look.yml")
+
+
+def files_holding(markers: list[str], *roots: Path) -> list[str]:
+    """Files under `roots` holding a marker (files may come and go meanwhile)."""
+    found = []
+    for root in roots:
+        for folder, _, names in os.walk(root):
+            for name in names:
+                path = Path(folder) / name
+                with contextlib.suppress(OSError):
+                    if path.is_file() and not path.is_symlink() and path.stat().st_size < 1 << 22:
+                        data = path.read_bytes()
+                        found.extend(f"{path}: {m}" for m in markers if m.encode() in data)
+    return found
 
 
 @needs_sshd
@@ -182,22 +212,26 @@ def test_the_run_sees_the_whole_inventory_but_acts_on_the_jobs_host(
         AnsibleAction(playbook="peers.yml"),
         values={"dest": str(dest)},
     )
-    assert run_job(AnsibleBackend(inventory, run_dir=tmp_path / "rd"), job).ok
+    assert run_job(AnsibleBackend(inventory), job).ok
     assert Path(f"{dest}-node-1").read_text() == f"node-1,node-2 {sshd.port}"
     assert not Path(f"{dest}-node-2").exists()
 
 
 @needs_sshd
-def test_host_scope_writes_the_jobs_host_alone(sshd: Sshd, project: Path, tmp_path: Path) -> None:
-    inventory = sshd.inventory()
+def test_a_relative_inventory_path_still_finds_its_known_hosts(
+    sshd: Sshd, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`-i inventory.yml` from the inventory's directory: the known_hosts beside it is handed
+    to Ansible as an absolute path (a relative one once failed every job with "Host key
+    verification failed")."""
+    monkeypatch.chdir(sshd.dir)
+    from madeus.inventory import inventory_from_dict
+
+    inventory = inventory_from_dict(sshd.inventory_dict(), "inventory.yml")
     (project / "ok.yml").write_text("- ansible.builtin.ping:\n")
     job = make_job(inventory, "node-2", project, AnsibleAction(tasks="ok.yml"))
-    backend = AnsibleBackend(inventory, run_dir=tmp_path / "rd", inventory_scope="host")
-    assert run_job(backend, job).ok
-    hosts_file = tmp_path / "rd" / "ansible" / "web.configure@node-2" / "inventory" / "hosts.yml"
-    hosts = yaml.safe_load(hosts_file.read_text())
-    assert list(hosts["all"]["hosts"]) == ["node-2"]
-    assert hosts["all"]["children"] == {"nodes": {"hosts": {"node-2": None}}}
+    outcome = run_job(AnsibleBackend(inventory), job)
+    assert outcome.ok, outcome
 
 
 def test_forms_run_on_the_local_host(project: Path, tmp_path: Path) -> None:
@@ -214,7 +248,7 @@ def test_forms_run_on_the_local_host(project: Path, tmp_path: Path) -> None:
         job = make_job(
             inventory, "localhost", project, action, values={"greeting": "x", "dest": str(dest)}
         )
-        outcome = run_job(AnsibleBackend(inventory, run_dir=tmp_path / "rd"), job)
+        outcome = run_job(AnsibleBackend(inventory), job)
         assert outcome.ok, (form, outcome)
         assert dest.read_text() == f"{word} x\n"
 
@@ -226,7 +260,7 @@ def test_failing_task_reports_its_message(project: Path, tmp_path: Path) -> None
     )
     inventory = Inventory.local_default()
     job = make_job(inventory, "localhost", project, AnsibleAction(tasks="fail.yml"))
-    outcome = run_job(AnsibleBackend(inventory, run_dir=tmp_path / "rd"), job)
+    outcome = run_job(AnsibleBackend(inventory), job)
     assert outcome == Outcome(
         ok=False,
         exit_status=2,
@@ -252,7 +286,7 @@ def test_failure_messages_are_redacted(project: Path, tmp_path: Path) -> None:
         values={"password": "hunter2-secret"},
         secrets=frozenset({"hunter2-secret"}),
     )
-    outcome = run_job(AnsibleBackend(inventory, run_dir=tmp_path / "rd"), job)
+    outcome = run_job(AnsibleBackend(inventory), job)
     assert outcome.message == 'task "leak" failed on localhost: password is ******'
     assert outcome.stderr_tail == "password is ******"
     for log in (project.parent / "run").iterdir():
@@ -262,7 +296,7 @@ def test_failure_messages_are_redacted(project: Path, tmp_path: Path) -> None:
 def test_missing_role_is_a_plain_failure(project: Path, tmp_path: Path) -> None:
     inventory = Inventory.local_default()
     job = make_job(inventory, "localhost", project, AnsibleAction(role="nope", tasks="x"))
-    outcome = run_job(AnsibleBackend(inventory, run_dir=tmp_path / "rd"), job)
+    outcome = run_job(AnsibleBackend(inventory), job)
     assert outcome.ok is False
     assert outcome.exit_status == 2
     assert outcome.message.startswith(
@@ -273,7 +307,7 @@ def test_missing_role_is_a_plain_failure(project: Path, tmp_path: Path) -> None:
 def test_playbook_level_errors_are_reported_in_plain_words(project: Path, tmp_path: Path) -> None:
     inventory = Inventory.local_default()
     job = make_job(inventory, "localhost", project, AnsibleAction(role="nope"))
-    outcome = run_job(AnsibleBackend(inventory, run_dir=tmp_path / "rd"), job)
+    outcome = run_job(AnsibleBackend(inventory), job)
     assert outcome.ok is False
     assert outcome.exit_status == 1
     assert outcome.message.startswith(
@@ -286,7 +320,7 @@ def test_playbook_that_matches_no_host_fails(project: Path, tmp_path: Path) -> N
     (project / "elsewhere.yml").write_text("- hosts: databases\n  tasks: [{ping: }]\n")
     inventory = Inventory.local_default()
     job = make_job(inventory, "localhost", project, AnsibleAction(playbook="elsewhere.yml"))
-    outcome = run_job(AnsibleBackend(inventory, run_dir=tmp_path / "rd"), job)
+    outcome = run_job(AnsibleBackend(inventory), job)
     assert outcome == Outcome(
         ok=False,
         message=(
@@ -299,35 +333,29 @@ def test_playbook_that_matches_no_host_fails(project: Path, tmp_path: Path) -> N
 def test_missing_playbook_fails_before_running(project: Path, tmp_path: Path) -> None:
     inventory = Inventory.local_default()
     job = make_job(inventory, "localhost", project, AnsibleAction(playbook="absent.yml"))
-    backend = AnsibleBackend(inventory, run_dir=tmp_path / "rd")
+    backend = AnsibleBackend(inventory)
     outcome = run_job(backend, job)
     assert outcome == Outcome(ok=False, message=f"playbook {project / 'absent.yml'} does not exist")
     assert backend.runs == 0
 
 
-def test_ansible_playbook_must_be_beside_the_interpreter(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+def test_ansible_core_must_be_installed_beside_madeus(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "ansible" else real(name, *a)
+    )
     with pytest.raises(BackendError) as caught:
-        AnsibleBackend(Inventory.local_default(), run_dir=tmp_path)
+        AnsibleBackend(Inventory.local_default())
     assert str(caught.value) == (
-        f"ansible-playbook not found in {tmp_path}: install ansible-core in the environment "
-        "that runs madeus"
+        f"ansible-core is not installed in the environment that runs madeus ({sys.executable})"
     )
 
 
 def test_extra_vars_leave_out_host_values_and_non_identifiers() -> None:
     values = {"port": "3306", "host.name": "db-1", "host.vars.zone": "a", "bad-name": "x"}
     assert extra_vars(values) == ({"port": "3306"}, ["bad-name"])
-
-
-def test_private_data_dir_defaults_to_the_log_directory(project: Path, tmp_path: Path) -> None:
-    inventory = Inventory.local_default()
-    (project / "ok.yml").write_text("- ansible.builtin.ping:\n")
-    job = make_job(inventory, "localhost", project, AnsibleAction(tasks="ok.yml"), attempt=2)
-    assert run_job(AnsibleBackend(inventory), job).ok
-    assert (project.parent / "run" / "ansible" / "web.configure@localhost.attempt2").is_dir()
 
 
 # --- cancellation -------------------------------------------------------------------------
@@ -378,18 +406,21 @@ def cancel_after_start(backend: AnsibleBackend, job: Job, started: str) -> float
 
 
 @needs_sshd
-def test_cancellation_stops_a_remote_command(sshd: Sshd, project: Path, tmp_path: Path) -> None:
+def test_cancellation_stops_a_remote_command(
+    sshd: Sshd, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marker = f"ANSIBLE_MADEUS_TEST={uuid.uuid4().hex}"
+    monkeypatch.setenv(*marker.split("="))
     seconds = unique_sleep()
     (project / "slow.yml").write_text(f"- ansible.builtin.command: sleep {seconds}\n")
     inventory = sshd.inventory()
     job = make_job(inventory, "node-1", project, AnsibleAction(tasks="slow.yml"))
-    backend = AnsibleBackend(inventory, run_dir=tmp_path / "rd")
+    backend = AnsibleBackend(inventory)
     try:
         elapsed = cancel_after_start(backend, job, f"^sleep {seconds}$")
         assert elapsed < 5
         assert pgrep(seconds) == []
-        pdd = tmp_path / "rd" / "ansible" / "web.configure@node-1"
-        assert processes_with_env(f"ANSIBLE_CONFIG={pdd}/ansible.cfg") == []
+        assert processes_with_env(marker) == []
     finally:
         for pid in pgrep(seconds):
             os.kill(pid, signal.SIGKILL)
@@ -400,7 +431,7 @@ def test_cancellation_stops_a_local_command(project: Path, tmp_path: Path) -> No
     (project / "slow.yml").write_text(f"- ansible.builtin.command: sleep {seconds}\n")
     inventory = Inventory.local_default()
     job = make_job(inventory, "localhost", project, AnsibleAction(tasks="slow.yml"))
-    backend = AnsibleBackend(inventory, run_dir=tmp_path / "rd")
+    backend = AnsibleBackend(inventory)
     try:
         elapsed = cancel_after_start(backend, job, f"^sleep {seconds}$")
         assert elapsed < 5
@@ -410,14 +441,16 @@ def test_cancellation_stops_a_local_command(project: Path, tmp_path: Path) -> No
             os.kill(pid, signal.SIGKILL)
 
 
-def test_cancellation_stops_a_pause(project: Path, tmp_path: Path) -> None:
+def test_cancellation_stops_a_pause(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`pause` runs in an Ansible worker on the controller, in a session of its own."""
     (project / "pause.yml").write_text("- ansible.builtin.pause: {seconds: 300}\n")
     inventory = Inventory.local_default()
     job = make_job(inventory, "localhost", project, AnsibleAction(tasks="pause.yml"))
-    backend = AnsibleBackend(inventory, run_dir=tmp_path / "rd")
-    pdd = tmp_path / "rd" / "ansible" / "web.configure@localhost"
-    marker = f"ANSIBLE_CONFIG={pdd}/ansible.cfg"
+    backend = AnsibleBackend(inventory)
+    marker = f"ANSIBLE_MADEUS_TEST={uuid.uuid4().hex}"
+    monkeypatch.setenv(*marker.split("="))
 
     async def scenario() -> float:
         task = asyncio.create_task(backend.run(job))
@@ -453,21 +486,6 @@ def test_kill_marked_processes_spares_others(tmp_path: Path) -> None:
             proc.wait()
 
 
-def test_extravars_file_is_private_while_running(project: Path, tmp_path: Path) -> None:
-    (project / "look.yml").write_text(
-        "- ansible.builtin.command: stat -c %a {{ playbook_dir }}/../extravars.yml\n"
-        "  register: mode\n"
-        "- ansible.builtin.copy: {content: '{{ mode.stdout }}', dest: '{{ dest }}'}\n"
-    )
-    inventory = Inventory.local_default()
-    dest = tmp_path / "mode.txt"
-    job = make_job(
-        inventory, "localhost", project, AnsibleAction(tasks="look.yml"), values={"dest": str(dest)}
-    )
-    assert run_job(AnsibleBackend(inventory, run_dir=tmp_path / "rd"), job).ok
-    assert dest.read_text() == "600"
-
-
 def test_relative_run_directory(
     project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -484,4 +502,4 @@ def test_relative_run_directory(
         workdir=project.relative_to(tmp_path),
     )
     assert run_job(AnsibleBackend(inventory), job).ok
-    assert (tmp_path / ".madeus/runs/r1/ansible/web.configure@localhost/inventory").is_dir()
+    assert (tmp_path / ".madeus/runs/r1/web.configure@localhost.play.yml").is_file()

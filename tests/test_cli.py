@@ -461,7 +461,7 @@ def test_graph_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
 
 # --- start-up -------------------------------------------------------------------------------
 
-HEAVY = ("z3", "ansible", "ansible_runner", "asyncssh", "graphviz")
+HEAVY = ("z3", "ansible", "asyncssh", "graphviz")
 
 PROBE = """\
 import sys, time

@@ -49,19 +49,23 @@ import contextlib
 import logging
 import shlex
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncssh
 
 from madeus.backends.base import Job, Outcome
-from madeus.backends.local import OutputSink
+from madeus.backends.connection import Connection, connection_of, known_hosts_file
+from madeus.backends.process import OutputSink, despite_cancellation
 from madeus.errors import MadeusError
 from madeus.inventory import Host, Inventory
 from madeus.model import ShellAction, UploadAction
 from madeus.shell import SHELL_ARGV
+
+if TYPE_CHECKING:
+    from madeus.backends.router import BackendConfig
 
 logger = logging.getLogger(__name__)
 
@@ -83,21 +87,6 @@ class _ConnectFailed(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-@dataclass(frozen=True, slots=True)
-class _Target:
-    """Where and how to reach one host (host vars merged with its groups' vars)."""
-
-    name: str
-    address: str
-    port: int
-    user: str | None
-    key_file: str | None
-
-    @property
-    def label(self) -> str:
-        return f"{self.name} ({self.address}:{self.port})"
 
 
 class _Client(asyncssh.SSHClient):
@@ -250,7 +239,7 @@ class SshBackend:
             raise ValueError("spare_channels must be at least 0")
         self.inventory = inventory
         self.insecure = insecure_no_host_key_check
-        self.known_hosts_path = _choose_known_hosts(inventory, known_hosts)
+        self.known_hosts_path = known_hosts_file(inventory, known_hosts)
         self.connect_timeout = connect_timeout
         self.keepalive_interval = keepalive_interval
         self.keepalive_count_max = keepalive_count_max
@@ -269,29 +258,23 @@ class SshBackend:
             )
 
     @classmethod
-    def from_config(cls, config: Any) -> SshBackend:
-        """Built by the router from its `BackendConfig`; optional fields are read if present
-        (`known_hosts`, `insecure_no_host_key_check`, `ssh_keepalive_interval`,
-        `ssh_keepalive_count_max`)."""
-        inventory = getattr(config, "inventory", None)
+    def from_config(cls, config: BackendConfig) -> SshBackend:
         keepalive: dict[str, Any] = {}
-        interval = getattr(config, "ssh_keepalive_interval", None)
-        if interval is not None:
-            keepalive["keepalive_interval"] = float(interval)
-        count_max = getattr(config, "ssh_keepalive_count_max", None)
-        if count_max is not None:
-            keepalive["keepalive_count_max"] = int(count_max)
+        if config.ssh_keepalive_interval is not None:
+            keepalive["keepalive_interval"] = float(config.ssh_keepalive_interval)
+        if config.ssh_keepalive_count_max is not None:
+            keepalive["keepalive_count_max"] = int(config.ssh_keepalive_count_max)
         return cls(
-            inventory if inventory is not None else Inventory.local_default(),
-            known_hosts=getattr(config, "known_hosts", None),
-            insecure_no_host_key_check=bool(getattr(config, "insecure_no_host_key_check", False)),
+            config.inventory if config.inventory is not None else Inventory.local_default(),
+            known_hosts=config.known_hosts,
+            insecure_no_host_key_check=config.insecure_no_host_key_check,
             **keepalive,
         )
 
     # --- the Backend protocol ------------------------------------------------------------
 
     async def run(self, job: Job) -> Outcome:
-        target = self._target(job.host)
+        target = self._connection_of(job.host)
         action = job.action
         try:
             if isinstance(action, ShellAction):
@@ -309,10 +292,10 @@ class SshBackend:
         """Open the connection to every host at once, before the run starts: a host that
         cannot be reached is reported before anything changes anywhere, and the first
         transitions do not pay the SSH handshake. Returns one message per such host."""
-        targets = {host.name: self._target(host) for host in hosts}
+        targets = {host.name: self._connection_of(host) for host in hosts}
         problems: dict[str, str] = {}
 
-        async def one(target: _Target) -> None:
+        async def one(target: Connection) -> None:
             try:
                 await self._connection(target)
             except _ConnectFailed as exc:
@@ -335,26 +318,8 @@ class SshBackend:
 
     # --- connections ---------------------------------------------------------------------
 
-    def _target(self, host: Host) -> _Target:
-        merged: Mapping[str, Any] = (
-            self.inventory.host_vars(host.name) if host.name in self.inventory.hosts else {}
-        )
-        port = host.port
-        if port == 22 and "ansible_port" in merged:  # set on a group rather than the host
-            port = int(merged["ansible_port"])
-        user = host.user or _opt_str(merged.get("ansible_user"))
-        key = host.key_file or _opt_str(merged.get("ansible_ssh_private_key_file"))
-        return _Target(host.name, host.address, port, user, self._key_path(key))
-
-    def _key_path(self, key: str | None) -> str | None:
-        if key is None:
-            return None
-        path = Path(key).expanduser()
-        if not path.is_absolute() and self.inventory.path:
-            beside = Path(self.inventory.path).parent / path
-            if beside.exists():  # Ansible resolves from the cwd; the inventory dir is likelier
-                path = beside
-        return str(path)
+    def _connection_of(self, host: Host) -> Connection:
+        return connection_of(self.inventory, host)
 
     def _trusted_keys(self) -> asyncssh.SSHKnownHosts | None:
         if self.insecure:
@@ -367,7 +332,7 @@ class SshBackend:
             self._known_hosts = asyncssh.import_known_hosts(text)
         return self._known_hosts
 
-    async def _connection(self, target: _Target) -> _Connection:
+    async def _connection(self, target: Connection) -> _Connection:
         current = self._connections.get(target.name)
         if current is not None and not current.closed:
             return current
@@ -385,7 +350,7 @@ class SshBackend:
             self._refill(opened)
             return opened
 
-    async def _open(self, target: _Target) -> _Connection:
+    async def _open(self, target: Connection) -> _Connection:
         client = _Client()
         options: dict[str, Any] = {}
         if target.user is not None:  # else asyncssh's default: the local user name
@@ -429,7 +394,7 @@ class SshBackend:
 
     # --- shell commands ------------------------------------------------------------------
 
-    async def _run_shell(self, job: Job, target: _Target, action: ShellAction) -> Outcome:
+    async def _run_shell(self, job: Job, target: Connection, action: ShellAction) -> Outcome:
         script = job.shell_script(action.command).encode()
         connection = await self._connection(target)
         spare = await self._take_slot(connection)
@@ -441,7 +406,7 @@ class SshBackend:
     async def _execute(
         self,
         job: Job,
-        target: _Target,
+        target: Connection,
         connection: _Connection,
         script: bytes,
         spare: _Spare | None,
@@ -532,7 +497,7 @@ class SshBackend:
     async def _execute_streams(
         self,
         job: Job,
-        target: _Target,
+        target: Connection,
         connection: _Connection,
         script: bytes,
         spare: _Spare | None,
@@ -550,7 +515,7 @@ class SshBackend:
                 late = await asyncio.wait_for(starting, self.connect_timeout)
                 reader = asyncio.ensure_future(_pump(late.stderr, err))
                 try:
-                    await _despite_cancellation(
+                    await despite_cancellation(
                         self._stop_remote(job, target, connection, late, err)
                     )
                 finally:
@@ -572,7 +537,7 @@ class SshBackend:
         except asyncio.CancelledError:
             # The pumps keep running meanwhile: the pgid marker and the dying command's last
             # words still reach the logs.
-            await _despite_cancellation(self._stop_remote(job, target, connection, process, err))
+            await despite_cancellation(self._stop_remote(job, target, connection, process, err))
             raise
         except (OSError, asyncssh.Error) as exc:
             return self._channel_failure(job, target, connection, exc)
@@ -610,7 +575,7 @@ class SshBackend:
         return Outcome(ok=True, exit_status=0, output=out.text().strip())
 
     def _channel_failure(
-        self, job: Job, target: _Target, connection: _Connection, exc: BaseException
+        self, job: Job, target: Connection, connection: _Connection, exc: BaseException
     ) -> Outcome:
         if connection.closed:
             reason = connection.client.lost or _plain(exc)
@@ -620,7 +585,7 @@ class SshBackend:
     async def _stop_remote(
         self,
         job: Job,
-        target: _Target,
+        target: Connection,
         connection: _Connection,
         process: asyncssh.SSHClientProcess[bytes],
         err: _MarkerFilter,
@@ -667,7 +632,7 @@ class SshBackend:
 
     # --- uploads -------------------------------------------------------------------------
 
-    async def _upload(self, job: Job, target: _Target, action: UploadAction) -> Outcome:
+    async def _upload(self, job: Job, target: Connection, action: UploadAction) -> Outcome:
         source = Path(job.render(action.source)).expanduser()
         local = source if source.is_absolute() else job.workdir / source
         dest = job.render(action.dest)
@@ -719,17 +684,6 @@ async def _retry_open(
     return await start()
 
 
-async def _despite_cancellation(work: Awaitable[None]) -> None:
-    """Await `work` to its end even when cancelled again meanwhile (the engine cancels its
-    jobs, and the run itself may be cancelled on top): stopping a remote command is bounded in
-    time, and abandoning it half-way would leave the command running on the host. The caller
-    re-raises the cancellation it is handling."""
-    task = asyncio.ensure_future(work)
-    while not task.done():
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(task)
-
-
 async def _open_spare(conn: asyncssh.SSHClientConnection) -> _SpareChannel:
     async def attempt() -> _SpareChannel:
         channel = _SpareChannel(conn)
@@ -737,16 +691,6 @@ async def _open_spare(conn: asyncssh.SSHClientConnection) -> _SpareChannel:
         return channel
 
     return await _retry_open(attempt, conn)
-
-
-def _choose_known_hosts(inventory: Inventory, explicit: str | Path | None) -> Path:
-    if explicit is not None:
-        return Path(explicit).expanduser()
-    if inventory.path:
-        beside = Path(inventory.path).parent / "known_hosts"
-        if beside.is_file():
-            return beside
-    return Path("~/.ssh/known_hosts").expanduser()
 
 
 def _failed(job: Job, message: str) -> Outcome:

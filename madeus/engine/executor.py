@@ -31,6 +31,7 @@ import asyncio
 import json
 import logging
 import math
+import os
 import random
 import time
 from collections import deque
@@ -625,23 +626,44 @@ def _host_limit(inventory: Inventory, host: str) -> int | None:
 
 async def attempt_job(backend: Backend, job: Job, timeout: float | None) -> tuple[Status, Outcome]:
     """Run one attempt of a job under its timeout: `ok`, `failed` or `timeout`, with the
-    backend's outcome. Shared by the deploy and reconfiguration executors."""
+    backend's outcome. Shared by the deploy and reconfiguration executors. Nothing but a
+    cancellation escapes: a backend that raises fails the job (see `internal_error`)."""
     try:
         if timeout is None:
             outcome = await backend.run(job)
         else:
             async with asyncio.timeout(timeout) as scope:
                 outcome = await backend.run(job)
-    except TimeoutError:
-        if timeout is None or not scope.expired():
-            raise
-        return "timeout", Outcome(ok=False, message=f"timed out after {timeout:g} s")
+    except TimeoutError as exc:
+        if timeout is not None and scope.expired():
+            return "timeout", Outcome(ok=False, message=f"timed out after {timeout:g} s")
+        return "failed", internal_error(job, exc)
     except MadeusError as exc:  # the backend could not run it (e.g. not installed)
         return "failed", Outcome(ok=False, message=job.redact(str(exc)))
     except Exception as exc:
-        # A backend that lets an error escape (a refused connection...) fails the job, not
-        # the whole run: the operator gets the usual failure report, never a traceback.
-        _log.debug("backend error in %s on %s", job.id, job.host.name, exc_info=True)
-        message = job.redact(f"{type(exc).__name__}: {exc}")
-        return "failed", Outcome(ok=False, message=message)
+        return "failed", internal_error(job, exc)
     return ("ok" if outcome.ok else "failed"), outcome
+
+
+def internal_error(job: Job, exc: BaseException) -> Outcome:
+    """A backend let an exception escape: a bug, not a failed action. The job fails (the run
+    goes on as after any failure, never with a traceback on the terminal), the traceback goes
+    to the job's stderr log (secrets redacted), and the message says what happened."""
+    import traceback
+
+    where = ""
+    text = "".join(traceback.format_exception(exc))
+    if job.stderr_path is not None:
+        try:
+            fd = os.open(job.stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as log:
+                log.write(job.redact(f"madeus: internal error while running {job.id}:\n{text}"))
+            where = f"; the traceback is in {job.stderr_path}"
+        except OSError:
+            pass
+    _log.debug("internal error in %s on %s:\n%s", job.id, job.host.name, job.redact(text))
+    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return Outcome(
+        ok=False,
+        message=job.redact(f"internal error in madeus (a bug: please report it): {detail}{where}"),
+    )

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from madeus.engine.values import action_dir
 from madeus.inventory import Host
 from madeus.model import DEFAULT_BEHAVIOUR, OutputOf, ProvidePort, Transition
 from madeus.plan import Plan
@@ -143,12 +144,7 @@ def compile_program(deployment: Deployment, plan: Plan) -> Program:
                 DataUse(link.user_port, link.provider, link.provider_port)
             )
 
-    workdir = {
-        inst.name: Path(inst.component.span.path).parent
-        if inst.component.span.known
-        else Path.cwd()
-        for inst in deployment.instances
-    }
+    workdir = {inst.name: action_dir(inst.component) for inst in deployment.instances}
     return Program(
         ids=tuple(t.id for t in plan.transitions),
         instance_of=tuple(t.instance for t in plan.transitions),

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from madeus.engine.errors import ParameterError
 from madeus.errors import Diagnostic
 from madeus.inventory import Host, Inventory
-from madeus.model import EnvRef, Value
+from madeus.model import ComponentType, EnvRef, Value
 from madeus.resolve import Deployment
 
 
@@ -67,6 +68,14 @@ def _param_text(value: Value, environ: Mapping[str, str]) -> str | None:
     if isinstance(value, EnvRef):
         return environ.get(value.name)
     return to_text(value)
+
+
+def action_dir(component: ComponentType) -> Path:
+    """Where relative paths in a component's actions are read (an upload's source, a
+    playbook, a Python module): the directory of its `.mad` file, absolute, so that no
+    backend resolves it from a directory of its own."""
+    span = component.span
+    return (Path(span.path).parent if span.known else Path.cwd()).absolute()
 
 
 def host_values(inventory: Inventory, host: Host) -> dict[str, str]:

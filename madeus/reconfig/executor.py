@@ -29,11 +29,11 @@ from typing import Any, Literal
 
 from madeus.backends.base import Backend, Job, Outcome
 from madeus.backends.router import BackendConfig, Router, SimulateMode
-from madeus.engine.errors import Failure
+from madeus.engine.errors import Failure, JournalError
 from madeus.engine.events import RunEnded, RunStarted
 from madeus.engine.executor import attempt_job
 from madeus.engine.runlog import log_stem, make_private_dir
-from madeus.engine.values import InstanceValues, host_values, resolve_params
+from madeus.engine.values import InstanceValues, action_dir, host_values, resolve_params
 from madeus.errors import Diagnostic, MadeusError
 from madeus.inventory import LOCAL_HOST, Host
 from madeus.model import Action, Assembly, OutputOf
@@ -152,6 +152,7 @@ class ReconfigExecutor:
         self._processing = False
         self._stopping = False
         self.failures: list[Failure] = []
+        self.journal_error: JournalError | None = None
         self.data: dict[str, str] = dict(configuration.data)
         self._secret_data: set[str] = set()
         self._recorded: dict[str, frozenset[str]] = {
@@ -220,10 +221,17 @@ class ReconfigExecutor:
                 touched[move.instance] = None
         for name in touched:
             self._record_marking(name)
-        if self._recorder is not None and touched:
-            self._recorder.flush()
+        if self._recorder is not None and touched and self.journal_error is None:
+            try:
+                self._recorder.flush()
+            except JournalError as exc:
+                # Without a journal nothing more may run: stop as after a failure.
+                self.journal_error = exc
+                self._stop()
 
     def _launch(self, instance: str, name: str) -> None:
+        if self._stopping:
+            return  # a failure (or the journal) stopped the run: nothing new starts
         machine = self.machine
         transition = machine.transition(instance, name)
         hosts = machine.hosts(instance)
@@ -320,6 +328,9 @@ class ReconfigExecutor:
                 span=transition.span,
             )
         )
+        self._stop()
+
+    def _stop(self) -> None:
         if self._stopping:
             return
         self._stopping = True
@@ -364,8 +375,6 @@ class ReconfigExecutor:
             stem = log_stem(tid, rec.host.name)
             stdout_path = self._run_dir / f"{stem}.out"
             stderr_path = self._run_dir / f"{stem}.err"
-        span = run.ix.component.span
-        workdir = Path(span.path).parent if span.known else Path.cwd()
         return Job(
             id=tid,
             instance=rec.instance,
@@ -379,7 +388,7 @@ class ReconfigExecutor:
             attempt=attempt,
             stdout_path=stdout_path,
             stderr_path=stderr_path,
-            workdir=workdir,
+            workdir=action_dir(run.ix.component),
         )
 
     def _reached(self, instance: str, place: str) -> None:
@@ -588,11 +597,16 @@ async def reconfigure(
                 on_event(RunEnded(trace, status, directory))
     finally:
         await router.aclose()
-        if recorder is not None and executor is not None:
+        if recorder is not None and executor is not None and executor.journal_error is None:
             stopped = status
             if status == "ok" and not executor.machine.finished:
                 stopped = "failed"
-            recorder.end(stopped)
+            try:
+                recorder.end(stopped)
+            except JournalError as exc:
+                executor.journal_error = exc
+    if executor.journal_error is not None:
+        raise executor.journal_error
     machine = executor.machine
     after = machine.to_configuration()
     if executor.failures:
