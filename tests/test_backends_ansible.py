@@ -384,9 +384,12 @@ def processes_with_env(needle: str) -> list[int]:
     return found
 
 
-def cancel_after_start(backend: AnsibleBackend, job: Job, started: str) -> float:
-    """Start the job, wait until `pgrep -f started` finds its process, cancel; return how
-    long the cancellation took."""
+def cancel_after_start(
+    backend: AnsibleBackend, job: Job, started: str, *, twice: bool = False
+) -> float:
+    """Start the job, wait until `pgrep -f started` finds its process, cancel (`twice`: and
+    again while the first cancellation cleans up, as when the run itself is cancelled on top
+    of the job); return how long the cancellation took."""
 
     async def scenario() -> float:
         task = asyncio.create_task(backend.run(job))
@@ -396,6 +399,9 @@ def cancel_after_start(backend: AnsibleBackend, job: Job, started: str) -> float
         assert pgrep(started), "the task never started"
         begin = time.monotonic()
         task.cancel()
+        if twice:
+            await asyncio.sleep(0.2)  # the clean-up has begun
+            task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         elapsed = time.monotonic() - begin
@@ -421,6 +427,22 @@ def test_cancellation_stops_a_remote_command(
         assert elapsed < 5
         assert pgrep(seconds) == []
         assert processes_with_env(marker) == []
+    finally:
+        for pid in pgrep(seconds):
+            os.kill(pid, signal.SIGKILL)
+
+
+@needs_sshd
+def test_a_second_cancellation_does_not_abandon_the_clean_up(
+    sshd: Sshd, project: Path, tmp_path: Path
+) -> None:
+    seconds = unique_sleep()
+    (project / "slow.yml").write_text(f"- ansible.builtin.command: sleep {seconds}\n")
+    inventory = sshd.inventory()
+    job = make_job(inventory, "node-1", project, AnsibleAction(tasks="slow.yml"))
+    try:
+        cancel_after_start(AnsibleBackend(inventory), job, f"^sleep {seconds}$", twice=True)
+        assert pgrep(seconds) == []
     finally:
         for pid in pgrep(seconds):
             os.kill(pid, signal.SIGKILL)

@@ -627,3 +627,28 @@ def test_connect_opens_every_host_up_front_and_names_the_unreachable(
     assert outcome.output == "ok"
     # One connection per reachable host, opened by `connect` and reused by the job.
     assert b.connections_opened == len(reachable)
+
+
+def test_the_engine_knows_the_session_limit_so_no_job_waits_unseen(
+    sshd: Sshd, tmp_path: Path
+) -> None:
+    """20 parallel commands on one host whose connection runs 8 at once: the engine's limiter
+    starts at most 8 (the trace shows when each really started), never 20 of which 12 would
+    wait inside the backend while the trace said they ran."""
+    from madeus import deploy_sync, load_text, resolve
+
+    transitions = "\n".join(
+        f'    transition t{i}: a -> b  shell "sleep 0.3"  ~0.3s' for i in range(20)
+    )
+    module = load_text(
+        f"component Wide {{\n    places a*, b\n{transitions}\n}}\n"
+        "assembly wide {\n    w = Wide on node-1\n}\n"
+    )
+    assert module.assembly is not None
+    result = deploy_sync(
+        resolve(module.assembly, sshd.inventory()), known_hosts=str(sshd.known_hosts)
+    )
+    events = result.trace.events
+    assert len(events) == 20
+    most = max(sum(1 for e in events if e.start <= x.start < e.end) for x in events)
+    assert most == 8

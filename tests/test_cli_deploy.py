@@ -193,6 +193,46 @@ def test_simulate_may_come_before_the_file(tmp_path: Path) -> None:
     assert not (tmp_path / "demo-site").exists()
 
 
+@pytest.mark.parametrize("verb", ["deploy", "reconfigure", "destroy"])
+def test_time_scale_without_simulate_is_refused(
+    verb: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --simulate a real run takes its real time: a --time-scale there would be
+    silently ignored, so it is a usage error and nothing runs."""
+    script = tmp_path / "noop.py"
+    script.write_text("def reconfigure(r):\n    pass\n")
+    argv = [verb, str(DEMO), *([str(script)] if verb == "reconfigure" else [])]
+    assert main([*argv, "--time-scale", "0.01"]) == 2
+    assert capsys.readouterr().err == (
+        f"madeus {verb}: error: --time-scale only applies with --simulate (a real run takes "
+        "the time it takes)\n"
+    )
+    assert not (tmp_path / ".madeus").exists()
+    assert not (tmp_path / "demo-site").exists()
+
+
+@pytest.mark.parametrize("option", ["--trace", "--gantt"])
+@pytest.mark.parametrize("verb", ["deploy", "reconfigure", "destroy"])
+def test_an_unwritable_output_is_refused_before_anything_runs(
+    verb: str, option: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = tmp_path / "noop.py"
+    script.write_text("def reconfigure(r):\n    pass\n")
+    argv = [verb, str(DEMO), *([str(script)] if verb == "reconfigure" else [])]
+    argv += [] if verb == "deploy" else ["--assume-deployed"]
+    (tmp_path / "taken.svg").mkdir()
+    for target, reason in [
+        ("missing-dir/out.svg", "No such file or directory"),
+        ("taken.svg", "Is a directory"),
+    ]:
+        assert main([*argv, option, target]) == 1
+        assert capsys.readouterr().err == (
+            f"madeus: error: cannot write {option} {target}: {reason} (nothing ran)\n"
+        )
+    assert not (tmp_path / ".madeus").exists()
+    assert not (tmp_path / "demo-site").exists()
+
+
 def test_gantt_needs_svg_or_html(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["deploy", str(DEMO), "--gantt", "chart.png"]) == 2
     assert capsys.readouterr().err == "madeus deploy: error: --gantt takes a .svg or .html file\n"

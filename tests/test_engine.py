@@ -843,3 +843,83 @@ def test_ssh_keepalives_come_from_options_or_the_inventory() -> None:
     assert str(caught.value) == (
         "inventory variable madeus_ssh_keepalive_count_max must be a number, not 'often'"
     )
+
+
+# --- backends that raise, threads, hidden queues ---------------------------------------------
+
+
+class Raising:
+    """A backend with a bug: it raises instead of returning an outcome."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    async def run(self, job: object) -> object:
+        raise self.error
+
+    async def aclose(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("error", [TimeoutError("read timed out"), KeyError("x")])
+def test_a_backend_that_raises_is_an_internal_error_not_a_traceback(
+    error: BaseException, tmp_path: Path
+) -> None:
+    """A backend raising TimeoutError (not the transition's timeout) once ended in an
+    ExceptionGroup. It is a bug in madeus: the job fails with a message that says so, the
+    traceback goes to the job's log, and the run ends like after any failure."""
+    comp = component("C", ["a", "b"], [t("go", "a", "b", action=ShellAction("true"))])
+    with pytest.raises(DeployError) as caught:
+        deploy_sync(
+            Assembly("bug", (comp,), (instance("c", "C"),)),
+            backend=Raising(error),  # type: ignore[arg-type]
+            run_dir=tmp_path / "run",
+        )
+    log = tmp_path / "run" / "c.go@localhost.err"
+    kind = type(error).__name__
+    assert caught.value.message == (
+        f"internal error in madeus (a bug: please report it): {kind}: {error}; the traceback "
+        f"is in {log}"
+    )
+    assert log.read_text().startswith("madeus: internal error while running c.go:\nTraceback")
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+
+
+NAP_STARTS: list[float] = []
+
+
+def sleep_one_second(ctx: object) -> str:
+    import time
+
+    NAP_STARTS.append(time.monotonic())
+    time.sleep(1)
+    return "slept"
+
+
+def test_synchronous_python_actions_never_queue_behind_a_thread_pool() -> None:
+    """12 independent 1 s actions on 2 cores once took 2 s, half of them waiting for a
+    thread of the default pool while the trace showed them running."""
+    comp = component(
+        "C",
+        ["a", "b"],
+        [t("nap", "a", "b", action=PythonAction("test_engine:sleep_one_second"))],
+    )
+    assembly = Assembly("naps", (comp,), tuple(instance(f"c{i}", "C") for i in range(12)))
+    NAP_STARTS.clear()
+    result = deploy_sync(assembly)
+    assert len(result.trace.events) == 12
+    # All twelve really started together (a pool of 6 would start the second six 1 s later).
+    assert max(NAP_STARTS) - min(NAP_STARTS) < 0.5, NAP_STARTS
+
+
+def test_a_timeout_stops_waiting_for_a_synchronous_python_action() -> None:
+    comp = component(
+        "C",
+        ["a", "b"],
+        [t("nap", "a", "b", action=PythonAction("test_engine:sleep_one_second"), timeout=0.2)],
+    )
+    with pytest.raises(DeployError) as caught:
+        deploy_sync(Assembly("nap", (comp,), (instance("c", "C"),)))
+    (event,) = caught.value.trace.events
+    assert event.status == "timeout"
+    assert event.end - event.start < 0.7

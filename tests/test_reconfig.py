@@ -813,3 +813,69 @@ def test_the_examples_of_the_guides_run(
         exec(example.replace('"assemblies/', f'"{REPO}/assemblies/'), {})
     out = capsys.readouterr().out
     assert out.startswith("58.5 nova.stop -> keystone.stop -> mariadb.stop")
+
+
+@dataclass
+class Raising:
+    """A backend with a bug: it raises instead of returning an outcome."""
+
+    error: BaseException
+
+    async def run(self, job: Job) -> Outcome:
+        raise self.error
+
+    async def aclose(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("error", [TimeoutError("lost"), RuntimeError("bug")])
+def test_a_backend_that_raises_fails_the_program_with_an_internal_error(
+    error: BaseException, tmp_path: Path
+) -> None:
+    state = app_on_db()
+    program = build(state, ("push", ("app", "stop")), ("wait_all", ()))
+    with pytest.raises(ReconfigError) as caught:
+        asyncio.run(reconfigure(state, program, backend=Raising(error), run_dir=tmp_path / "r"))
+    (failure,) = caught.value.failures
+    log = tmp_path / "r" / "app.pause@localhost.err"
+    kind = type(error).__name__
+    assert failure.message == (
+        f"internal error in madeus (a bug: please report it): {kind}: {error}; the traceback "
+        f"is in {log}"
+    )
+    assert f"raise self.error\n{kind}: {error}" in log.read_text()
+
+
+class FailingJournal(Journal):
+    """Its second flush fails, as a full disk would make it."""
+
+    flushes: int = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        if self.flushes == 2:
+            from madeus.engine.errors import JournalError
+
+            raise JournalError("cannot write the journal j.jsonl: No space left on device")
+
+
+def test_a_journal_that_cannot_be_written_stops_the_program_cleanly() -> None:
+    from madeus.engine.errors import JournalError
+
+    state = app_on_db()
+    program = build(
+        state,
+        ("push", ("app", "stop")),
+        ("push", ("db", "stop")),
+        ("push", ("db", "update")),
+        ("push", ("app", "update")),
+        ("wait_all", ()),
+    )
+    journal = FailingJournal()
+    with pytest.raises(JournalError) as caught:
+        asyncio.run(
+            reconfigure(state, program, simulate=True, time_scale=0.01, recorder=journal)  # type: ignore[arg-type]
+        )
+    assert str(caught.value) == "cannot write the journal j.jsonl: No space left on device"
+    # Nothing started after the failed write.
+    assert ("marking", ("db", ["on"])) not in journal.records

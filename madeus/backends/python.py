@@ -4,14 +4,18 @@ The function is called with one argument, an `ActionContext` (the values, the ho
 function writing to the job's stdout log). A returned string becomes the job's output (what
 `provide data ... = output of T` reads); an exception fails the job with its message.
 
-Sync functions run in a worker thread (`asyncio.to_thread`) so they cannot stall the engine. A
-thread cannot be interrupted: when such a job is cancelled the engine moves on at once and the
-function's thread finishes on its own. Async functions are cancelled like any coroutine.
+Sync functions run in a thread of their own, started for the job, so they cannot stall the
+engine, and never wait behind other jobs in a pool of threads (a pool's queue would be hidden
+from the engine: the trace would show them running while they waited). A thread cannot be
+interrupted: when such a job is cancelled (a timeout, a failure elsewhere) the engine stops
+waiting at once and the function's thread finishes on its own, its result dropped. Async
+functions are cancelled like any coroutine.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import inspect
 import os
@@ -20,12 +24,14 @@ import threading
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from madeus.backends.base import Job, Outcome
 from madeus.errors import BackendError
 from madeus.inventory import Host
 from madeus.model import PythonAction
+
+_T = TypeVar("_T")
 
 
 class ActionContext:
@@ -128,7 +134,7 @@ class PythonBackend:
             if inspect.iscoroutinefunction(function):
                 result = await function(context)
             else:
-                result = await asyncio.to_thread(function, context)
+                result = await in_thread(lambda: function(context), f"madeus {job.id}")
                 if inspect.isawaitable(result):
                     result = await result
         except asyncio.CancelledError:
@@ -144,6 +150,32 @@ class PythonBackend:
 
     async def aclose(self) -> None:
         return None
+
+
+def in_thread(work: Callable[[], _T], name: str) -> Awaitable[_T]:
+    """Run `work` in a new daemon thread; its result or exception arrives in the returned
+    future. Cancelling the future stops the waiting, not the thread."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[_T] = loop.create_future()
+
+    def deliver(result: _T | None, error: BaseException | None) -> None:
+        if done.cancelled():
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result)  # type: ignore[arg-type]
+
+    def body() -> None:
+        try:
+            result, error = work(), None
+        except BaseException as exc:  # delivered to the awaiting coroutine
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            loop.call_soon_threadsafe(deliver, result, error)
+
+    threading.Thread(target=body, name=name, daemon=True).start()
+    return done
 
 
 def _write_traceback(job: Job) -> None:

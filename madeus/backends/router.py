@@ -127,6 +127,17 @@ class Router:
             )
         return name
 
+    def capacity(self, action: Action | None, host: Host) -> int | None:
+        """How many such jobs the backend that runs them can run at once on `host` without
+        making them wait in a queue of its own (SSH: the sessions of one connection); None
+        when it has no such limit. The engine's limiter takes it, so that no job waits where
+        the engine cannot see it."""
+        name = self.route(action, host)
+        if name is None:
+            return None
+        capacity = getattr(self.backend(name), "capacity", None)
+        return None if capacity is None else int(capacity(host))
+
     def prepare(self, pairs: Iterable[tuple[Action | None, Host]]) -> None:
         """Build every backend these (action, host) pairs need, before anything runs, so a
         missing backend is reported up front rather than after half a deployment."""

@@ -288,6 +288,11 @@ class SshBackend:
         kind = type(action).__name__ if action is not None else "no action"
         return _failed(job, f"the SSH backend cannot run {kind} (transition {job.id})")
 
+    def capacity(self, host: Host) -> int:
+        """Commands at once on one host's connection without waiting for a session slot (the
+        engine limits each host to this)."""
+        return self.max_sessions
+
     async def connect(self, hosts: Iterable[Host]) -> list[str]:
         """Open the connection to every host at once, before the run starts: a host that
         cannot be reached is reported before anything changes anywhere, and the first

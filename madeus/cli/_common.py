@@ -87,10 +87,54 @@ def add_simulate_args(parser: argparse.ArgumentParser, journal_note: str = "") -
     parser.add_argument(
         "--time-scale",
         type=non_negative_float,
-        default=1.0,
         metavar="X",
-        help="multiply simulated durations by X (default 1; 0 runs them all at once)",
+        help="with --simulate: multiply simulated durations by X (default 1; 0 runs them all "
+        "at once)",
     )
+
+
+def time_scale(args: argparse.Namespace) -> float:
+    """The scale of simulated durations: 1 for real runs."""
+    if not args.simulate or args.time_scale is None:
+        return 1.0
+    scale: float = args.time_scale
+    return scale
+
+
+def check_run_args(args: argparse.Namespace, verb: str) -> int | None:
+    """What the options of a verb that runs (deploy, reconfigure, destroy) can only reveal
+    together, checked before anything runs: None when all is well, else the exit status after
+    saying why."""
+    if args.time_scale is not None and not args.simulate:
+        print(
+            f"madeus {verb}: error: --time-scale only applies with --simulate (a real run "
+            "takes the time it takes)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if args.gantt and Path(args.gantt).suffix.lower() not in (".svg", ".html", ".htm"):
+        print(f"madeus {verb}: error: --gantt takes a .svg or .html file", file=sys.stderr)
+        return EXIT_USAGE
+    for option, path in (("--trace", args.trace), ("--gantt", args.gantt)):
+        problem = unwritable(path) if path else None
+        if problem is not None:
+            return fail(f"cannot write {option} {path}: {problem} (nothing ran)")
+    return None
+
+
+def unwritable(path: str) -> str | None:
+    """Why `path` cannot be written, found by trying (a file created for the test is removed
+    again); None when it can."""
+    target = Path(path)
+    existed = target.exists()
+    try:
+        with open(target, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if not existed:
+        target.unlink(missing_ok=True)
+    return None
 
 
 def add_ssh_args(parser: argparse.ArgumentParser) -> None:

@@ -29,10 +29,12 @@ from madeus.cli._common import (
     add_inventory_arg,
     add_simulate_args,
     add_ssh_args,
+    check_run_args,
     fail,
     non_negative_float,
     report,
     reports_errors,
+    time_scale,
 )
 
 if TYPE_CHECKING:
@@ -178,10 +180,10 @@ def run(args: argparse.Namespace) -> int:
     from madeus.errors import BackendError
     from madeus.plan import build_plan
 
+    refused = check_run_args(args, "deploy")
+    if refused is not None:
+        return refused
     gantt = Path(args.gantt) if args.gantt else None
-    if gantt is not None and gantt.suffix.lower() not in (".svg", ".html", ".htm"):
-        print("madeus deploy: error: --gantt takes a .svg or .html file", file=sys.stderr)
-        return 2
     if (args.assume_done or args.rerun) and not args.resume:
         option = "--assume-done" if args.assume_done else "--rerun"
         print(f"madeus deploy: error: {option} only applies with --resume", file=sys.stderr)
@@ -203,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
                 )
                 return EXIT_ERRORS
     plan = build_plan(deployment)
-    scale = args.time_scale if args.simulate else 1.0
+    scale = time_scale(args)
     run_id = new_run_id()
     run_dir = DEFAULT_RUNS / run_id  # created by the engine once the run can start
     # The journal's lock keeps two runs of this assembly and inventory apart; an unwritable
@@ -223,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
                                 deployment,
                                 plan=plan,
                                 simulate=args.simulate or False,
-                                time_scale=args.time_scale,
+                                time_scale=scale,
                                 max_parallel=args.max_parallel,
                                 scheduling=args.scheduling,
                                 let_running_finish=args.let_running_finish,

@@ -27,14 +27,15 @@ from madeus.cli._common import (
     EXIT_ERRORS,
     EXIT_INTERRUPTED,
     EXIT_OK,
-    EXIT_USAGE,
     Loaded,
     add_inventory_arg,
     add_simulate_args,
     add_ssh_args,
+    check_run_args,
     fail,
     report,
     reports_errors,
+    time_scale,
 )
 from madeus.errors import Diagnostic
 
@@ -109,10 +110,10 @@ def run_program(
     from madeus.cli.check import load_existing
     from madeus.engine.journal import JournalError
 
+    refused = check_run_args(args, verb)
+    if refused is not None:
+        return refused
     gantt = Path(args.gantt) if args.gantt else None
-    if gantt is not None and gantt.suffix.lower() not in (".svg", ".html", ".htm"):
-        print(f"madeus {verb}: error: --gantt takes a .svg or .html file", file=sys.stderr)
-        return EXIT_USAGE
     loaded = load_existing(file, args.inventory)
     try:
         from madeus.reconfig.state import open_state_journal
@@ -195,7 +196,7 @@ def _run_locked(
         prediction = None
     if prediction is not None:
         report(idle_warnings(prediction, state, program))
-    scale = args.time_scale if args.simulate else 1.0
+    scale = time_scale(args)
     run_dir = DEFAULT_RUNS / new_run_id()
     from madeus.cli.deploy import make_progress
 
@@ -212,7 +213,7 @@ def _run_locked(
                         state,
                         program,
                         simulate=args.simulate or False,
-                        time_scale=args.time_scale,
+                        time_scale=scale,
                         on_event=progress.on_event,
                         run_dir=run_dir,
                         prediction=prediction,

@@ -49,7 +49,7 @@ from madeus.engine.program import Program
 from madeus.engine.runlog import log_stem
 from madeus.engine.values import InstanceValues, host_values
 from madeus.errors import MadeusError
-from madeus.inventory import Inventory
+from madeus.inventory import Host, Inventory
 from madeus.model import Action, OutputOf
 from madeus.trace import Status, Trace, TraceEvent
 
@@ -113,7 +113,7 @@ class Executor:
         self._instant = [
             instant is not None and instant(t.action, t.expected) for t in program.transitions
         ]
-        host_limits = [_host_limit(inventory, h.name) for h in program.hosts]
+        host_limits = _host_limits(program, inventory, getattr(backend, "capacity", None))
         self._limiter: Limiter | None = None
         if max_parallel is not None or any(x is not None for x in host_limits):
             job_priority = [program.priority[i] for i in program.job_trans]
@@ -606,7 +606,31 @@ class Executor:
         return Trace(self.assembly, self.started_at, makespan, tuple(events))
 
 
-def _host_limit(inventory: Inventory, host: str) -> int | None:
+def _host_limits(
+    program: Program,
+    inventory: Inventory,
+    capacity: Callable[[Action | None, Host], int | None] | None,
+) -> list[int | None]:
+    """Per host: `madeus_max_parallel`, and what the backends serving its jobs can run at
+    once without a queue of their own (`Router.capacity`), whichever is smaller."""
+    limits = [host_limit(inventory, h.name) for h in program.hosts]
+    if capacity is None:
+        return limits
+    seen: dict[tuple[type, int], int | None] = {}
+    actions = [t.action for t in program.transitions]
+    for j, h in enumerate(program.job_host):
+        action = actions[program.job_trans[j]]
+        key = (type(action), h)
+        if key in seen:
+            continue
+        cap = seen[key] = capacity(action, program.hosts[h])
+        if cap is not None:
+            current = limits[h]
+            limits[h] = cap if current is None else min(current, cap)
+    return limits
+
+
+def host_limit(inventory: Inventory, host: str) -> int | None:
     """`madeus_max_parallel` from the host's (or its groups') variables."""
     if host not in inventory.hosts:
         return None

@@ -31,7 +31,7 @@ from madeus.backends.base import Backend, Job, Outcome
 from madeus.backends.router import BackendConfig, Router, SimulateMode
 from madeus.engine.errors import Failure, JournalError
 from madeus.engine.events import RunEnded, RunStarted
-from madeus.engine.executor import attempt_job
+from madeus.engine.executor import attempt_job, host_limit
 from madeus.engine.runlog import log_stem, make_private_dir
 from madeus.engine.values import InstanceValues, action_dir, host_values, resolve_params
 from madeus.errors import Diagnostic, MadeusError
@@ -142,6 +142,12 @@ class ReconfigExecutor:
         self._instant: Callable[[Action | None, float], bool] | None = getattr(
             backend, "instant", None
         )
+        self._capacity: Callable[[Action | None, Host], int | None] | None = getattr(
+            backend, "capacity", None
+        )
+        self._limits: dict[tuple[str, type], int | None] = {}
+        self._host_running: dict[str, int] = {}
+        self._waiting: dict[str, deque[int]] = {}
         self._jobs: list[_JobRec] = []
         self._left: dict[tuple[str, str], int] = {}  # running transition -> hosts not done
         self._first_job: dict[tuple[str, str], int] = {}
@@ -248,19 +254,50 @@ class ReconfigExecutor:
             j = len(self._jobs)
             if host_name == hosts[0]:
                 self._first_job[key] = j
-            now = self.now()
-            self._jobs.append(_JobRec(instance, name, transition.behaviour, host, now))
-            if self._emit is not None:
-                self._emit(
-                    TransitionStarted(
-                        f"{instance}.{name}", host.name, now, behaviour=transition.behaviour
-                    )
-                )
+            self._jobs.append(_JobRec(instance, name, transition.behaviour, host, math.nan))
             if instant:
+                self._start(j, run=False)
                 self._job_done(j, "ok", _OK)
-                continue
+            elif self._has_room(host, transition.action):
+                self._start(j)
+            else:  # the host is at its limit: the job starts when one of its jobs ends
+                self._waiting.setdefault(host.name, deque()).append(j)
+
+    def _start(self, j: int, *, run: bool = True) -> None:
+        """The job starts now: reported, and (`run`) its task created."""
+        rec = self._jobs[j]
+        rec.start = now = self.now()
+        if self._emit is not None:
+            self._emit(
+                TransitionStarted(
+                    f"{rec.instance}.{rec.transition}", rec.host.name, now, behaviour=rec.behaviour
+                )
+            )
+        if run:
+            self._host_running[rec.host.name] = self._host_running.get(rec.host.name, 0) + 1
             assert self._tg is not None
             self._tasks[j] = self._tg.create_task(self._run_job(j))
+
+    def _has_room(self, host: Host, action: Action | None) -> bool:
+        """Whether a job may start on `host` now: under the host's `madeus_max_parallel` and
+        what the backend can run there at once without a queue of its own."""
+        key = (host.name, type(action))
+        limit = self._limits.get(key, -1)
+        if limit == -1:
+            limit = host_limit(self._inventory, host.name)
+            capacity = self._capacity(action, host) if self._capacity is not None else None
+            if capacity is not None:
+                limit = capacity if limit is None else min(limit, capacity)
+            self._limits[key] = limit
+        return limit is None or self._host_running.get(host.name, 0) < limit
+
+    def _job_left_host(self, j: int) -> None:
+        """A running job ended (or was cancelled): the next one waiting for its host starts."""
+        host = self._jobs[j].host.name
+        self._host_running[host] -= 1
+        waiting = self._waiting.get(host)
+        if waiting and not self._stopping:
+            self._start(waiting.popleft())
 
     async def _run_job(self, j: int) -> None:
         rec = self._jobs[j]
@@ -290,10 +327,12 @@ class ReconfigExecutor:
             self._tasks.pop(j, None)
             rec.end = self.now()
             rec.status = "cancelled"
+            self._host_running[rec.host.name] -= 1
             self._emit_end(j, "cancelled", Outcome(ok=False), final=True)
             raise
         self._tasks.pop(j, None)
         self._job_done(j, status, outcome)
+        self._job_left_host(j)
         self._process([])
 
     def _job_done(self, j: int, status: Status, outcome: Outcome) -> None:
@@ -335,6 +374,7 @@ class ReconfigExecutor:
             return
         self._stopping = True
         self._ended.clear()
+        self._waiting.clear()  # jobs waiting for their host never start
         for task in list(self._tasks.values()):
             task.cancel()
 
@@ -473,6 +513,7 @@ class ReconfigExecutor:
                 r.attempts,
             )
             for r in self._jobs
+            if not math.isnan(r.start)  # never started (waiting for its host at a failure)
         ]
         events.sort(key=lambda e: e.start)
         makespan = max((e.end for e in events), default=0.0)
