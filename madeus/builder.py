@@ -196,7 +196,7 @@ class ComponentBuilder:
         timeout: Duration | None = None,
         retries: int = 0,
         behaviour: str = DEFAULT_BEHAVIOUR,
-        idempotent: bool = False,
+        idempotent: bool | None = None,
     ) -> ComponentBuilder:
         self._transitions.append(
             Transition(

@@ -109,12 +109,22 @@ class Transition:
     timeout: float | None = None  # seconds
     retries: int = 0
     behaviour: str = DEFAULT_BEHAVIOUR
-    idempotent: bool = False
+    # As written: `idempotent` (True), `idempotent false` (False), nothing (None).
+    idempotent: bool | None = None
     span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
     @property
     def expected(self) -> float:
         return self.duration if self.duration is not None else 0.0
+
+    @property
+    def safe_to_rerun(self) -> bool:
+        """Whether a run cut off in the middle of this transition may run it again without
+        asking: as declared, else true for Ansible actions (idempotent by Ansible's own
+        convention) and false for the others (a shell command may not be)."""
+        if self.idempotent is not None:
+            return self.idempotent
+        return isinstance(self.action, AnsibleAction)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from madeus.engine import DeployError, JournalState, ResumeError, deploy, open_j
 from madeus.engine.events import Event, RunEnded, TransitionEnded
 from madeus.engine.journal import Journal, read_journal
 from madeus.engine.validate import validate
+from madeus.errors import MadeusError
 from madeus.inventory import inventory_from_dict
 from madeus.model import (
     Assembly,
@@ -424,7 +425,7 @@ def test_a_running_job_that_is_not_idempotent_stops_the_resume(tmp_path: Path) -
             'transition "x.second" was running on host "h1" when run r1 stopped and is not '
             f"declared idempotent: check what it did (logs: {tmp_path}/runs/r1/x.second@h1.out), "
             "then resume with --assume-done x.second@h1 if it completed, or --rerun "
-            "x.second@h1 to run it again"
+            "x.second@h1 to run it again (--rerun cancelled: every such transition)"
         )
         assert not backend.runs  # nothing ran
         assert journal.state().runs[-1].id == "r1"  # nor was anything recorded
@@ -519,15 +520,13 @@ def test_data_values_of_skipped_jobs_come_from_the_journal(tmp_path: Path) -> No
 
 def test_selectors_are_checked(tmp_path: Path) -> None:
     deployment, journal = _stopped_in_second(tmp_path, idempotent=False)
-    from madeus.errors import MadeusError
-
     with journal:
         for bad, message in [
             ("x.nope", '--rerun x.nope: no transition "x.nope" in the plan'),
             (
                 "x.second@h3",
                 '--rerun x.second@h3: transition "x.second" does not run on host "h3" '
-                "(its hosts: h1, h2)",
+                "(hosts: h1, h2)",
             ),
         ]:
             with pytest.raises(MadeusError) as caught:
@@ -619,31 +618,113 @@ def test_cli_fresh_run_after_an_unfinished_one_says_where_it_went(
     assert len(list((directory / "history").iterdir())) == 1
 
 
-def test_cli_settling_a_stopped_rehearsal(
+def test_cli_a_stopped_rehearsal_just_resumes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Without --keep-going the failure cancels what runs; the resume names each cancelled
-    transition, and --rerun / --assume-done settle them."""
+    """Without --keep-going the failure cancels what runs; a simulated run did nothing real,
+    so the resume the tool suggests runs the cancelled transitions again without asking."""
     monkeypatch.chdir(tmp_path)
     args = [str(OPENSTACK), "-i", str(OS_INVENTORY), "--simulate", "--time-scale", "0.002"]
     args.append("--no-verify")
     assert main(["deploy", *args, "--inject-failure", "nova.upgrade_db"]) == 1
-    capsys.readouterr()
+    err = capsys.readouterr().err
+    assert err.endswith(
+        f"the journal keeps what ended: `madeus deploy {OPENSTACK} -i {OS_INVENTORY} "
+        "--simulate --resume` continues\n"
+    )
     state, _, _ = read_journal(OPENSTACK, OS_INVENTORY, simulate=True)
     cut = sorted(f"{tid}@{host}" for tid, host in state.running)
     assert cut  # something was running when the failure stopped the run
-    assert main(["deploy", *args, "--resume"]) == 1
-    err = capsys.readouterr().err
-    for selector in cut:
-        tid, host = selector.split("@")
-        assert f'transition "{tid}" was cancelled on host "{host}" when run ' in err
-        assert f"--rerun {selector} to run it again" in err
-    settle = ["--assume-done", cut[0], *(x for s in cut[1:] for x in ("--rerun", s))]
-    assert main(["deploy", *args, "--resume", *settle, "--trace", "t.json"]) == 0
+    assert main(["deploy", *args, "--resume", "--trace", "t.json"]) == 0
     statuses = {f"{e.id}@{e.host}": e.status for e in load("t.json").events}
-    assert statuses[cut[0]] == "skipped"
-    assert all(statuses[s] == "ok" for s in cut[1:])
+    assert all(statuses[s] == "ok" for s in cut)
     assert statuses["nova.upgrade_db@control-1"] == "ok"  # failed before: runs again
+
+
+CUT = """
+component Step {
+    places a*, b, c
+    transition slow: a -> b  shell "sleep 30"  ~30s
+    transition boom: a -> b  shell "sleep 0.5; test -e ok"
+    transition after: b -> c  shell "true"
+}
+component Play {
+    places a*, b
+    transition slow: a -> b  ansible tasks "slow.yml"
+}
+assembly cut {
+    x = Step
+    y = Step
+    p = Play
+}
+"""
+
+
+def test_cli_settling_cut_off_transitions_with_patterns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A real run stopped by a failure: the shell transitions it cut off must be settled
+    (they may have done half their work); the Ansible one runs again by itself (Ansible
+    actions are idempotent unless declared otherwise). Patterns and `cancelled` settle many
+    at once."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cut.mad").write_text(CUT)
+    (tmp_path / "slow.yml").write_text("- ansible.builtin.command: sleep 30\n")
+    deploy = ["deploy", "cut.mad", "--no-verify"]
+    assert main(deploy) == 1  # x.boom and y.boom fail after 0.5 s
+    capsys.readouterr()
+    state, _, _ = read_journal(tmp_path / "cut.mad", None)
+    assert state.running >= {("x.slow", "localhost"), ("y.slow", "localhost")}
+    assert main([*deploy, "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert 'transition "x.slow" was cancelled on host "localhost"' in err
+    assert 'transition "y.slow" was cancelled on host "localhost"' in err
+    assert "p.slow" not in err  # Ansible: runs again without asking
+    assert main([*deploy, "--resume", "--rerun", "z.*"]) == 1
+    assert capsys.readouterr().err == (
+        'madeus: error: --rerun z.*: no transition "z.*" in the plan\n'
+    )
+    (tmp_path / "slow.yml").write_text("- ansible.builtin.command: 'true'\n")
+    (tmp_path / "ok").touch()
+    (tmp_path / "cut.mad").write_text(CUT.replace("sleep 30", "true"))
+    assert main([*deploy, "--resume", "--rerun", "cancelled", "--trace", "t.json"]) == 0
+    statuses = {e.id: e.status for e in load("t.json").events}
+    assert statuses == {
+        "x.slow": "ok",  # run again
+        "y.slow": "ok",
+        "p.slow": "ok",
+        "x.boom": "ok",  # failed before: runs again
+        "y.boom": "ok",
+        "x.after": "ok",
+        "y.after": "ok",
+    }
+
+
+def test_selectors_take_patterns_and_cancelled(tmp_path: Path) -> None:
+    from madeus.engine.api import select_jobs
+    from madeus.engine.program import compile_program
+
+    deployment = resolve(_two_step(False), INVENTORY)
+    program = compile_program(deployment, build_plan(deployment))
+
+    def named(selectors: list[str], state: JournalState | None = None) -> set[str]:
+        jobs = select_jobs(program, selectors, "--rerun", state)
+        return {f"{program.ids[program.job_trans[j]]}@{_host(program, j)}" for j in jobs}
+
+    assert named(["x.*"]) == {"x.first@h1", "x.first@h2", "x.second@h1", "x.second@h2"}
+    assert named(["*@h2"]) == {"x.first@h2", "x.second@h2"}
+    assert named(["x.s*@h[12]"]) == {"x.second@h1", "x.second@h2"}
+    state = JournalState(running=frozenset({("x.second", "h1")}))
+    assert named(["cancelled"], state) == {"x.second@h1"}
+    with pytest.raises(MadeusError) as caught:
+        named(["*@h9"])
+    assert str(caught.value) == (
+        '--rerun *@h9: the transitions matching "*" do not run on host "h9" (hosts: h1, h2)'
+    )
+
+
+def _host(program: Any, j: int) -> str:
+    return str(program.hosts[program.job_host[j]].name)
 
 
 # --- the validator and skipped events ---------------------------------------------------------

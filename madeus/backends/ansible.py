@@ -421,6 +421,7 @@ class _Events:
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # task, message, detail
     last_stdout: str = ""
     processed: set[str] | None = None  # hosts in the final stats, when they came
+    unreachable: bool = False  # the host became unreachable during the run
     _pending: bytes = b""
     _log: OutputSink | None = None
 
@@ -451,6 +452,8 @@ class _Events:
             self._say(f"{kind}: [{host}]{ignored}" + (f" {message}" if message else ""))
             if kind in ("ok", "changed") and isinstance(event.get("stdout"), str):
                 self.last_stdout = event["stdout"]
+            if kind == "unreachable":
+                self.unreachable = True
             if kind in ("failed", "unreachable") and not event.get("ignored"):
                 if not message:
                     message = "unreachable" if kind == "unreachable" else "failed"
@@ -499,6 +502,8 @@ class _Events:
                 exit_status=code,
                 stderr_tail=job.redact(_tail(tail)),
                 message=job.redact(f'task "{task}" failed on {host}: {first}'),
+                # Unreachable in the middle of the play: what the task did is unknown.
+                uncertain=self.unreachable,
             )
         # No task failed: Ansible stopped before (a syntax error, a role not found...). Its
         # own error line says why.

@@ -62,6 +62,9 @@ class Outcome:
     output: str = ""  # standard output, stripped (feeds `provide data ... = output of T`)
     stderr_tail: str = ""  # last lines of standard error, redacted
     message: str = ""  # a plain-words reason when not ok
+    # Not ok, and nobody knows whether the action did its work: the connection to the host
+    # was lost while it ran. A resume treats it like a cancelled action, not a failed one.
+    uncertain: bool = False
 
 
 class Backend(Protocol):

@@ -559,6 +559,7 @@ class SshBackend:
                 ok=False,
                 stderr_tail=stderr_tail,
                 message=job.redact(f"lost the connection to {target.label}: {reason}"),
+                uncertain=True,  # the command may have run to its end unseen
             )
         if process.exit_signal is not None:
             signame = process.exit_signal[0]
@@ -583,8 +584,10 @@ class SshBackend:
         self, job: Job, target: Connection, connection: _Connection, exc: BaseException
     ) -> Outcome:
         if connection.closed:
+            # The command may have reached the host before the connection went: unknown.
             reason = connection.client.lost or _plain(exc)
-            return _failed(job, f"lost the connection to {target.label}: {reason}")
+            message = job.redact(f"lost the connection to {target.label}: {reason}")
+            return Outcome(ok=False, message=message, uncertain=True)
         return _failed(job, f"cannot run the command on {target.label}: {_plain(exc)}")
 
     async def _stop_remote(

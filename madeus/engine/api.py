@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import os
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -138,11 +139,13 @@ async def deploy(
     resumed = ResumePlan()
     if resume:
         assert journal is not None
+        state = journal.state()
         resumed = plan_resume(
             program,
-            journal.state(),
-            assume_done=select_jobs(program, assume_done, "--assume-done"),
-            rerun=select_jobs(program, rerun, "--rerun"),
+            state,
+            assume_done=select_jobs(program, assume_done, "--assume-done", state),
+            rerun=select_jobs(program, rerun, "--rerun", state),
+            simulated=mode is not None,
         )
     inv = deployment.inventory
     router = Router(
@@ -256,28 +259,63 @@ class ResumePlan:
     rerun: tuple[tuple[str, str], ...] = ()  # (id, host) that were running and run again
 
 
-def select_jobs(program: Program, selectors: Collection[str], option: str) -> frozenset[int]:
-    """Job indices named by `ID` (every host of the transition) or `ID@HOST`; MadeusError for
-    a transition or host the plan does not have."""
+def select_jobs(
+    program: Program,
+    selectors: Collection[str],
+    option: str,
+    state: JournalState | None = None,
+) -> frozenset[int]:
+    """Job indices named by selectors: `ID` (every host of the transition) or `ID@HOST`,
+    either part a shell-style pattern (`keystone.*`, `*@compute-1`); with a journal `state`,
+    also `cancelled`: every job the last run left cut off (running, cancelled, or whose
+    connection was lost). MadeusError for a selector that names nothing."""
     if not selectors:
         return frozenset()
     index = {tid: i for i, tid in enumerate(program.ids)}
     jobs: set[int] = set()
     for selector in selectors:
+        if selector == "cancelled" and state is not None:
+            jobs.update(
+                j
+                for j, i in enumerate(program.job_trans)
+                if (program.ids[i], _host(program, j)) in state.running
+            )
+            continue
         tid, at, host = selector.partition("@")
-        i = index.get(tid)
-        if i is None:
+        if _is_pattern(tid):
+            matched = [i for i, name in enumerate(program.ids) if fnmatch.fnmatchcase(name, tid)]
+        else:
+            matched = [index[tid]] if tid in index else []
+        if not matched:
             raise MadeusError(f'{option} {selector}: no transition "{tid}" in the plan')
-        first, last = program.job_base[i], program.job_base[i + 1]
-        chosen = [j for j in range(first, last) if not at or _host(program, j) == host]
+        chosen = [
+            j
+            for i in matched
+            for j in range(program.job_base[i], program.job_base[i + 1])
+            if not at or fnmatch.fnmatchcase(_host(program, j), host)
+        ]
         if not chosen:
-            hosts = ", ".join(_host(program, j) for j in range(first, last)) or "none"
+            hosts = ", ".join(
+                dict.fromkeys(
+                    _host(program, j)
+                    for i in matched
+                    for j in range(program.job_base[i], program.job_base[i + 1])
+                )
+            )
+            what = (
+                f'transition "{tid}" does not'
+                if len(matched) == 1 and not _is_pattern(tid)
+                else f'the transitions matching "{tid}" do not'
+            )
             raise MadeusError(
-                f'{option} {selector}: transition "{tid}" does not run on host "{host}" '
-                f"(its hosts: {hosts})"
+                f'{option} {selector}: {what} run on host "{host}" (hosts: {hosts or "none"})'
             )
         jobs.update(chosen)
     return frozenset(jobs)
+
+
+def _is_pattern(text: str) -> bool:
+    return any(c in text for c in "*?[")
 
 
 def plan_resume(
@@ -286,10 +324,13 @@ def plan_resume(
     *,
     assume_done: Collection[int] = frozenset(),
     rerun: Collection[int] = frozenset(),
+    simulated: bool = False,
 ) -> ResumePlan:
     """Decide what a resumed run does with each job the journal knows; ResumeError (one
-    diagnostic per job) when a job was running when the run stopped, is not idempotent, and
-    neither `assume_done` nor `rerun` names it."""
+    diagnostic per job) when a job was cut off when the run stopped (running, cancelled, its
+    connection lost), is not safe to rerun (`Transition.safe_to_rerun`), and neither
+    `assume_done` nor `rerun` names it. A `simulated` run did nothing real: what it cut off
+    simply runs again."""
     skip: set[int] = set()
     assumed: list[tuple[str, str]] = []
     again: list[tuple[str, str]] = []
@@ -310,7 +351,7 @@ def plan_resume(
             skip.add(j)
             assumed.append(key)
         elif key in state.running:
-            if program.transitions[i].idempotent:
+            if simulated or program.transitions[i].safe_to_rerun:
                 again.append(key)
             else:
                 problems.append(_unsettled(program, i, key, state))
@@ -333,12 +374,14 @@ def _unsettled(program: Program, i: int, key: tuple[str, str], state: JournalSta
         stem = Path(run.run_dir) / log_stem(tid, host)
         found = [f"{stem}{ext}" for ext in (".out", ".err") if Path(f"{stem}{ext}").exists()]
         logs = f" (logs: {', '.join(found)})" if found else f" (no output in {run.run_dir}/)"
-    cut = "was cancelled" if record is not None and record.status == "cancelled" else "was running"
+    cut = {"cancelled": "was cancelled", "lost": "lost its connection"}.get(
+        record.status if record is not None else "", "was running"
+    )
     return Diagnostic(
         "resume-unsettled",
         f'transition "{tid}" {cut} on host "{host}" {when} and is not declared idempotent: '
         f"check what it did{logs}, then resume with --assume-done {tid}@{host} if it completed, "
-        f"or --rerun {tid}@{host} to run it again",
+        f"or --rerun {tid}@{host} to run it again (--rerun cancelled: every such transition)",
         program.transitions[i].span,
     )
 

@@ -354,7 +354,10 @@ class Executor:
         if self._emit is not None:
             self._emit_end(j, i, _STATUS[code], outcome, self._attempts[j], final=True)
         if self._journal is not None and code != _SKIPPED:
-            self._jot(self._end_record(j, i, _STATUS[code], now, output))
+            # A lost connection leaves the outcome unknown: the journal says so ("lost"),
+            # and a resume asks about it as about a cancelled action.
+            recorded = "lost" if code != _OK and outcome.uncertain else _STATUS[code]
+            self._jot(self._end_record(j, i, recorded, now, output))
         if code != _OK and code != _SKIPPED:
             self._fail(j, i, _STATUS[code], outcome)
             if not self._stopping:

@@ -14,7 +14,7 @@ Records (`k` is the kind; `at` is seconds from the start of the run, monotonic c
     {"k":"run","run":ID,"started_at":ISO,"resume":BOOL,"run_dir":DIR|null,"pid":N,
      "host":NAME,"user":NAME,"command":[...]}
     {"k":"start","t":TRANSITION,"h":HOST,"at":S}
-    {"k":"end","t":TRANSITION,"h":HOST,"s":"ok"|"failed"|"timeout"|"cancelled","at":S
+    {"k":"end","t":TRANSITION,"h":HOST,"s":"ok"|"failed"|"timeout"|"cancelled"|"lost","at":S
      [,"out":OUTPUT][,"assumed":true]}
     {"k":"unstart","t":TRANSITION,"h":HOST}      its start is withdrawn: the run stopped
                                                  before the action was launched
@@ -75,9 +75,11 @@ HISTORY_DIR = "history"
 HISTORY_KEEP = 10
 FORMAT_VERSION = 1
 
-JobStatus = Literal["running", "ok", "failed", "timeout", "cancelled"]
-EndStatus = Literal["ok", "failed", "timeout", "cancelled"]
-_END_STATUSES = frozenset({"ok", "failed", "timeout", "cancelled"})
+# "lost": the connection to the host was lost while the action ran; like "cancelled", whether
+# it did its work is unknown.
+JobStatus = Literal["running", "ok", "failed", "timeout", "cancelled", "lost"]
+EndStatus = Literal["ok", "failed", "timeout", "cancelled", "lost"]
+_END_STATUSES = frozenset({"ok", "failed", "timeout", "cancelled", "lost"})
 _KEY_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -156,7 +158,8 @@ class JournalState:
 
     - `ended`: (transition id, host) pairs whose last record is a successful end;
     - `running`: started and not ended, including those cancelled when the run was stopped
-      (their action may have been cut off half-way: see `madeus deploy --resume`);
+      and those whose host connection was lost while they ran (their action may have been
+      cut off half-way, or have completed unseen: see `madeus deploy --resume`);
     - `failed`: ended with `failed` or `timeout` (re-run by a resume);
     - `data`: data port values by `instance.port` (never those derived from secrets);
     - `markings`: instance -> places holding tokens, as last recorded by a reconfiguration;
@@ -304,7 +307,7 @@ def _fold(records: Iterable[dict[str, Any]], torn: bool) -> JournalState:
         except (KeyError, TypeError, ValueError):
             continue  # a record this version does not understand: ignored
     ended = frozenset(k for k, j in jobs.items() if j.status == "ok")
-    running = frozenset(k for k, j in jobs.items() if j.status in ("running", "cancelled"))
+    running = frozenset(k for k, j in jobs.items() if j.status in ("running", "cancelled", "lost"))
     failed = frozenset(k for k, j in jobs.items() if j.status in ("failed", "timeout"))
     return JournalState(ended, running, data, markings, instances, failed, jobs, tuple(runs), torn)
 

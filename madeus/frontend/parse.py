@@ -451,8 +451,6 @@ class _ModelBuilder:
         for attr in c[6:]:
             if isinstance(attr, _Attr):
                 key, value = attr.key, attr.value
-            elif isinstance(attr, tuple):  # the IDEMPOTENT token
-                key, value = "idempotent", True
             else:
                 key, value = "action", attr
             if key in attrs:
@@ -468,15 +466,13 @@ class _ModelBuilder:
             attrs.get("timeout"),
             attrs.get("retries", 0),
             attrs.get("behaviour", DEFAULT_BEHAVIOUR),
-            attrs.get("idempotent", False),
+            attrs.get("idempotent"),
             self._span(c[0], c[-1]),
         )
 
     def _attr_span(self, attr: Any) -> Span:
         if isinstance(attr, _Attr):
             return self._tok_span(attr.tok)
-        if isinstance(attr, tuple):
-            return self._tok_span(cast(Tok, attr))
         return cast(Span, attr.span)
 
     def shell(self, c: list[Any]) -> Action:
@@ -510,6 +506,10 @@ class _ModelBuilder:
 
     def behaviour(self, c: list[Any]) -> _Attr:
         return _Attr("behaviour", c[1].value, c[0], c[1])
+
+    def idempotent(self, c: list[Any]) -> _Attr:
+        said = c[1] if len(c) > 1 else None
+        return _Attr("idempotent", said is None or said.value == "true", c[0], said or c[0])
 
     def provide(self, c: list[Any]) -> ProvidePort:
         kind, name = c[1].value, c[2].value
