@@ -384,6 +384,36 @@ def test_cancellation_kills_the_remote_process(sshd: Sshd, tmp_path: Path) -> No
             signal_pid(pid, signal.SIGKILL)
 
 
+def test_a_cancelled_command_keeps_its_last_words(sshd: Sshd, tmp_path: Path) -> None:
+    """The output pumps outlive the cancellation: what the command says while it is being
+    stopped still reaches its log (and so would the process-group marker, were it late)."""
+    seconds = unique_sleep()
+    job = make_job(
+        sshd,
+        tmp_path,
+        f"trap 'echo stopping >&2; exit 3' TERM; echo up; sleep {seconds} & wait",
+    )
+
+    async def scenario() -> None:
+        b = backend(sshd)
+        task = asyncio.create_task(b.run(job))
+        deadline = time.monotonic() + 5
+        while not pgrep(f"^sleep {seconds}$") and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await b.aclose()
+
+    try:
+        run(scenario())
+        assert (tmp_path / "app.step@node-1.out").read_text() == "up\n"
+        assert (tmp_path / "app.step@node-1.err").read_text() == "stopping\n"
+    finally:
+        for pid in pgrep(seconds):
+            signal_pid(pid, signal.SIGKILL)
+
+
 def test_timeout_scope_kills_the_remote_process(sshd: Sshd, tmp_path: Path) -> None:
     seconds = unique_sleep()
     job = make_job(sshd, tmp_path, f"sleep {seconds}")

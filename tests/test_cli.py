@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
@@ -22,16 +21,6 @@ OPENSTACK_INVENTORY = ROOT / "assemblies" / "openstack" / "inventory.yml"
 DEMO = ROOT / "assemblies" / "demo" / "demo.mad"
 
 
-def _has_frontend() -> bool:
-    try:
-        return hasattr(importlib.import_module("madeus.frontend"), "load_file")
-    except ImportError:
-        return False
-
-
-needs_frontend = pytest.mark.skipif(
-    not _has_frontend(), reason="the front end (madeus.frontend.load_file) is not there yet"
-)
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz is not installed")
 
 SPEC_CRITICAL_PATH = [
@@ -142,7 +131,6 @@ def test_check_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert "invalid choice: 'nope'" in usage_error(["nope"], capsys)
 
 
-@needs_frontend
 def test_check_ok(pair: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["check", "--no-verify", str(pair)], capsys) == (
         0,
@@ -151,13 +139,11 @@ def test_check_ok(pair: Path, capsys: pytest.CaptureFixture[str]) -> None:
     )
 
 
-@needs_frontend
 def test_check_ok_with_verifier_if_any(pair: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(["check", str(pair)], capsys)
     assert (code, out) == (0, f"{pair}: ok (2 instances, 3 transitions to deploy)\n")
 
 
-@needs_frontend
 def test_check_with_inventory(
     pair: Path, inventory: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -165,7 +151,6 @@ def test_check_with_inventory(
     assert (code, out, err) == (0, f"{pair}: ok (2 instances, 3 transitions to deploy)\n", "")
 
 
-@needs_frontend
 def test_check_unknown_target_in_inventory(
     tmp_path: Path, inventory: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -184,7 +169,6 @@ def test_check_unknown_target_in_inventory(
     assert len(lines) == 3
 
 
-@needs_frontend
 def test_check_syntax_error_in_spec_format(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -202,7 +186,6 @@ def test_check_syntax_error_in_spec_format(
     assert "Traceback" not in err
 
 
-@needs_frontend
 def test_check_blocked_deployment(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "ring.mad"
     path.write_text(CYCLE)
@@ -219,7 +202,6 @@ def test_check_blocked_deployment(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert run(["check", str(path)], capsys)[0] == 1
 
 
-@needs_frontend
 def test_check_demo(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(["check", "--no-verify", str(DEMO)], capsys)
     assert (code, out, err) == (0, f"{DEMO}: ok (3 instances, 7 transitions to deploy)\n", "")
@@ -228,7 +210,6 @@ def test_check_demo(capsys: pytest.CaptureFixture[str]) -> None:
 OTHERS = "other behaviours: stop, uninstall, update"
 
 
-@needs_frontend
 def test_check_openstack(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(["check", "--no-verify", str(OPENSTACK)], capsys)
     ok = f"{OPENSTACK}: ok (11 instances, 31 transitions to deploy; {OTHERS})\n"
@@ -240,7 +221,6 @@ def test_check_openstack(capsys: pytest.CaptureFixture[str]) -> None:
 # --- plan -----------------------------------------------------------------------------------
 
 
-@needs_frontend
 def test_plan_text(pair: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(["plan", str(pair)], capsys)
     assert (code, err) == (0, "")
@@ -256,7 +236,6 @@ def test_plan_text(pair: Path, capsys: pytest.CaptureFixture[str]) -> None:
     )
 
 
-@needs_frontend
 def test_plan_json(pair: Path, inventory: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(["plan", str(pair), "-i", str(inventory), "--format", "json"], capsys)
     assert (code, err) == (0, "")
@@ -299,7 +278,6 @@ def test_plan_json(pair: Path, inventory: Path, capsys: pytest.CaptureFixture[st
     }
 
 
-@needs_frontend
 def test_plan_output_file(pair: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out_path = tmp_path / "plan.json"
     assert run(["plan", str(pair), "--format", "json", "-o", str(out_path)], capsys) == (0, "", "")
@@ -318,7 +296,6 @@ def test_plan_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["plan", "missing.mad"], capsys) == (1, "", "missing.mad: error: no such file\n")
 
 
-@needs_frontend
 def test_plan_openstack(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(
         ["plan", str(OPENSTACK), "-i", str(OPENSTACK_INVENTORY), "--format", "json"], capsys
@@ -349,7 +326,6 @@ def test_plan_openstack(capsys: pytest.CaptureFixture[str]) -> None:
 VIEWS = ["assembly", "net", "plan", "component:Client"]
 
 
-@needs_frontend
 @pytest.mark.parametrize("view", VIEWS)
 def test_graph_dot(
     view: str, pair: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -361,7 +337,6 @@ def test_graph_dot(
     assert "s3cr3t-value" not in text
 
 
-@needs_frontend
 @needs_dot
 @pytest.mark.parametrize("view", VIEWS)
 @pytest.mark.parametrize("suffix", ["svg", "png"])
@@ -378,7 +353,6 @@ def test_graph_rendered(
         assert data.startswith(b"\x89PNG")
 
 
-@needs_frontend
 @needs_dot
 @pytest.mark.parametrize("view", ["assembly", "net", "plan", "component:Nova"])
 def test_graph_openstack(view: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -388,7 +362,6 @@ def test_graph_openstack(view: str, tmp_path: Path, capsys: pytest.CaptureFixtur
     assert b"<svg" in out.read_bytes()
 
 
-@needs_frontend
 def test_graph_without_dot_program(
     pair: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -416,7 +389,6 @@ def test_graph_without_dot_program(
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
 
 
-@needs_frontend
 def test_graph_unknown_component(
     pair: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -429,7 +401,6 @@ def test_graph_unknown_component(
     )
 
 
-@needs_frontend
 def test_graph_highlight_problems(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "ring.mad"
     path.write_text(CYCLE)
@@ -502,7 +473,6 @@ def test_help_is_fast_and_light() -> None:
     assert seconds < 0.5
 
 
-@needs_frontend
 def test_check_no_verify_is_fast_and_light() -> None:
     code, heavy, seconds = _fastest(["check", "--no-verify", str(DEMO)])
     assert (code, heavy) == (0, [])
@@ -510,9 +480,8 @@ def test_check_no_verify_is_fast_and_light() -> None:
 
 
 def test_console_script_help() -> None:
-    exe = shutil.which("madeus")
-    if exe is None:
-        pytest.skip("the madeus console script is not installed")
+    """The `madeus` console script pip installs beside the interpreter."""
+    exe = str(Path(sys.executable).parent / "madeus")
     began = time.perf_counter()
     done = subprocess.run([exe, "--help"], capture_output=True, text=True)
     assert done.returncode == 0
@@ -552,3 +521,29 @@ def test_the_warning_option_comes_before_the_verb(capsys: pytest.CaptureFixture[
         main(["-W", "loud", "check", str(DEMO)])
     assert caught.value.code == 2
     assert "argument -W: invalid choice: 'loud'" in capsys.readouterr().err
+
+
+def test_a_library_of_component_types_checks_and_draws(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file of component types and no assembly is checked as a library; its types can be
+    drawn; views that need an assembly say so."""
+    library = ROOT / "assemblies" / "openstack" / "components" / "mariadb.mad"
+    assert main(["check", str(library)]) == 0
+    assert capsys.readouterr().out == f"{library}: ok (library: 1 component type: MariaDB)\n"
+    out = tmp_path / "mariadb.dot"
+    assert main(["graph", str(library), "--view", "component:MariaDB", "-o", str(out)]) == 0
+    assert out.read_text().startswith("digraph")
+    assert main(["graph", str(library), "--view", "component:Nope", "-o", str(out)]) == 1
+    assert capsys.readouterr().err == (
+        f'{library}: error: no component type "Nope" in file {library} (component types: MariaDB)\n'
+    )
+    assert main(["graph", str(library), "-o", str(out)]) == 1
+    assert capsys.readouterr().err == (
+        f"madeus: error: {library} defines no assembly, only component types (`madeus check` "
+        "checks them; `madeus graph --view component:NAME` draws one)\n"
+    )
+    broken = tmp_path / "broken.mad"
+    broken.write_text("component A {\n    places a*, b\n    transition t: a -> c\n}\n")
+    assert main(["check", str(broken)]) == 1
+    assert 'unknown place "c"' in capsys.readouterr().err

@@ -813,7 +813,6 @@ def test_retries_wait_for_the_backoff(tmp_path: Path) -> None:
 
 
 def test_ssh_keepalives_come_from_options_or_the_inventory() -> None:
-    pytest.importorskip("asyncssh")
     from madeus.backends.router import BackendConfig
     from madeus.backends.ssh import SshBackend
     from madeus.engine.api import _setting

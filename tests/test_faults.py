@@ -250,11 +250,6 @@ assembly failing { x = Broken on alpha }
 
 
 @needs_testbed
-@pytest.mark.xfail(
-    strict=False,
-    reason="known intermittent bug: in 2 of 6 full-suite runs the remote command outlived "
-    "madeus by more than 5 s after SIGTERM (passes alone; see docs/reliability.md)",
-)
 def test_sigterm_kills_the_remote_command_and_keeps_the_journal(
     testbed: State, tmp_path: Path
 ) -> None:

@@ -13,6 +13,10 @@ from types import ModuleType
 import pytest
 from lark import Lark, Tree
 
+from madeus.frontend import load_file
+from madeus.plan import build_plan
+from madeus.resolve import resolve
+
 ROOT = Path(__file__).resolve().parent.parent
 GENERATE = ROOT / "bench" / "generate.py"
 
@@ -168,20 +172,11 @@ def test_ten_thousand_components_is_fast(tmp_path: Path) -> None:
     assert (counts.instances, counts.transitions, counts.connections) == (10_000, 100_000, 9_000)
 
 
-# --- with the real front end, once it exists ----------------------------------------------
-
-
-def _load_file():  # type: ignore[no-untyped-def]
-    frontend = pytest.importorskip("madeus.frontend")
-    load_file = getattr(frontend, "load_file", None)
-    if load_file is None:
-        pytest.skip("madeus.frontend.load_file is not there yet")
-    return load_file
+# --- through the front end -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("kind", generate.KINDS)
 def test_front_end_loads_every_kind(tmp_path: Path, kind: str) -> None:
-    load_file = _load_file()
     path = tmp_path / f"{kind}.mad"
     with path.open("w") as out:
         counts = generate.generate(kind, 25, 1.0, out)
@@ -200,9 +195,6 @@ def test_front_end_loads_every_kind(tmp_path: Path, kind: str) -> None:
     [("chain", 40, 40.0), ("fanout", 40, 2.0), ("layers", 40, 100.0), ("layers", 7, 70.0)],
 )
 def test_plan_makespan(tmp_path: Path, kind: str, n: int, makespan: float) -> None:
-    load_file = _load_file()
-    resolve = pytest.importorskip("madeus.resolve").resolve
-    build_plan = pytest.importorskip("madeus.plan").build_plan
     path = tmp_path / f"{kind}.mad"
     with path.open("w") as out:
         generate.generate(kind, n, 1.0, out)

@@ -182,10 +182,6 @@ def test_demo_deploys_inside_each_host(testbed: State, inventory: str, tmp_path:
     )
 
 
-@pytest.mark.skipif(
-    shutil.which("ansible-playbook", path=str(Path(sys.executable).parent)) is None,
-    reason="needs ansible-core in this environment",
-)
 def test_ansible_playbook_role_and_task_file_run_inside_each_host(
     testbed: State, inventory: str, tmp_path: Path
 ) -> None:

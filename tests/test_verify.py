@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from test_oracle import Generated, assemblies, component, deployment, explore_small
 
-from madeus.errors import MadeusError, render_all
+from madeus.errors import render_all
 from madeus.resolve import Deployment
 from madeus.verify import analyze, problem_elements, verify
 from madeus.verify.deploy import feasible_monolithic
@@ -38,18 +38,6 @@ ASSEMBLIES = sorted(
     for p in glob.glob(str(REPO / "assemblies/**/*.mad"), recursive=True)
     if re.search(r"^assembly ", Path(p).read_text(encoding="utf-8"), re.MULTILINE)
 )
-
-
-def _has(module: str, name: str | None = None) -> bool:
-    try:
-        found = importlib.import_module(module)
-    except ImportError:
-        return False
-    return name is None or hasattr(found, name)
-
-
-HAS_FRONTEND = _has("madeus.frontend", "load_file")
-needs_frontend = pytest.mark.skipif(not HAS_FRONTEND, reason="the front end is not there yet")
 
 
 @pytest.fixture
@@ -69,7 +57,6 @@ def _load(path: str) -> Deployment:
 # --- fixtures: exact diagnostics --------------------------------------------------------------
 
 
-@needs_frontend
 @pytest.mark.parametrize("path", FIXTURES)
 def test_fixture_gives_exactly_its_err_file(path: str, at_repo_root: None) -> None:
     expected = Path(path).with_suffix(".err").read_text(encoding="utf-8")
@@ -77,7 +64,6 @@ def test_fixture_gives_exactly_its_err_file(path: str, at_repo_root: None) -> No
     assert (render_all(diagnostics) + "\n" if diagnostics else "") == expected
 
 
-@needs_frontend
 @pytest.mark.parametrize("path", FIXTURES)
 def test_madeus_check_reports_the_fixture(
     path: str, at_repo_root: None, capsys: pytest.CaptureFixture[str]
@@ -91,16 +77,11 @@ def test_madeus_check_reports_the_fixture(
     assert err.startswith(expected)
 
 
-@needs_frontend
 @pytest.mark.parametrize("path", ASSEMBLIES)
 def test_every_shipped_assembly_is_sound(path: str, at_repo_root: None) -> None:
     from madeus.frontend import load_file
 
-    try:
-        module = load_file(path)
-    except MadeusError as error:  # loading is the front end's tests' business, not ours
-        pytest.skip(f"does not load: {error}")
-    assert verify(module) == []
+    assert verify(load_file(path)) == []
 
 
 def test_the_three_component_cycle_built_with_the_model_api() -> None:
@@ -181,7 +162,6 @@ def test_verify_takes_an_assembly_or_a_deployment() -> None:
 # --- the counterexamples drawn in the net -------------------------------------------------------
 
 
-@needs_frontend
 @pytest.mark.parametrize("path", FIXTURES)
 def test_problem_elements_are_nodes_and_edges_of_the_net(path: str, at_repo_root: None) -> None:
     from madeus.petri import build_net
@@ -197,7 +177,6 @@ def test_problem_elements_are_nodes_and_edges_of_the_net(path: str, at_repo_root
             assert element in graph, element
 
 
-@needs_frontend
 def test_the_cycle_is_highlighted_whole(at_repo_root: None) -> None:
     elements = problem_elements(_load("tests/data/verify/cycle2.mad"))
     assert {e for e in elements if isinstance(e, str)} == {
@@ -284,7 +263,6 @@ def test_counterexamples_are_real(generated: Generated) -> None:
 @settings(AGREEMENT, max_examples=60)
 @given(assemblies())
 def test_every_sound_assembly_deploys_with_a_valid_trace(generated: Generated) -> None:
-    pytest.importorskip("madeus.engine")
     from madeus.engine import deploy_sync
     from madeus.engine.validate import validate
 
@@ -296,13 +274,11 @@ def test_every_sound_assembly_deploys_with_a_valid_trace(generated: Generated) -
     assert {e.id for e in result.trace.events} == transitions_of(d)
 
 
-@needs_frontend
 @settings(AGREEMENT, max_examples=20)
 @given(generated=assemblies())
 def test_every_broken_assembly_is_refused_before_anything_runs(
     generated: Generated, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    pytest.importorskip("madeus.cli.deploy")
     from madeus.cli import main
 
     diagnostics = verify(generated.deployment)
@@ -339,7 +315,6 @@ def _generated(kind: str, n: int, tmp_path: Path) -> Deployment:
     return _load(str(path))
 
 
-@needs_frontend
 @pytest.mark.parametrize(
     ("kind", "n", "budget"),
     [("layers", 1000, 5.0), ("deadlock", 1000, 5.0), ("layers", 10000, 60.0)],

@@ -537,11 +537,14 @@ class SshBackend:
             asyncio.ensure_future(_pump(process.stderr, err)),
         ]
         try:
-            await asyncio.gather(*pumps)
+            # `wait`, not `gather`: cancelling a gather cancels what it gathers, and the pumps
+            # must outlive a cancellation (the pgid marker may still be on its way, and the
+            # dying command's last words belong in the logs).
+            await asyncio.wait(pumps)
+            for pump in pumps:
+                pump.result()  # a pump's own error (the channel failed)
             await process.wait_closed()
         except asyncio.CancelledError:
-            # The pumps keep running meanwhile: the pgid marker and the dying command's last
-            # words still reach the logs.
             await despite_cancellation(self._stop_remote(job, target, connection, process, err))
             raise
         except (OSError, asyncssh.Error) as exc:

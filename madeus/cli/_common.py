@@ -153,15 +153,43 @@ def add_ssh_args(parser: argparse.ArgumentParser) -> None:
 
 def load(file: str, inventory: str | None = None) -> Loaded:
     """Parse, check and resolve; raise MadeusError with every problem found."""
-    from madeus.frontend import load_file
+    return resolve_module(file, load_module(file), inventory)
+
+
+def resolve_module(file: str, module: Module, inventory: str | None = None) -> Loaded:
+    """FILE's assembly (already loaded as `module`) resolved against the inventory."""
+    if module.assembly is None:
+        raise MadeusError(
+            [
+                Diagnostic(
+                    "no-assembly",
+                    f"{file} defines no assembly, only component types (`madeus check` checks "
+                    "them; `madeus graph --view component:NAME` draws one)",
+                )
+            ]
+        )
     from madeus.inventory import load_inventory
     from madeus.resolve import resolve
 
-    module = load_file(file)
-    if module.assembly is None:
-        raise MadeusError([Diagnostic("no-assembly", f"{file} defines no assembly")])
     inv = load_inventory(inventory) if inventory else None
     return Loaded(Path(file), module, resolve(module.assembly, inv))
+
+
+def load_module(file: str) -> Module:
+    """Parse and check FILE and its imports (an assembly or a library of component types);
+    a missing or unreadable FILE is a diagnostic naming it."""
+    from madeus.frontend import load_file
+    from madeus.source import Span
+
+    path = Path(file)
+    problem = None
+    if not path.exists():
+        problem = "no such file"
+    elif not path.is_file():
+        problem = "not a file (a directory?)"
+    if problem is not None:
+        raise MadeusError([Diagnostic("no-file", problem, Span(file, 0, 0, 0, 0))])
+    return load_file(file)
 
 
 def report(diagnostics: tuple[Diagnostic, ...] | list[Diagnostic]) -> None:

@@ -10,7 +10,6 @@ import argparse
 import importlib
 import importlib.util
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from madeus.cli._common import (
@@ -20,12 +19,13 @@ from madeus.cli._common import (
     add_file_arg,
     add_inventory_arg,
     load,
+    load_module,
     report,
     reports_errors,
+    resolve_module,
 )
-from madeus.errors import Diagnostic, MadeusError
+from madeus.errors import Diagnostic
 from madeus.model import DEFAULT_BEHAVIOUR
-from madeus.source import Span
 
 # Nothing heavy here: `madeus --help` imports every verb module. The front end, the plan and
 # the verifier (z3) are imported inside `run`.
@@ -52,21 +52,8 @@ def add_parser(subparsers: Any) -> None:
 
 
 def load_existing(file: str, inventory: str | None) -> Loaded:
-    """`_common.load`, with a missing or unreadable FILE reported as a diagnostic naming it
-    (no position: there is no text to point into)."""
-    path = Path(file)
-    problem = None
-    if not path.exists():
-        problem = "no such file"
-    elif not path.is_file():
-        problem = "not a file (a directory?)"
-    if problem is not None:
-        raise MadeusError([Diagnostic("no-file", problem, _at(file))])
+    """`_common.load`: FILE's assembly, resolved (a missing FILE is a diagnostic naming it)."""
     return load(file, inventory)
-
-
-def _at(path: str) -> Span:
-    return Span(path, 0, 0, 0, 0)
 
 
 def find_verifier(name: str = "verify") -> Callable[..., Any] | None:
@@ -83,8 +70,17 @@ def find_verifier(name: str = "verify") -> Callable[..., Any] | None:
 def run(args: argparse.Namespace) -> int:
     from madeus.plan import PlanError, build_plan
 
-    loaded = load_existing(args.file, args.inventory)
-    deployment = loaded.deployment
+    module = load_module(args.file)
+    if module.assembly is None:
+        # A library of component types: the front end has checked each of them (names,
+        # places reached, an acyclic deploy behaviour, ports): nothing to resolve or verify.
+        names = ", ".join(c.name for c in module.components)
+        print(
+            f"{args.file}: ok (library: {_count(len(module.components), 'component type')}: "
+            f"{names})"
+        )
+        return EXIT_OK
+    deployment = resolve_module(args.file, module, args.inventory).deployment
     plan_problems: list[Diagnostic] = []
     try:
         build_plan(deployment)

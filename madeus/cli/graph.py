@@ -65,13 +65,18 @@ def add_parser(subparsers: Any) -> None:
 
 @reports_errors
 def run(args: argparse.Namespace) -> int:
-    from madeus.cli.check import find_verifier, load_existing
+    from madeus.cli._common import load_module, resolve_module
+    from madeus.cli.check import find_verifier
     from madeus.viz import draw
-    from madeus.viz.graphs import NO_DOT_MESSAGE
+    from madeus.viz.graphs import NO_DOT_MESSAGE, draw_component
 
     if not args.output.lower().endswith(".dot") and shutil.which("dot") is None:
         return fail(NO_DOT_MESSAGE)  # before any work: nothing could be drawn
-    deployment = load_existing(args.file, args.inventory).deployment
+    module = load_module(args.file)
+    if module.assembly is None and args.view.startswith("component:"):
+        draw_component(module.components, args.view.split(":", 1)[1], args.output, args.file)
+        return EXIT_OK
+    deployment = resolve_module(args.file, module, args.inventory).deployment
     highlight: frozenset[Any] = frozenset()
     if args.highlight_problems:
         problems = find_verifier("problem_elements")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import itertools
 import shutil
 import subprocess
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,12 +95,29 @@ def draw(
     if fmt != "dot" and dot_program is None:
         # Checked before the drawing is computed: fail fast, the message says what to do.
         raise MadeusError([Diagnostic("no-graphviz", NO_DOT_MESSAGE, _file(out))])
-    text = to_dot(deployment, view, plan=plan, highlight=highlight)
+    _output(out, fmt, dot_program, to_dot(deployment, view, plan=plan, highlight=highlight))
+    return out
+
+
+def draw_component(
+    components: Sequence[ComponentType], name: str, out_path: str | Path, where: str
+) -> Path:
+    """Draw one component type of a library of them (a file with no assembly); `where` names
+    the file in messages."""
+    out = Path(out_path)
+    fmt = out.suffix.lower().lstrip(".")
+    dot_program = shutil.which("dot") if fmt != "dot" else None
+    if fmt != "dot" and dot_program is None:
+        raise MadeusError([Diagnostic("no-graphviz", NO_DOT_MESSAGE, _file(out))])
+    _output(out, fmt, dot_program, component_dot(components, name, f"file {where}", where))
+    return out
+
+
+def _output(out: Path, fmt: str, dot_program: str | None, text: str) -> None:
     if dot_program is None:
         _write(out, text.encode())
     else:
         _write(out, _render(dot_program, text, fmt, out))
-    return out
 
 
 def _file(path: str | Path) -> Span:
@@ -133,7 +150,12 @@ def to_dot(
 
             plan = build_plan(deployment)
         return _plan(deployment, plan, highlight)
-    return _component(deployment, view.split(":", 1)[1])
+    return component_dot(
+        deployment.assembly.components,
+        view.split(":", 1)[1],
+        f"assembly {deployment.name}",
+        deployment.assembly.span.path,
+    )
 
 
 def _write(out: Path, data: bytes) -> None:
@@ -617,17 +639,18 @@ def _touches(instance: str, highlight: Highlight) -> bool:
     return any(isinstance(h, str) and h.startswith(prefix) for h in highlight)
 
 
-def _component(deployment: Deployment, name: str) -> str:
-    component = deployment.assembly.component(name)
+def component_dot(components: Sequence[ComponentType], name: str, where: str, path: str) -> str:
+    """The lifecycle of component type `name` among `components` (`where` and `path` say
+    where they come from, for the message when it is not there)."""
+    component = next((c for c in components if c.name == name), None)
     if component is None:
-        known = ", ".join(sorted(c.name for c in deployment.assembly.components)) or "none"
+        known = ", ".join(sorted(c.name for c in components)) or "none"
         raise MadeusError(
             [
                 Diagnostic(
                     "unknown-component",
-                    f'no component type "{name}" in assembly {deployment.name} '
-                    f"(component types: {known})",
-                    _file(deployment.assembly.span.path),
+                    f'no component type "{name}" in {where} (component types: {known})',
+                    _file(path),
                 )
             ]
         )
