@@ -260,3 +260,39 @@ def test_simulate_remote_sleeps_through_the_hosts_backend(
     events = {e.id: e for e in load("t.json").events}
     assert events["server.stop"].duration >= 0.02  # `sleep 0.02` ran (locally here)
     assert events["server.start"].start >= events["server.stop"].end
+
+
+def test_outputs_do_not_depend_on_the_hash_seed(tmp_path: Path) -> None:
+    """The same inputs give the same bytes whatever PYTHONHASHSEED (iterating a set once made
+    `plan --reconfigure` list its steps in a different order from run to run)."""
+    import os
+    import subprocess
+    import sys
+
+    script = "import sys; from madeus.cli import main; sys.exit(main(sys.argv[1:]))"
+    update = REPO / "assemblies" / "openstack" / "reconfigure" / "update-mariadb.py"
+    commands = [
+        ["plan", str(OPENSTACK), "--reconfigure", str(update)],
+        ["plan", str(OPENSTACK), "--reconfigure", str(update), "--format", "json"],
+        ["plan", str(OPENSTACK), "--format", "json"],
+        ["graph", str(OPENSTACK), "--view", "net", "-o", "-"],
+    ]
+    outputs: list[list[str]] = []
+    for seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        seen = []
+        for n, argv in enumerate(commands):
+            if argv[-1] == "-":
+                argv = [*argv[:-1], str(tmp_path / f"{seed}-{n}.dot")]
+            done = subprocess.run(
+                [sys.executable, "-c", script, *argv],
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=tmp_path,
+                check=True,
+            )
+            dot = tmp_path / f"{seed}-{n}.dot"
+            seen.append(done.stdout + (dot.read_text() if dot.exists() else ""))
+        outputs.append(seen)
+    assert outputs[0] == outputs[1] == outputs[2]

@@ -604,7 +604,9 @@ class Machine:
             if target is not None:
                 found[target[0]] = None
         for port in run.ix.groups:
-            for user, _ in self.users.get((name, port), ()):
+            # Sorted: a set's order follows the hash seed, and the order in which instances
+            # are re-examined is the order of the moves (plans, traces) that follow.
+            for user, _ in sorted(self.users.get((name, port), ())):
                 found[user] = None
         return found
 
