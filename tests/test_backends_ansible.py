@@ -124,8 +124,9 @@ def test_what_ansible_is_given_never_lands_on_disk(
     sshd: Sshd, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The inventory (with its variables) and the extra variables (with secrets) reach
-    ansible-playbook as in-memory files; the operator's environment is not passed on, but
-    for PATH, HOME, locale, SSH_AUTH_SOCK and ANSIBLE_*."""
+    ansible-playbook in memory: in no file and no process's command line (the sshd host is on
+    this machine: `ps` here shows its processes too); the operator's environment is not passed
+    on, but for PATH, HOME, locale, SSH_AUTH_SOCK and ANSIBLE_*."""
     inventory_marker = f"inv-{uuid.uuid4().hex}"
     value_marker = f"val-{uuid.uuid4().hex}"
     env_marker = f"env-{uuid.uuid4().hex}"
@@ -157,8 +158,12 @@ def test_what_ansible_is_given_never_lands_on_disk(
 
     async def scenario() -> Outcome:
         task = asyncio.create_task(AnsibleBackend(inventory).run(job))
-        while not task.done():  # look for the markers in files while ansible-playbook runs
+        while not task.done():  # look for the markers while ansible-playbook runs
             found.extend(files_holding([inventory_marker, value_marker], tmp_path, Path("/tmp")))
+            listing = subprocess.run(["ps", "axwwo", "args"], capture_output=True, text=True)
+            found.extend(
+                f"ps: {m}" for m in (inventory_marker, value_marker) if m in listing.stdout
+            )
             await asyncio.sleep(0.3)
         return await task
 
