@@ -1,13 +1,16 @@
-"""What ran: the trace of a deployment (SPEC section 5, "Trace JSON").
+"""What ran: the trace of a deployment (the trace JSON of docs/engine.md).
 
 ```
 {"assembly": "openstack", "started_at": "2026-11-21T10:00:00Z", "makespan": 1.52,
  "events": [{"id": "mariadb.bootstrap", "host": "control-1", "start": 0.123, "end": 0.347,
-             "status": "ok", "behaviour": "deploy", "attempts": 1}]}
+             "status": "ok", "behaviour": "deploy", "attempts": 1}],
+ "limits": {"max_parallel": null, "hosts": {"control-1": 8}}}
 ```
 Times are seconds from the start of the run (monotonic clock). One event per transition per host;
-transitions that never started are absent. `behaviour` and `attempts` are the only keys added to
-the SPEC schema.
+transitions that never started are absent. `limits` (only when one applied) are the concurrency
+limits the run kept: `--max-parallel`, and per host the smaller of `madeus_max_parallel` and
+what its backend runs at once (SSH: the sessions of one connection). A job may wait for one of
+those, and a checker of the trace must know it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -66,12 +69,30 @@ class TraceEvent:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The concurrency limits a run kept (see the module docstring)."""
+
+    max_parallel: int | None = None
+    hosts: Mapping[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"max_parallel": self.max_parallel, "hosts": dict(self.hosts)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Limits:
+        top = data.get("max_parallel")
+        hosts = data.get("hosts") or {}
+        return cls(None if top is None else int(top), {str(h): int(n) for h, n in hosts.items()})
+
+
 @dataclass(frozen=True, slots=True, repr=False)
 class Trace:
     assembly: str
     started_at: str  # UTC, ISO 8601 with a trailing Z
     makespan: float
     events: tuple[TraceEvent, ...]
+    limits: Limits | None = None
 
     def __repr__(self) -> str:
         # Short on purpose: Python 3.11's asyncio.run formats the main task's result when it
@@ -86,12 +107,15 @@ class Trace:
         return all(e.status in ("ok", "skipped") for e in self.events)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "assembly": self.assembly,
             "started_at": self.started_at,
             "makespan": round(self.makespan, _DIGITS),
             "events": [e.to_json() for e in self.events],
         }
+        if self.limits is not None:
+            data["limits"] = self.limits.to_json()
+        return data
 
     def dumps(self) -> str:
         """The JSON text, one event per line (readable, and diffs well)."""
@@ -105,11 +129,13 @@ class Trace:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Trace:
+        limits = data.get("limits")
         return cls(
             assembly=str(data["assembly"]),
             started_at=str(data["started_at"]),
             makespan=float(data["makespan"]),
             events=tuple(TraceEvent.from_json(e) for e in data["events"]),
+            limits=Limits.from_json(limits) if isinstance(limits, Mapping) else None,
         )
 
 

@@ -682,3 +682,10 @@ def test_the_engine_knows_the_session_limit_so_no_job_waits_unseen(
     assert len(events) == 20
     most = max(sum(1 for e in events if e.start <= x.start < e.end) for x in events)
     assert most == 8
+    # The trace records the limit, so that its waits check out as waits for a session.
+    from madeus.engine.validate import validate
+    from madeus.trace import Limits, Trace
+
+    assert result.trace.limits == Limits(None, {"node-1": 8})
+    assert Trace.from_json(result.trace.to_json()).limits == result.trace.limits
+    assert validate(result.trace, result.plan, tolerance=0.1) == []

@@ -1,10 +1,11 @@
 """`madeus trace check TRACE --plan PLAN.json`: did a run follow the deployment semantics?
 
 Every transition ran once per host and succeeded; none started before its dependencies ended;
-none waited needlessly (more than `--tolerance` seconds after it became ready, unless a
-`--max-parallel` limit kept it waiting). PLAN.json is what `madeus plan --format json` writes
-(each run also keeps its plan in `.madeus/runs/<run-id>/plan.json`). Exit 0 when the trace is
-valid, 1 with every problem listed.
+none waited needlessly (more than `--tolerance` seconds after it became ready, unless a limit
+kept it waiting: those the run recorded in the trace, or `--max-parallel`). PLAN.json is what
+`madeus plan --format json` writes (each run also keeps its plan in
+`.madeus/runs/<run-id>/plan.json`). Exit 0 when the trace is valid, 1 with every problem
+listed.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def add_parser(subparsers: Any) -> None:
         "--max-parallel",
         type=int,
         metavar="N",
-        help="the run's --max-parallel: waits for a free slot are then allowed",
+        help="check against this limit instead of those the trace records (traces of runs "
+        "that did not record them)",
     )
     check.set_defaults(func=run_check)
 

@@ -51,7 +51,7 @@ from madeus.engine.values import InstanceValues, host_values
 from madeus.errors import MadeusError
 from madeus.inventory import Host, Inventory
 from madeus.model import Action, OutputOf
-from madeus.trace import Status, Trace, TraceEvent
+from madeus.trace import Limits, Status, Trace, TraceEvent
 
 EventSink = Callable[[Event], None]
 # Per-job status codes in the hot arrays (strings only when the trace is built).
@@ -115,7 +115,10 @@ class Executor:
         ]
         host_limits = _host_limits(program, inventory, getattr(backend, "capacity", None))
         self._limiter: Limiter | None = None
+        self._limits: Limits | None = None
         if max_parallel is not None or any(x is not None for x in host_limits):
+            named = {h.name: n for h, n in zip(program.hosts, host_limits, strict=True) if n}
+            self._limits = Limits(max_parallel, named)
             job_priority = [program.priority[i] for i in program.job_trans]
             self._limiter = Limiter(
                 max_parallel, host_limits, job_priority, program.job_host, scheduling
@@ -606,7 +609,7 @@ class Executor:
             )
         events.sort(key=lambda e: e.start)
         makespan = max((e.end for e in events), default=0.0)
-        return Trace(self.assembly, self.started_at, makespan, tuple(events))
+        return Trace(self.assembly, self.started_at, makespan, tuple(events), self._limits)
 
 
 def _host_limits(

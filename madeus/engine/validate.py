@@ -1,4 +1,4 @@
-"""Check a trace against a plan: did the run follow the deployment semantics (SPEC section 3)?
+"""Check a trace against a plan: did the run follow the deployment semantics (docs/semantics.md)?
 
 A transition ends when its last host ends. Its *ready* time is the latest of: the ends of its
 `after` transitions, and for each `after_any` group the earliest end in the group (0 when it
@@ -12,10 +12,11 @@ end = when they became ready in this run). They count as done, their end counts 
 successors' ready times, and they are not checked for timing (they did not run here) nor
 counted against the limits (they hold no slot).
 
-Under a concurrency limit a job may have to wait for a free slot. Pass `max_parallel` and
-`host_limits`: then the trace must respect the limits, and a job that started later than
-`ready + tolerance` must have found its slot taken for the whole wait (checked at the ready time
-plus the tolerance, and at every start/end in the wait).
+Under a concurrency limit a job may have to wait for a free slot. The limits are the trace's own
+(`Trace.limits`, recorded by the run), unless `max_parallel` or `host_limits` are given: then
+the trace must respect the limits, and a job that started later than `ready + tolerance` must
+have found its slot taken for the whole wait (checked at the ready time plus the tolerance, and
+at every start/end in the wait).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ def validate(
     host_limits: Mapping[str, int] | None = None,
 ) -> list[str]:
     """Every problem found, as sentences; an empty list means the trace is valid."""
+    if max_parallel is None and host_limits is None and trace.limits is not None:
+        max_parallel, host_limits = trace.limits.max_parallel, trace.limits.hosts
     problems: list[str] = []
     by_key: dict[tuple[str, str], list[TraceEvent]] = {}
     for event in trace.events:

@@ -49,7 +49,7 @@ from madeus.reconfig.predict import Prediction
 from madeus.reconfig.program import Add, Program, Push, Remove
 from madeus.reconfig.state import Configuration, Recorder
 from madeus.resolve import Deployment, ResolvedInstance
-from madeus.trace import Status, Trace, TraceEvent
+from madeus.trace import Limits, Status, Trace, TraceEvent
 
 _OK = Outcome(ok=True)
 
@@ -517,7 +517,12 @@ class ReconfigExecutor:
         ]
         events.sort(key=lambda e: e.start)
         makespan = max((e.end for e in events), default=0.0)
-        return Trace(self.configuration.assembly, self.started_at, makespan, tuple(events))
+        hosts: dict[str, int] = {}
+        for (host, _), limit in self._limits.items():
+            if limit is not None:
+                hosts[host] = min(limit, hosts.get(host, limit))
+        limits = Limits(None, hosts) if hosts else None
+        return Trace(self.configuration.assembly, self.started_at, makespan, tuple(events), limits)
 
 
 def _params_of(
