@@ -83,6 +83,10 @@ def madeus(
     return done
 
 
+def rel(path: str | Path, cwd: Path) -> str:
+    return os.path.relpath(path, cwd)
+
+
 def on_host(state: State, host: str, command: str, timeout: float = 30) -> str:
     """Run `command` on a testbed host (in root's home there) and return its output."""
     done = subprocess.run(
@@ -161,7 +165,8 @@ def test_the_inventory_has_every_host(testbed: State, inventory: str) -> None:
 def test_demo_deploys_inside_each_host(testbed: State, inventory: str, tmp_path: Path) -> None:
     here = Path("/root/demo-site/index.html")  # where the hosts have it (root's home)
     before = unchanged_on_this_machine(here)
-    done = madeus("deploy", str(DEMO), "-i", inventory, cwd=tmp_path)
+    # Relative paths, as operators type them.
+    done = madeus("deploy", rel(DEMO, tmp_path), "-i", rel(inventory, tmp_path), cwd=tmp_path)
     assert "deployed demo: 21/21 jobs ok\n" in done.stdout
     for host in HOSTS:
         name, index, news = on_host(
@@ -187,7 +192,9 @@ def test_ansible_playbook_role_and_task_file_run_inside_each_host(
 ) -> None:
     where = Path("/root/madeus-ansible")
     before = unchanged_on_this_machine(where)
-    done = madeus("deploy", str(GREETER), "-i", inventory, cwd=tmp_path)
+    # Relative paths, as operators type them (a relative inventory once made every Ansible job
+    # fail with "Host key verification failed").
+    done = madeus("deploy", rel(GREETER, tmp_path), "-i", rel(inventory, tmp_path), cwd=tmp_path)
     assert "deployed greeter: 9/9 jobs ok\n" in done.stdout
     for host in HOSTS:
         files = on_host(testbed, host, "cd /root/madeus-ansible && ls && cat *.txt")
@@ -309,14 +316,14 @@ def test_openstack_rehearsal_on_the_hosts_follows_the_semantics(
 def test_reconfiguration_and_destroy_rehearse_on_the_hosts(
     testbed: State, inventory: str, tmp_path: Path
 ) -> None:
-    rehearse = ("-i", inventory, "--simulate=remote", "--time-scale", "0.005")
-    madeus("deploy", str(OPENSTACK), *rehearse, cwd=tmp_path)
+    rehearse = ("-i", rel(inventory, tmp_path), "--simulate=remote", "--time-scale", "0.005")
+    madeus("deploy", rel(OPENSTACK, tmp_path), *rehearse, cwd=tmp_path)
     update = OPENSTACK.parent / "reconfigure" / "update-mariadb.py"
     for verb, extra, out in (
         ("reconfigure", (str(update),), tmp_path / "update.json"),
         ("destroy", (), tmp_path / "destroy.json"),
     ):
-        madeus(verb, str(OPENSTACK), *extra, *rehearse, "--trace", str(out), cwd=tmp_path)
+        madeus(verb, rel(OPENSTACK, tmp_path), *extra, *rehearse, "--trace", str(out), cwd=tmp_path)
         events = json.loads(out.read_text())["events"]
         assert events and {e["status"] for e in events} == {"ok"}, verb
         assert {e["host"] for e in events} <= set(HOSTS)
