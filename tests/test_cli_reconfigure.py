@@ -296,3 +296,34 @@ def test_outputs_do_not_depend_on_the_hash_seed(tmp_path: Path) -> None:
             seen.append(done.stdout + (dot.read_text() if dot.exists() else ""))
         outputs.append(seen)
     assert outputs[0] == outputs[1] == outputs[2]
+
+
+FAILING_UNINSTALL = """
+component Svc {
+    places off*, on, on2
+    transition start: off -> on  shell "true"
+    transition remove: on -> off  shell "echo cannot remove >&2; exit 4"  behaviour uninstall
+    transition restart: on -> on2  shell "echo no restart >&2; exit 5"  behaviour update
+}
+assembly one { s = Svc }
+"""
+
+
+@pytest.mark.parametrize("verb", ["reconfigure", "destroy"])
+def test_a_failing_action_ends_reconfigure_and_destroy_with_a_message(
+    verb: str, workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (workdir / "one.mad").write_text(FAILING_UNINSTALL)
+    (workdir / "update.py").write_text("def reconfigure(r):\n    r.push('s', 'update')\n")
+    argv = [verb, "one.mad", *(["update.py"] if verb == "reconfigure" else [])]
+    code, out, err = run([*argv, "--assume-deployed"], capsys)
+    assert code == 1
+    assert "Traceback" not in out + err
+    transition, status, said = (
+        ("s.restart", 5, "no restart")
+        if verb == "reconfigure"
+        else ("s.remove", 4, "cannot remove")
+    )
+    assert f'transition "{transition}" failed on host "localhost" (exit status {status})' in err
+    (log,) = (workdir / ".madeus" / "runs").glob("*/*.err")
+    assert log.read_text() == f"{said}\n"
