@@ -35,7 +35,7 @@ class Diagnostic:
     related: tuple[Related, ...] = field(default=())
 
     def render(self, sources: SourceCache | None = None) -> str:
-        """`PATH:LINE:COL: error: MESSAGE`, the source line and a caret (SPEC section 5)."""
+        """`PATH:LINE:COL: error: MESSAGE`, the source line and a caret (docs/cli.md)."""
         cache = sources if sources is not None else SourceCache()
         parts = [_render_one(self.span, self.severity, self.message, cache)]
         parts.extend(_render_one(r.span, "note", r.message, cache) for r in self.related)

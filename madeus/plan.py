@@ -1,6 +1,6 @@
 """The plan: the transition-level dependency relation of a deployment, with predicted times.
 
-For each transition of the `deploy` behaviour (SPEC section 3):
+For each transition of the `deploy` behaviour (docs/semantics.md):
 - `after`: the transitions that must all have ended first: those entering its source place,
   and, for each use port bound to it whose provide group has a single way to be reached, the
   transitions entering that place;
@@ -70,7 +70,7 @@ class Plan:
         return self._by_id[tid]
 
     def to_json(self) -> dict[str, Any]:
-        """The plan JSON of SPEC section 5."""
+        """The plan JSON (docs/plan.md)."""
         return {
             "assembly": self.assembly,
             "transitions": [

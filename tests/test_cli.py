@@ -23,7 +23,7 @@ DEMO = ROOT / "assemblies" / "demo" / "demo.mad"
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz is not installed")
 
-SPEC_CRITICAL_PATH = [
+REFERENCE_CRITICAL_PATH = [
     "mariadb.pull",
     "mariadb.bootstrap",
     "mariadb.restart",
@@ -306,7 +306,7 @@ def test_plan_openstack(capsys: pytest.CaptureFixture[str]) -> None:
     assert data["assembly"] == "openstack"
     assert len(data["transitions"]) == 31
     assert data["predicted_makespan"] == pytest.approx(148.8)
-    assert data["critical_path"] == SPEC_CRITICAL_PATH
+    assert data["critical_path"] == REFERENCE_CRITICAL_PATH
     keys = {"id", "instance", "name", "behaviour", "duration", "hosts", "after", "after_any"}
     assert all(set(t) == keys for t in data["transitions"])
     by_id = {t["id"]: t for t in data["transitions"]}
@@ -318,7 +318,7 @@ def test_plan_openstack(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     assert "predicted makespan: 148.8 s\n" in out
     assert "sequential time:    654.8 s (the sum of the 31 durations)\n" in out
-    assert out.endswith("critical path (*):  " + " -> ".join(SPEC_CRITICAL_PATH) + "\n")
+    assert out.endswith("critical path (*):  " + " -> ".join(REFERENCE_CRITICAL_PATH) + "\n")
 
 
 # --- graph ----------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The plan: `after` / `after_any`, predicted start times, makespan and critical path, on
-examples computed by hand, and on the OpenStack reference net (SPEC section 6)."""
+examples computed by hand, and on the OpenStack reference net (measured in the Madeus journal
+paper)."""
 
 from __future__ import annotations
 
@@ -29,11 +30,11 @@ from madeus.resolve import resolve
 from madeus.source import Span
 
 ROOT = Path(__file__).resolve().parent.parent
-REFERENCE = ROOT / "tests" / "data" / "openstack-madeus-net.json"  # a copy of SPEC section 6's
+REFERENCE = ROOT / "tests" / "data" / "openstack-madeus-net.json"  # the paper's measured net
 OPENSTACK = ROOT / "assemblies" / "openstack" / "openstack.mad"
 
 
-SPEC_CRITICAL_PATH = [
+REFERENCE_CRITICAL_PATH = [
     "mariadb.pull",
     "mariadb.bootstrap",
     "mariadb.restart",
@@ -438,7 +439,7 @@ def test_json_round_trip() -> None:
     assert dict(again.start) == dict(plan.start)
 
 
-# --- OpenStack (SPEC section 6) -------------------------------------------------------------
+# --- OpenStack (the reference net) -----------------------------------------------------------
 
 
 def openstack_reference() -> Assembly:
@@ -488,12 +489,12 @@ def _check_openstack(plan: Plan) -> None:
     assert len(plan.transitions) == 31
     assert {t.id for t in plan.transitions} == set(data["durations_s"])
     assert plan.predicted_makespan == pytest.approx(148.8)
-    assert list(plan.critical_path) == SPEC_CRITICAL_PATH
+    assert list(plan.critical_path) == REFERENCE_CRITICAL_PATH
     assert sum(t.duration for t in plan.transitions) == pytest.approx(654.8)
     assert plan.start["nova.cell_setup"] == pytest.approx(148.8 - 40.2)
     out = plan.to_json()
     assert out["predicted_makespan"] == 148.8
-    assert out["critical_path"] == SPEC_CRITICAL_PATH
+    assert out["critical_path"] == REFERENCE_CRITICAL_PATH
     by_id = {t["id"]: t for t in out["transitions"]}
     assert by_id["mariadb.bootstrap"]["after"] == ["mariadb.pull", "mariadb.config"]
     assert by_id["mariadb.bootstrap"]["after_any"] == []

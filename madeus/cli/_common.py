@@ -72,6 +72,12 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def _simulate_mode(text: str) -> str:
+    if text not in SIMULATE_MODES:
+        raise argparse.ArgumentTypeError(f"invalid mode {text!r} (choose local or remote)")
+    return text
+
+
 def add_simulate_args(parser: argparse.ArgumentParser, journal_note: str = "") -> None:
     """`--simulate[=local|remote]` and `--time-scale X`, as `deploy`, `reconfigure` and
     `destroy` share them."""
@@ -79,7 +85,7 @@ def add_simulate_args(parser: argparse.ArgumentParser, journal_note: str = "") -
         "--simulate",
         nargs="?",
         const="local",
-        choices=SIMULATE_MODES,
+        type=_simulate_mode,
         metavar="local|remote",
         help="replace every action by a sleep of its declared duration times --time-scale; "
         f"`remote` sleeps on the real hosts over SSH (default: local){journal_note}",

@@ -1,7 +1,7 @@
 """`madeus check FILE [-i INVENTORY] [--no-verify]`: parse, check, resolve, plan, verify.
 
 Exit 0 when the assembly is sound (warnings may be printed), 1 when errors were found (all of
-them on standard error, in the SPEC diagnostic format), 2 on a usage error.
+them on standard error, in the diagnostic format of docs/cli.md), 2 on a usage error.
 """
 
 from __future__ import annotations

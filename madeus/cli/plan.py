@@ -1,7 +1,7 @@
 """`madeus plan FILE [-i INVENTORY] [--format text|json] [-o OUT] [--durations-from TRACE]`:
 the transition-level dependency graph, durations, predicted makespan and critical path.
 
-`--format json` prints exactly the plan JSON of SPEC section 5 (`Plan.to_json`); `text` (the
+`--format json` prints exactly the plan JSON of docs/plan.md (`Plan.to_json`); `text` (the
 default) a table in predicted start order, then the makespan, the sequential time and the
 critical path. `--durations-from TRACE.json` calibrates the plan with the durations measured in
 a run (`madeus.plan.calibrate`): the JSON is the calibrated plan; the text also shows each
@@ -39,7 +39,7 @@ def add_parser(subparsers: Any) -> None:
         "--format",
         choices=("text", "json"),
         default="text",
-        help="text: a table for people (default); json: the plan JSON of the SPEC",
+        help="text: a table for people (default); json: the plan JSON (docs/plan.md)",
     )
     parser.add_argument(
         "-o", "--output", metavar="OUT", help="write to OUT instead of standard output"

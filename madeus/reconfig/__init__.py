@@ -1,4 +1,4 @@
-"""Reconfiguration: behaviours, provide groups and programs (SPEC section 3, Concerto rules).
+"""Reconfiguration: behaviours, provide groups and programs (the Concerto rules, docs/semantics.md).
 
     from madeus.reconfig import ProgramBuilder, deployed, predict, reconfigure_sync
     state = deployed(deployment)                       # or from the journal

@@ -10,7 +10,7 @@ takes no time (the router says `instant`) completes without a task.
 
 On a failure (after the transition's retries) nothing new starts and running jobs are
 cancelled; `ReconfigError` carries the failures and the partial trace. The trace has the schema
-of a deployment's (SPEC section 5) with each event's `behaviour`; a transition run twice by a
+of a deployment's (docs/engine.md) with each event's `behaviour`; a transition run twice by a
 program appears twice.
 """
 

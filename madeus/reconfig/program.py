@@ -1,6 +1,6 @@
 """Reconfiguration programs as data: instructions, and the builder scripts use to write them.
 
-A program is a sequence of instructions (SPEC section 3, Concerto rules):
+A program is a sequence of instructions (the Concerto rules, docs/semantics.md):
 
     add(instance, type, target?, args)   a new instance, its tokens in its initial places
     remove(instance)                     waits until the instance is idle, then deletes it

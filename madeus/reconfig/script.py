@@ -3,7 +3,7 @@ program with the builder `r` (`madeus.reconfig.program.ProgramBuilder`; `r.state
 configuration it starts from).
 
 A mistake in the script (a syntax error, an exception, a misused builder) is reported as a
-diagnostic at the script's line, in the SPEC format, never as a traceback.
+diagnostic at the script's line, in the usual format, never as a traceback.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The verifier: proves, before anything runs, that a deployment terminates and never uses a
-service that is not provided (SPEC section 4), or shows a counterexample at its source lines.
+service that is not provided (docs/semantics.md), or shows a counterexample at its source lines.
 
     from madeus.verify import verify
     for diagnostic in verify(deployment):      # [] when sound
@@ -107,7 +107,7 @@ def analyze(target: Target) -> Analysis:
 
 def verify(target: Target) -> list[Diagnostic]:
     """Every deadlock, never-starting transition and port-safety violation of `target`'s
-    deployment, in the SPEC diagnostic format (`Diagnostic.render`); [] when sound."""
+    deployment, in the diagnostic format of docs/cli.md (`Diagnostic.render`); [] when sound."""
     return analyze(target).diagnostics
 
 

@@ -1,5 +1,5 @@
 """Verifying a reconfiguration program before it runs: termination and port safety, with z3
-(SPEC section 4; docs/semantics.md, section 9).
+(docs/semantics.md, section 9).
 
 The semantics is `madeus.reconfig.machine`'s: the Concerto rules as single moves (an
 instruction; leave, fire, end, reach and done of an instance). This module encodes it
@@ -164,7 +164,7 @@ def check_program(
 
 
 def verify_program(configuration: Configuration, program: Program) -> list[Diagnostic]:
-    """Every problem of `program` (loop, unsafe, deadlock), in the SPEC diagnostic format;
+    """Every problem of `program` (loop, unsafe, deadlock), in the diagnostic format of docs/cli.md;
     [] when it terminates and keeps every port safe."""
     return program_diagnostics(check_program(configuration, program), configuration, program)
 

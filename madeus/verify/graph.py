@@ -10,7 +10,7 @@ Nodes are the elements of the dependency net that a deployment waits on:
   is reached: deployment is monotone).
 
 A node *fires* (a transition starts, a place is reached, a port is provided) once what it
-waits for has fired. The SPEC rule "a transition starts when every transition entering its
+waits for has fired. The rule "a transition starts when every transition entering its
 source place has ended and, for each use port bound to it, some place of the connected provide
 group has been reached" is exactly the firing rule of this graph (docs/semantics.md, section 3).
 

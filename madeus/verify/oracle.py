@@ -1,9 +1,9 @@
 """An explicit-state explorer of the Madeus rules: every interleaving of the token game.
 
-This is the reference the z3 encodings are tested against (SPEC section 4: "each verdict must
-agree with an explicit exploration of the state space on every small model"). It shares no
-code with them: it reads the model (component types, connections) directly and plays the
-rules of SPEC section 3, one move at a time, exploring all interleavings breadth-first.
+This is the reference the z3 encodings are tested against (each verdict must agree with an
+explicit exploration of the state space on every small model the tests generate). It shares no
+code with them: it reads the model (component types, connections) directly and plays the rules
+of docs/semantics.md, one move at a time, exploring all interleavings breadth-first.
 
 A configuration holds, per instance, the marked places, the reached places (R), the marked
 output docks (one per deploy transition, on its source place's side), the running

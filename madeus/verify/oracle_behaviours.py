@@ -1,6 +1,6 @@
 """An explicit-state explorer of the Concerto rules: every interleaving of a reconfiguration
 program, breadth-first, on small models (the reference `behaviours.py`'s z3 verdicts are tested
-against: SPEC section 4).
+against: docs/semantics.md, section 8).
 
 It drives the same state machine as the executor (`madeus.reconfig.machine`): from the starting
 configuration, every enabled move (an instruction, a leave, fire, end, reach or done of an

@@ -1,6 +1,6 @@
 """Port safety of the monotone deployment: no use port in use while its provider is not provided.
 
-A use port is in use while a token is in an element bound to it (SPEC section 3):
+A use port is in use while a token is in an element bound to it (docs/semantics.md):
 - bound to a *transition*: in use while the transition runs. The transition starts only once
   the port is provided, and in deployment a provided port stays provided (monotone): such a
   binding is always safe. Nothing to check (the oracle checks it anyway, in the tests).
