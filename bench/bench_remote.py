@@ -21,7 +21,7 @@ with two host names pointing at it. Prints one JSON object:
 - `parallel`: M jobs at once on one host (channels capped by `max_sessions`): wall time,
   jobs per second, connections opened;
 - `connections_per_run`: connections opened by a run of many jobs over the hosts;
-- `ansible_action_s`: one ansible-runner run of a one-task play (`command: true`), over SSH and
+- `ansible_action_s`: one Ansible run (`ansible-playbook` through the Ansible backend) of a one-task play (`command: true`), over SSH and
   on the local host: first run and median of the next ones (ControlPersist warm).
 """
 
