@@ -21,8 +21,9 @@ with two host names pointing at it. Prints one JSON object:
 - `parallel`: M jobs at once on one host (channels capped by `max_sessions`): wall time,
   jobs per second, connections opened;
 - `connections_per_run`: connections opened by a run of many jobs over the hosts;
-- `ansible_action_s`: one Ansible run (`ansible-playbook` through the Ansible backend) of a one-task play (`command: true`), over SSH and
-  on the local host: first run and median of the next ones (ControlPersist warm).
+- `ansible_action_s`: one run of the Ansible backend (an `ansible-playbook` process) of a
+  one-task play (`command: true`), over SSH and on the local host: first run and median of
+  the next ones (ControlPersist warm).
 """
 
 from __future__ import annotations
@@ -190,7 +191,7 @@ async def bench_ansible(inventory: Inventory, host: str, runs: int, logs: Path) 
         ("ssh", inventory, host),
         ("local", Inventory.local_default(), "localhost"),
     ):
-        backend = AnsibleBackend(inv, run_dir=logs / f"ansible-{label}")
+        backend = AnsibleBackend(inv)
         times = []
         for i in range(runs + 1):
             job = make_job(inv, name, AnsibleAction(tasks="one.yml"), logs, i)
