@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from hostile_values import CONTEXTS, IN_SHELL, MEGABYTE, expected_output, hostile
+from hostile_values import (
+    CONTEXTS,
+    DATA_PORT_FILES,
+    IN_SHELL,
+    MEGABYTE,
+    data_port_assembly,
+    expected_output,
+    hostile,
+)
 from sshd_helpers import Sshd, closed_port, running_sshd, sshd_available
 
 from madeus.backends.base import Job, Outcome
@@ -689,3 +697,21 @@ def test_the_engine_knows_the_session_limit_so_no_job_waits_unseen(
     assert result.trace.limits == Limits(None, {"node-1": 8})
     assert Trace.from_json(result.trace.to_json()).limits == result.trace.limits
     assert validate(result.trace, result.plan, tolerance=0.1) == []
+
+
+def test_env_values_and_data_ports_take_the_same_path_over_ssh(sshd: Sshd, tmp_path: Path) -> None:
+    from madeus import deploy_sync, load_text, resolve
+
+    marker = tmp_path / "pwned"
+    inventory = sshd.inventory()
+    for value in hostile(marker):
+        module = load_text(data_port_assembly(tmp_path, target="node-1"))
+        assert module.assembly is not None
+        deploy_sync(
+            resolve(module.assembly, inventory),
+            environ={"MADEUS_HOSTILE": value},
+            known_hosts=str(sshd.known_hosts),
+        )
+        for name in DATA_PORT_FILES:  # written on the host, which shares this filesystem
+            assert (tmp_path / name).read_text() == value, (name, value)
+        assert not marker.exists(), value

@@ -220,7 +220,9 @@ def test_usage_errors(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None
     # A bare --simulate before FILE is --simulate=local, never a mode named FILE.
     with pytest.raises(SystemExit) as exited:
         run(["destroy", "--simulate=nowhere", str(OPENSTACK)], capsys)
-    assert "argument --simulate: invalid choice: 'nowhere'" in capsys.readouterr().err
+    assert "argument --simulate: invalid mode 'nowhere' (choose local or remote)" in (
+        capsys.readouterr().err
+    )
 
 
 def test_an_unverified_program_that_blocks_stops_with_what_blocks(

@@ -134,3 +134,66 @@ def test_events_and_errors_from_the_library_hold_no_secret(marker: str, tmp_path
     texts += [f.describe() for f in error.failures]
     assert [t for t in texts if marker in t] == []
     assert error.stderr_tail == "no go for ******"
+
+
+REMOTE = """
+component Remote(password: secret, dest: str) {
+    places a*, b, c
+    transition shell: a -> b  shell "PW={password} sleep 1.{n}; echo got {password}"
+    transition play: b -> c  ansible tasks "play.yml"
+}
+assembly remote {
+    r = Remote(password = env("MADEUS_SECRET_TEST"), dest = env("MADEUS_TEST_DEST")) on nodes
+}
+"""
+
+
+def test_over_ssh_and_ansible_a_secret_is_in_no_file_and_no_command_line(
+    marker: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a real SSH host (loopback sshd: its processes are on this machine's process table),
+    through the SSH and the Ansible backends: the marker never appears in `ps` while the
+    actions run, nor in any file under .madeus/, nor in what is printed."""
+    import subprocess
+    import threading
+    import time
+
+    from sshd_helpers import running_sshd
+
+    n = f"{uuid.uuid4().int % 10**6:06d}"
+    (tmp_path / "remote.mad").write_text(REMOTE.replace("{n}", n))
+    # The module's arguments travel in its payload (pipelined on standard input), never on
+    # the host's command line. (A task's `environment:` would: Ansible prefixes it to the
+    # remote command; docs/remote.md says so.)
+    (tmp_path / "play.yml").write_text(
+        "- ansible.builtin.copy: {content: '{{ password }}', dest: '{{ dest }}'}\n"
+        "- ansible.builtin.command: sleep 1.5\n"
+    )
+    monkeypatch.setenv("MADEUS_TEST_DEST", str(tmp_path / "copied"))
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            listing = subprocess.run(["ps", "axwwo", "args"], capture_output=True, text=True)
+            seen.append(listing.stdout)
+            time.sleep(0.2)
+
+    with running_sshd(tmp_path / "ssh", hosts=("node-1",)) as sshd:
+        inventory = sshd.write_inventory()
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            code = main(["deploy", "remote.mad", "-i", str(inventory), "--no-verify"])
+        finally:
+            stop.set()
+            watcher.join()
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert any(f"sleep 1.{n}" in listing for listing in seen)  # ps looked while it ran
+    assert [listing for listing in seen if marker in listing] == []
+    assert leaks(tmp_path / ".madeus", marker) == []
+    assert marker not in printed.out + printed.err
+    (run_dir,) = (tmp_path / ".madeus" / "runs").iterdir()
+    assert (run_dir / "r.shell@node-1.out").read_text() == "got ******\n"
+    assert (tmp_path / "copied").read_text() == marker  # it did arrive where it belongs
