@@ -181,20 +181,14 @@ class _Lexer:
     raising at the first."""
 
     def __init__(self, text: str, found: list[UnsafePlaceholder] | None = None) -> None:
-        # The template as one sequence: characters (a literal `{` from `{{` included) and
-        # placeholders, each with its offset in the template.
+        # The template as one sequence: characters (`{{` already a literal `{`) and
+        # placeholders (with their offset in the template, for diagnostics).
         self.items: list[str | Slot] = []
-        self.offsets: list[int] = []
         for literal, name, offset in template_pieces(text):
             if name is not None:
                 self.items.append(Slot(name, "word", offset))
-                self.offsets.append(offset)
-            elif literal == "{" and text.startswith("{{", offset):
-                self.items.append("{")
-                self.offsets.append(offset)
             else:
                 self.items.extend(literal)
-                self.offsets.extend(range(offset, offset + len(literal)))
         self.found = found
         self.stack: list[_Frame] = [_Frame("cmd", None)]
         self.parts: list[str | Slot] = []

@@ -54,8 +54,10 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -119,6 +121,7 @@ class AnsibleBackend:
         self.kill_grace = kill_grace  # seconds between SIGTERM and SIGKILL on cancellation
         self.runs = 0
         self._inventory_text: bytes | None = None  # the same for every job: built once
+        self._tmp: Path | None = None
         if self.insecure:
             logger.warning(
                 "SSH host key checking is disabled for Ansible (insecure_no_host_key_check): "
@@ -168,7 +171,9 @@ class AnsibleBackend:
         return await self._execute(run)
 
     async def aclose(self) -> None:
-        return None
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
 
     # --- preparing a run -----------------------------------------------------------------
 
@@ -203,8 +208,10 @@ class AnsibleBackend:
         text = yaml.safe_dump([play], sort_keys=False)
         if job.stdout_path is not None:  # beside the job's logs, for the operator to read
             path = job.stdout_path.with_suffix(".play.yml").absolute()
-        else:
-            path = _private_tmp() / f"{job.id}@{job.host.name}.{secrets.token_hex(4)}.yml"
+        else:  # no log directory (library use): a private one of ours, removed by aclose
+            if self._tmp is None:
+                self._tmp = Path(tempfile.mkdtemp(prefix="madeus-ansible-"))
+            path = self._tmp / f"{job.id}@{job.host.name}.{secrets.token_hex(4)}.yml"
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
@@ -397,19 +404,6 @@ def _memfd(name: str, data: bytes) -> int:
         os.close(fd)
         raise
     return fd
-
-
-_TMP: Path | None = None
-
-
-def _private_tmp() -> Path:
-    """A 0700 directory for generated plays of jobs without a log directory (library use)."""
-    global _TMP
-    if _TMP is None or not _TMP.is_dir():
-        import tempfile
-
-        _TMP = Path(tempfile.mkdtemp(prefix="madeus-ansible-"))
-    return _TMP
 
 
 @dataclass
