@@ -142,7 +142,9 @@ def _quote(value: str, what: str) -> str:
 
 # --- the lexer ---------------------------------------------------------------------------------
 
-_Kind = Literal["cmd", "subst", "sq", "dq", "bq", "brace", "arith", "dsq", "comment"]
+_Kind = Literal[
+    "cmd", "subst", "sq", "dq", "bq", "brace", "arith", "dsq", "comment", "heredoc"
+]
 
 # Where a placeholder is refused, and what to write instead.
 _REFUSED: dict[_Kind, str] = {
@@ -162,17 +164,19 @@ _IN_QUOTED_HEREDOC = (
 
 
 @dataclass(slots=True)
-class _Frame:
-    kind: _Kind
-    refuse: str | None
-    depth: int = 0  # open parentheses (subshells, or arithmetic groups) inside this frame
-
-
-@dataclass(slots=True)
 class _Heredoc:
     delimiter: str
     quoted: bool
     strip_tabs: bool
+
+
+@dataclass(slots=True)
+class _Frame:
+    kind: _Kind
+    refuse: str | None
+    depth: int = 0  # open parentheses (subshells, or arithmetic groups) inside this frame
+    doc: _Heredoc | None = None  # a here-document's body: its delimiter...
+    line_start: int = 0  # ...and where its current line starts
 
 
 class _Lexer:
@@ -289,6 +293,8 @@ class _Lexer:
             self._brace_char(c)
         elif kind == "arith":
             self._arith_char(c)
+        elif kind == "heredoc":
+            self._heredoc_char(c)
         elif kind == "dsq":
             if c == "\\":
                 self._backslash()
@@ -362,7 +368,7 @@ class _Lexer:
             self._emit()
             self.word_start = True
             if self.heredocs:
-                self._heredoc_bodies()
+                self._open_heredocs()
         else:
             self._emit()
             self.word_start = c in _WORD_END
@@ -445,41 +451,44 @@ class _Lexer:
         self.heredocs.append(_Heredoc("".join(word), quoted, strip_tabs))
         self.word_start = False
 
-    def _heredoc_bodies(self) -> None:
-        """Just after the newline that ends the line of `<<` operators: each body in turn, up
-        to its delimiter line."""
+    def _open_heredocs(self) -> None:
+        """Just after the newline that ends the line of `<<` operators: their bodies follow,
+        one after the other (the first on top of the stack)."""
         pending, self.heredocs = self.heredocs, []
-        for doc in pending:
-            while self.i < len(self.items):
-                line_start = self.i
-                line: list[str] = []
-                slots = False
-                while self.i < len(self.items) and self.items[self.i] != "\n":
-                    item = self.items[self.i]
-                    if isinstance(item, Slot):
-                        slots = True
-                        self._body_slot(item, doc)
-                        self.i += 1
-                    elif item == "\\" and not doc.quoted:
-                        self._backslash()
-                        line.append("\\")
-                    else:
-                        line.append(item)
-                        self._emit()
-                text = "".join(line)
-                if doc.strip_tabs:
-                    text = text.lstrip("\t")
-                if self.i < len(self.items):
-                    self._emit()  # the newline
-                if not slots and text == doc.delimiter and self.i > line_start:
-                    break
+        parent = self.stack[-1].refuse
+        for doc in reversed(pending):
+            refuse = parent or (_IN_QUOTED_HEREDOC if doc.quoted else None)
+            self.stack.append(_Frame("heredoc", refuse, doc=doc, line_start=self.i))
 
-    def _body_slot(self, slot: Slot, doc: _Heredoc) -> None:
-        if doc.quoted:
-            self._refuse(slot, _IN_QUOTED_HEREDOC)
+    def _heredoc_char(self, c: str) -> None:
+        """A body: quotes are plain text there; with an unquoted delimiter, `$...` and
+        backquotes expand (and a backslash escapes them), with a quoted one nothing does. A
+        line equal to the delimiter ends it."""
+        frame = self.stack[-1]
+        doc = frame.doc
+        assert doc is not None
+        if c == "\n":
+            line = self.items[frame.line_start : self.i]
+            text = "".join(x for x in line if isinstance(x, str))
+            self._emit()
+            if doc.strip_tabs:
+                text = text.lstrip("\t")
+            if len(text) == len(line) and text == doc.delimiter:
+                self.stack.pop()  # the next here-document's body starts here
+                if self.stack[-1].kind == "heredoc":
+                    self.stack[-1].line_start = self.i
+                else:
+                    self.word_start = True
+            else:
+                frame.line_start = self.i
+        elif doc.quoted:
+            self._emit()
+        elif c == "\\":
+            self._backslash()
+        elif c in "$`" and self._expansion():
+            pass
         else:
-            self._slot(slot, context="expand", refuse=self.stack[-1].refuse)
-
+            self._emit()
 
 _CONTEXT: dict[_Kind, Context] = {
     "cmd": "word",
@@ -487,4 +496,5 @@ _CONTEXT: dict[_Kind, Context] = {
     "sq": "single",
     "dq": "double",
     "comment": "expand",
+    "heredoc": "expand",
 }
