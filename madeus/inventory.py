@@ -1,22 +1,41 @@
-"""Inventories: Ansible's YAML inventory plus Madeus's optional `sites` and `network_constraints`.
+"""Inventories, loaded by Ansible itself: whatever `ansible-inventory` accepts.
+
+INI, YAML, JSON, host ranges (`web[01:20]`), directories of sources, `group_vars/` and
+`host_vars/`, inventory plugins (`constructed`...), several sources, `ANSIBLE_INVENTORY`, comma
+host lists (`-i h1,h2,`), vault (`--vault-password-file`, `--vault-id`, `--ask-vault-pass`):
+`load_inventory` hands the sources to Ansible's own inventory command line, in a process of its
+own (`madeus/ansible_cli.py`), and builds the model from what it answers. So the hosts of a
+group and the variables of a host are exactly those `ansible-inventory --list` shows, Ansible's
+precedence included (`ansible_group_priority`, a host's `ansible_port` over its group's), and a
+host's connection settings (address, port, user, key, connection type, `become`) are those
+Ansible would use: templated (`ansible_host: "{{ inventory_hostname }}.{{ domain }}"`), vault
+decrypted, legacy names (`ansible_ssh_host`...) understood.
+
+Madeus adds two variables of its own, read from the group `all` (its `vars`, or
+`group_vars/all.yml`):
 
 ```yaml
 all:
-  children:
-    control: {hosts: {control-1: {ansible_host: 192.0.2.10}}}
-    compute: {hosts: {compute-1: {}, compute-2: {}}, vars: {madeus_max_parallel: 4}}
-sites:                      # Madeus only: site name -> groups or hosts
-  lyon: [control]
-  nantes: [compute]
-network_constraints: {default_delay: 25ms, default_rate: 1gbit}
+  vars:
+    madeus_sites:                 # site name -> groups or hosts
+      lyon: [control]
+      nantes: [compute-1, compute-2]
+    madeus_network_constraints: {default_delay: 25ms, default_rate: 1gbit}   # EnOS-style
 ```
-Without an inventory, `Inventory.local()` stands in: one host, `localhost`, run locally; every
-group name resolves to it and it forms the one site `local`.
+
+Without an inventory, `Inventory.local_default()` stands in: one host, `localhost`, run
+locally; every group name resolves to it and it forms the one site `local`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,13 +45,8 @@ from madeus.source import Span
 
 LOCAL_HOST = "localhost"
 LOCAL_SITE = "local"
-_HOST_KEYS = {
-    "ansible_host",
-    "ansible_port",
-    "ansible_user",
-    "ansible_ssh_private_key_file",
-    "ansible_connection",
-}
+SITES_VAR = "madeus_sites"
+CONSTRAINTS_VAR = "madeus_network_constraints"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,14 +55,22 @@ class Host:
     address: str  # how the controller reaches it (ansible_host)
     port: int = 22
     user: str | None = None
-    key_file: str | None = None
-    connection: str = "ssh"  # "ssh" or "local"
+    key_file: str | None = None  # absolute
+    connection: str = "ssh"  # Ansible's connection type: "ssh", "local", "paramiko"...
+    # Every variable of the host, merged as Ansible merges them (vaulted values as Ansible
+    # shows them: {"__ansible_vault": "..."}).
     vars: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    become: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    vaulted: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def internal_address(self) -> str:
         """How other hosts reach it: `madeus_address` when set (testbeds), else `address`."""
         return str(self.vars.get("madeus_address", self.address))
+
+    @property
+    def local(self) -> bool:
+        return self.connection == "local"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +79,7 @@ class Group:
     hosts: tuple[str, ...] = ()  # direct members
     children: tuple[str, ...] = ()
     vars: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    members: tuple[str, ...] = ()  # every host, children's included, in Ansible's order
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,187 +88,331 @@ class Inventory:
     groups: Mapping[str, Group]
     sites: Mapping[str, tuple[str, ...]]  # site -> host names
     network_constraints: Mapping[str, Any] = field(default_factory=dict)
-    path: str | None = None
+    sources: tuple[str, ...] = ()  # as Ansible took them (files and directories absolute)
     local: bool = False
+    # The options Ansible needs to read the sources again (vault, extra variables): what the
+    # Ansible backend hands to ansible-playbook with the sources.
+    ansible_args: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    # What `ansible-inventory --list` puts in `_meta` besides `hostvars` (its JSON profile).
+    listing_meta: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def local_default(cls) -> Inventory:
         host = Host(LOCAL_HOST, "127.0.0.1", connection="local")
         return cls(
             hosts={LOCAL_HOST: host},
-            groups={"all": Group("all", (LOCAL_HOST,))},
+            groups={"all": Group("all", (LOCAL_HOST,), members=(LOCAL_HOST,))},
             sites={LOCAL_SITE: (LOCAL_HOST,)},
             local=True,
         )
+
+    @property
+    def path(self) -> str | None:
+        """The first source that is a file or directory (known_hosts is looked for beside
+        it), else None."""
+        return next((s for s in self.sources if os.path.exists(s)), None)
 
     def has_target(self, name: str) -> bool:
         return self.local or name in self.groups or name in self.hosts
 
     def hosts_of(self, name: str) -> tuple[str, ...]:
-        """Hosts of a group (children included, in declaration order) or the host itself."""
+        """Hosts of a group (children included, in Ansible's order) or the host itself."""
         if self.local:
             return (LOCAL_HOST,)
         if name in self.groups:
-            seen: dict[str, None] = {}
-            self._collect(name, seen, set())
-            return tuple(seen)
+            return self.groups[name].members
         if name in self.hosts:
             return (name,)
         raise KeyError(name)
 
-    def _collect(self, group: str, out: dict[str, None], visiting: set[str]) -> None:
-        if group in visiting:
-            return
-        visiting.add(group)
-        g = self.groups[group]
-        out.update(dict.fromkeys(g.hosts))
-        for child in g.children:
-            self._collect(child, out, visiting)
-
     def groups_of(self, host: str) -> tuple[str, ...]:
-        """Groups containing the host, outermost first (Ansible's variable precedence)."""
-        found = [g for g in self.groups if host in self.hosts_of(g)]
-        depth = {g: self._depth(g) for g in found}
-        return tuple(sorted(found, key=lambda g: (depth[g], g)))
+        """The groups the host belongs to (directly or through a child group)."""
+        return tuple(g for g, group in self.groups.items() if host in group.members)
 
-    def _depth(self, group: str) -> int:
-        parents = [p for p, g in self.groups.items() if group in g.children]
-        return 0 if not parents else 1 + max(self._depth(p) for p in parents)
-
-    def host_vars(self, host: str) -> dict[str, Any]:
-        """Group variables (outermost group first), then the host's own variables."""
-        merged: dict[str, Any] = {}
-        for group in self.groups_of(host):
-            merged.update(self.groups[group].vars)
-        merged.update(self.hosts[host].vars)
-        return merged
+    def host_vars(self, host: str) -> Mapping[str, Any]:
+        """The host's variables, merged as Ansible merges them."""
+        return self.hosts[host].vars
 
     def site_of(self, host: str) -> str | None:
         return next((s for s, hosts in self.sites.items() if host in hosts), None)
 
 
-def load_inventory(path: str | Path) -> Inventory:
-    """Read an Ansible YAML inventory; raise InventoryError with a positioned diagnostic."""
+@dataclass(frozen=True, slots=True)
+class InventoryOptions:
+    """What `ansible-inventory` would be told besides the sources."""
+
+    vault_ids: tuple[str, ...] = ()
+    vault_password_files: tuple[str, ...] = ()
+    ask_vault_pass: bool = False
+    extra_vars: tuple[str, ...] = ()  # as `-e` takes them: key=value, YAML/JSON, @file
+
+    def args(self) -> list[str]:
+        found: list[str] = []
+        for vault_id in self.vault_ids:
+            found += ["--vault-id", vault_id]
+        for path in self.vault_password_files:
+            found += ["--vault-password-file", str(Path(path).expanduser().absolute())]
+        if self.ask_vault_pass:
+            found.append("--ask-vault-pass")
+        for extra in self.extra_vars:
+            found += ["-e", _absolute_file(extra)]
+        return found
+
+
+def load_inventory(
+    sources: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None,
+    options: InventoryOptions | None = None,
+) -> Inventory:
+    """Load the inventory Ansible reads from `sources` (one or several, or None for Ansible's
+    default: `ANSIBLE_INVENTORY`, else its configuration); raise InventoryError with a
+    diagnostic positioned where Ansible says the problem is."""
+    options = options or InventoryOptions()
+    if sources is None:
+        given: list[str] = []
+    elif isinstance(sources, str | os.PathLike):
+        given = [_absolute_source(os.fspath(sources))]
+    else:
+        given = [_absolute_source(os.fspath(s)) for s in sources]
+    for source in given:
+        if not ("," in source or os.path.exists(source)):
+            raise InventoryError([_at(source, "cannot read inventory: no such file or directory")])
+    args = [a for s in given for a in ("-i", s)] + options.args()
+    document, said = _ask_ansible(args)
+    if "errors" in document:
+        raise InventoryError(_diagnostics(document["errors"], said, given))
+    return _from_document(document, tuple(options.args()))
+
+
+def inventory_from_dict(data: Mapping[str, Any], path: str | None = None) -> Inventory:
+    """An inventory written as the mapping of a YAML inventory (madeus's `sites` and
+    `network_constraints` may be given as top-level keys: they become `madeus_sites` and
+    `madeus_network_constraints` of `all`), written into `path` (a new private file when
+    None), then loaded like any other."""
     import yaml
 
-    text_path = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InventoryError([_diag(text_path, f"cannot read inventory: {exc.strerror}")]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise InventoryError(
-            [_diag(text_path, f"inventory is not valid YAML: {problem}", line, col)]
-        ) from None
-    return inventory_from_dict(data if data is not None else {}, text_path)
+    body = {k: v for k, v in data.items() if k not in ("sites", "network_constraints")}
+    extra = {
+        var: data[key]
+        for key, var in (("sites", SITES_VAR), ("network_constraints", CONSTRAINTS_VAR))
+        if key in data
+    }
+    if extra:
+        top = dict(body.get("all") or {})
+        top["vars"] = {**(top.get("vars") or {}), **extra}
+        body["all"] = top
+    if path is None:
+        path = str(Path(tempfile.mkdtemp(prefix="madeus-inventory-")) / "inventory.yml")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(yaml.safe_dump(body, sort_keys=False))
+    return load_inventory(path)
 
 
-def inventory_from_dict(data: object, path: str = "<inventory>") -> Inventory:
-    if not isinstance(data, dict):
-        raise InventoryError([_diag(path, "inventory must be a mapping of groups")])
+# --- asking Ansible -------------------------------------------------------------------------------
+
+
+def _ask_ansible(args: list[str]) -> tuple[dict[str, Any], str]:
+    """Run the inventory side of `madeus/ansible_cli.py`: its document, and what Ansible said
+    on its standard error (warnings, and the details of parse failures)."""
+    env = {
+        **os.environ,
+        # A source that no plugin can parse is an error, not a warning and an empty inventory.
+        "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "True",
+        "ANSIBLE_NOCOLOR": "1",
+        "PYTHONWARNINGS": os.environ.get("PYTHONWARNINGS", "ignore"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "madeus.ansible_cli", "inventory", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    try:
+        document = json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        reason = (done.stderr.strip() or f"exit status {done.returncode}").splitlines()[-1]
+        document = {"errors": [{"message": f"ansible-inventory failed: {reason}"}]}
+    if not isinstance(document, dict):
+        document = {"errors": [{"message": "ansible-inventory gave no inventory"}]}
+    return document, done.stderr
+
+
+def _from_document(document: Mapping[str, Any], ansible_args: tuple[str, ...]) -> Inventory:
+    listing = document["list"]
+    hostvars: Mapping[str, Any] = listing.get("_meta", {}).get("hostvars", {})
     hosts: dict[str, Host] = {}
+    for name, info in document["hosts"].items():
+        conn = info["connection"]
+        port = conn.get("port")
+        key = conn.get("key_file")
+        hosts[name] = Host(
+            name=name,
+            address=str(conn.get("address") or name),
+            port=int(port) if port not in (None, "") else 22,
+            user=None if conn.get("user") in (None, "") else str(conn["user"]),
+            key_file=None if not key else str(Path(str(key)).expanduser().absolute()),
+            connection="ssh" if conn.get("connection") in ("smart", None) else conn["connection"],
+            vars=dict(hostvars.get(name, {})),
+            become=dict(conn.get("become") or {}),
+            vaulted=dict(info.get("vaulted") or {}),
+        )
     groups: dict[str, Group] = {}
+    raw_groups: Mapping[str, Any] = document["groups"]
+    for name, info in raw_groups.items():
+        groups[name] = Group(
+            name,
+            tuple(info["hosts"]),
+            tuple(info["children"]),
+            dict(info.get("vars") or {}),
+            tuple(info["members"]),
+        )
+    # `all` holds every host, as in Ansible (its own direct list holds only those written there).
+    everything = groups.get("all", Group("all"))
+    groups["all"] = Group(
+        "all", everything.hosts, everything.children, everything.vars, tuple(hosts)
+    )
+    partial = Inventory(hosts, groups, {}, sources=tuple(document.get("sources", ())))
+    all_vars = groups["all"].vars
+    where = partial.path or "the inventory"
+    sites = _sites(all_vars.get(SITES_VAR), partial, where)
+    constraints = all_vars.get(CONSTRAINTS_VAR) or {}
+    if not isinstance(constraints, Mapping):
+        raise InventoryError([_at(where, f"`{CONSTRAINTS_VAR}` must be a mapping")])
+    meta = {k: v for k, v in listing.get("_meta", {}).items() if k != "hostvars"}
+    return Inventory(
+        hosts,
+        groups,
+        sites,
+        dict(constraints),
+        partial.sources,
+        ansible_args=ansible_args,
+        listing_meta=meta,
+    )
+
+
+def _sites(raw: object, inventory: Inventory, where: str) -> dict[str, tuple[str, ...]]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise InventoryError(
+            [_at(where, f"`{SITES_VAR}` must map site names to lists of groups or hosts")]
+        )
     problems: list[Diagnostic] = []
-    top = {k: v for k, v in data.items() if k not in ("sites", "network_constraints")}
-    for name, body in top.items():
-        _read_group(str(name), body, hosts, groups, problems, path)
     sites: dict[str, tuple[str, ...]] = {}
-    raw_sites = data.get("sites") or {}
-    if not isinstance(raw_sites, dict):
-        problems.append(_diag(path, "`sites` must map site names to lists of groups or hosts"))
-        raw_sites = {}
-    partial = Inventory(hosts, groups, {}, path=path)
-    for site, members in raw_sites.items():
+    for site, members in raw.items():
         if isinstance(members, str):
             members = [members]
         if not isinstance(members, list):
-            problems.append(_diag(path, f'site "{site}" must list groups or hosts'))
+            problems.append(_at(where, f'site "{site}" must list groups or hosts'))
             continue
         site_hosts: dict[str, None] = {}
         for member in members:
-            if not partial.has_target(str(member)):
-                problems.append(
-                    _diag(path, f'site "{site}" names unknown group or host "{member}"')
-                )
+            if not inventory.has_target(str(member)):
+                problems.append(_at(where, f'site "{site}" names unknown group or host "{member}"'))
                 continue
-            site_hosts.update(dict.fromkeys(partial.hosts_of(str(member))))
+            site_hosts.update(dict.fromkeys(inventory.hosts_of(str(member))))
         sites[str(site)] = tuple(site_hosts)
-    constraints = data.get("network_constraints") or {}
-    if not isinstance(constraints, dict):
-        problems.append(_diag(path, "`network_constraints` must be a mapping"))
-        constraints = {}
     if problems:
         raise InventoryError(problems)
-    # As in Ansible, `all` holds every host, whether or not the file spells it out.
-    everything = groups.get("all", Group("all"))
-    groups["all"] = Group("all", tuple(hosts), everything.children, everything.vars)
-    return Inventory(hosts, groups, sites, constraints, path=path)
+    return sites
 
 
-def _read_group(
-    name: str,
-    body: object,
-    hosts: dict[str, Host],
-    groups: dict[str, Group],
-    problems: list[Diagnostic],
-    path: str,
-) -> None:
-    if body is None:
-        body = {}
-    if not isinstance(body, dict):
-        problems.append(_diag(path, f'group "{name}" must be a mapping'))
-        return
-    members: list[str] = []
-    for host_name, host_vars in (body.get("hosts") or {}).items():
-        host_name = str(host_name)
-        members.append(host_name)
-        host = _read_host(host_name, host_vars or {}, problems, path)
-        if host is not None and host_name not in hosts:
-            hosts[host_name] = host
-    children = body.get("children") or {}
-    if not isinstance(children, dict):
-        problems.append(_diag(path, f'children of group "{name}" must be a mapping'))
-        children = {}
-    for child, child_body in children.items():
-        _read_group(str(child), child_body, hosts, groups, problems, path)
-    previous = groups.get(name)
-    group_vars = dict(previous.vars) if previous else {}
-    group_vars.update(body.get("vars") or {})
-    groups[name] = Group(
-        name,
-        tuple(dict.fromkeys((*(previous.hosts if previous else ()), *members))),
-        tuple(dict.fromkeys((*(previous.children if previous else ()), *map(str, children)))),
-        group_vars,
-    )
+# --- errors ---------------------------------------------------------------------------------------
+
+# `Origin: PATH:LINE:COL` (or `PATH:LINE`, or `PATH`) in what Ansible prints about a failure.
+_ORIGIN = re.compile(r"^Origin: (?P<path>.+?)(?::(?P<line>\d+))?(?::(?P<col>\d+))?$")
+_FAILED = re.compile(
+    r"^\[(?:WARNING|ERROR)\]: Failed to parse inventory with '(\w+)' plugin: (.+)$"
+)
 
 
-def _read_host(name: str, raw: object, problems: list[Diagnostic], path: str) -> Host | None:
-    if not isinstance(raw, dict):
-        problems.append(_diag(path, f'variables of host "{name}" must be a mapping'))
-        return None
-    try:
-        port = int(raw.get("ansible_port", 22))
-    except (TypeError, ValueError):
-        problems.append(_diag(path, f'ansible_port of host "{name}" is not a number'))
-        return None
-    connection = str(raw.get("ansible_connection", "ssh"))
-    return Host(
-        name=name,
-        address=str(raw.get("ansible_host", name)),
-        port=port,
-        user=None if raw.get("ansible_user") is None else str(raw["ansible_user"]),
-        key_file=None
-        if raw.get("ansible_ssh_private_key_file") is None
-        else str(raw["ansible_ssh_private_key_file"]),
-        connection="local" if connection == "local" else "ssh",
-        vars={k: v for k, v in raw.items() if k not in _HOST_KEYS},
-    )
+def _diagnostics(
+    errors: Iterable[Mapping[str, Any]], said: str, sources: list[str]
+) -> list[Diagnostic]:
+    """Ansible's failure as diagnostics: for each source no plugin could parse, the failure
+    of the plugin meant for it (YAML for .yml/.yaml/.json files, else INI), at the position
+    Ansible gives; else Ansible's own error."""
+    failures = _plugin_failures(said)
+    found: list[Diagnostic] = []
+    for source in sources or [f.path for f in failures]:
+        mine = [f for f in failures if f.path == source]
+        if not mine:
+            continue
+        best = max(mine, key=lambda f: (_meant_for(f.plugin, source), f.line > 0))
+        found.append(
+            Diagnostic(
+                "inventory",
+                f"cannot read inventory: {best.message}",
+                Span(source, best.line, best.col, best.line, best.col + 1),
+            )
+        )
+    if found:
+        return found
+    messages = [str(e.get("message", "")) for e in errors] or ["unknown error"]
+    first = next(iter(errors), {})
+    path = str(first.get("path") or (sources[0] if sources else "<inventory>"))
+    line, col = int(first.get("line") or 0), int(first.get("col") or 0)
+    return [
+        Diagnostic(
+            "inventory",
+            f"cannot read inventory: {messages[0]}",
+            Span(path, line, col, line, col + 1),
+        )
+    ]
 
 
-def _diag(path: str, message: str, line: int = 0, col: int = 0) -> Diagnostic:
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    plugin: str
+    message: str
+    path: str
+    line: int
+    col: int
+
+
+def _plugin_failures(said: str) -> list[_Failure]:
+    found: list[_Failure] = []
+    plugin = message = None
+    for line in said.splitlines():
+        head = _FAILED.match(line)
+        if head is not None:
+            plugin, message = head.group(1), head.group(2).strip()
+            continue
+        origin = _ORIGIN.match(line.strip())
+        if origin is not None and plugin is not None and message is not None:
+            path = origin.group("path")
+            if path.startswith("<"):  # `<inventory plugin ... with source ...>`: no file
+                continue
+            found.append(
+                _Failure(
+                    plugin,
+                    message,
+                    path,
+                    int(origin.group("line") or 0),
+                    int(origin.group("col") or 0),
+                )
+            )
+            plugin = message = None
+    return found
+
+
+def _meant_for(plugin: str, source: str) -> bool:
+    yaml_like = source.endswith((".yml", ".yaml", ".json"))
+    return plugin in ("yaml", "auto") if yaml_like else plugin == "ini"
+
+
+def _at(path: str, message: str, line: int = 0, col: int = 0) -> Diagnostic:
     return Diagnostic("inventory", message, Span(path, line, col, line, col + 1))
+
+
+def _absolute_source(source: str) -> str:
+    """A file or directory made absolute (Ansible resolves nothing from a directory of its
+    own then); a host list (`h1,h2,`) or a plugin name as it is."""
+    if "," in source or not os.path.exists(source):
+        return source
+    return str(Path(source).expanduser().absolute())
+
+
+def _absolute_file(extra: str) -> str:
+    return "@" + str(Path(extra[1:]).expanduser().absolute()) if extra.startswith("@") else extra

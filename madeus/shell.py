@@ -142,9 +142,7 @@ def _quote(value: str, what: str) -> str:
 
 # --- the lexer ---------------------------------------------------------------------------------
 
-_Kind = Literal[
-    "cmd", "subst", "sq", "dq", "bq", "brace", "arith", "dsq", "comment", "heredoc"
-]
+_Kind = Literal["cmd", "subst", "sq", "dq", "bq", "brace", "arith", "dsq", "comment", "heredoc"]
 
 # Where a placeholder is refused, and what to write instead.
 _REFUSED: dict[_Kind, str] = {
@@ -489,6 +487,7 @@ class _Lexer:
             pass
         else:
             self._emit()
+
 
 _CONTEXT: dict[_Kind, Context] = {
     "cmd": "word",

@@ -61,6 +61,7 @@ class Sshd:
     host_public_key: str
     log: Path
     extra_host_vars: dict[str, object] = field(default_factory=dict)
+    _loaded: dict[str, Inventory] = field(default_factory=dict, repr=False)
 
     def inventory_dict(self, *, known_hosts_beside: bool = False) -> dict[str, object]:
         hosts = {
@@ -76,8 +77,17 @@ class Sshd:
         return {"all": {"children": {"nodes": {"hosts": hosts}}}}
 
     def inventory(self) -> Inventory:
-        """The inventory, with `path` set in `dir` (so `dir/known_hosts` sits beside it)."""
-        return inventory_from_dict(self.inventory_dict(), str(self.dir / "inventory.yml"))
+        """The inventory, written as `dir/inventory.yml` (so `dir/known_hosts` sits beside
+        it) and read by Ansible; the same one again while its content does not change."""
+        import json
+
+        key = json.dumps(self.inventory_dict(), sort_keys=True, default=str)
+        if key not in self._loaded:
+            self._loaded.clear()
+            self._loaded[key] = inventory_from_dict(
+                self.inventory_dict(), str(self.dir / "inventory.yml")
+            )
+        return self._loaded[key]
 
     def write_inventory(self) -> Path:
         import yaml

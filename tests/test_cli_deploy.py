@@ -31,10 +31,12 @@ def only_run_dir(tmp_path: Path) -> Path:
 
 
 def openstack_plan() -> object:
-    from madeus.cli._common import load
+    from madeus import load_file, load_inventory, resolve
     from madeus.plan import build_plan
 
-    return build_plan(load(str(OPENSTACK), str(INVENTORY)).deployment)
+    assembly = load_file(OPENSTACK).assembly
+    assert assembly is not None
+    return build_plan(resolve(assembly, load_inventory(INVENTORY)))
 
 
 def test_demo_deploys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from madeus.errors import InventoryError
@@ -79,14 +81,15 @@ def test_without_inventory_everything_is_local() -> None:
     }
 
 
-def test_unknown_targets_are_all_reported() -> None:
+def test_unknown_targets_are_all_reported(tmp_path: Path) -> None:
     module = load_text(SOURCE.replace("on core", "on kore"), "edge.mad")
     assert module.assembly is not None
     inventory = {**INVENTORY, "all": {"children": {"control": {"hosts": {"ctl-a": None}}}}}
     inventory["sites"] = {"a": ["ctl-a"]}
     with pytest.raises(InventoryError) as caught:
-        resolve(module.assembly, inventory_from_dict(inventory, "inv.yml"))
+        resolve(module.assembly, inventory_from_dict(inventory, str(tmp_path / "inv.yml")))
+    where = tmp_path / "inv.yml"
     assert [str(d.span) + " " + d.message for d in caught.value.diagnostics] == [
-        'edge.mad:16:16 unknown target "kore": no such group or host in inventory inv.yml',
-        'edge.mad:21:5 unknown target "compute": no such group or host in inventory inv.yml',
+        f'edge.mad:16:16 unknown target "kore": no such group or host in inventory {where}',
+        f'edge.mad:21:5 unknown target "compute": no such group or host in inventory {where}',
     ]

@@ -583,9 +583,11 @@ def test_cli_rehearsal_then_resume(
 
 
 def resolve_file() -> Deployment:
-    from madeus.cli._common import load as load_assembly
+    from madeus import load_file, load_inventory
 
-    return load_assembly(str(OPENSTACK), str(OS_INVENTORY)).deployment
+    assembly = load_file(OPENSTACK).assembly
+    assert assembly is not None
+    return resolve(assembly, load_inventory(OS_INVENTORY))
 
 
 def test_cli_resume_options_need_resume(capsys: pytest.CaptureFixture[str]) -> None:

@@ -435,9 +435,17 @@ def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[State]:
 def test_up_writes_the_inventory(testbed: State) -> None:
     d = Path(testbed.dir)
     inventory = yaml.safe_load((d / "inventory.yml").read_text())
-    assert list(inventory) == ["all", "sites", "network_constraints"]
-    assert inventory["sites"] == {"site1": ["control"], "site2": ["network"], "site3": ["compute"]}
-    assert inventory["network_constraints"] == {"default_delay": "25ms", "default_rate": "1gbit"}
+    assert list(inventory) == ["all"]
+    all_vars = inventory["all"]["vars"]
+    assert all_vars["madeus_sites"] == {
+        "site1": ["control"],
+        "site2": ["network"],
+        "site3": ["compute"],
+    }
+    assert all_vars["madeus_network_constraints"] == {
+        "default_delay": "25ms",
+        "default_rate": "1gbit",
+    }
     children = inventory["all"]["children"]
     assert list(children) == ["control", "network", "compute"]
     for h in testbed.hosts:

@@ -11,7 +11,7 @@ Nothing it is given is written to disk or shows in `ps`. The inventory (hosts, t
 merged variables, passwords included) is an anonymous in-memory file (`memfd_create`) handed to
 the process as `-i /dev/fd/N`; the extra variables (parameters and data values, secrets
 included) go on its standard input, which `ansible_cli.py` (the process: `python -m
-madeus.backends.ansible_cli playbook ...`, Ansible's own command line) hands to Ansible in
+madeus.ansible_cli playbook ...`, Ansible's own command line) hands to Ansible in
 memory. The generated play of `role` and `tasks` actions (names only) goes to the job's log
 directory as `<job>.play.yml`. No run directory, no artifacts, no
 copy of the environment: the process gets `PATH`, `HOME`, the user and locale variables,
@@ -67,7 +67,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from madeus.backends.base import Job, Outcome
-from madeus.backends.connection import connection_of, known_hosts_file
+from madeus.backends.connection import known_hosts_file
 from madeus.backends.process import OutputSink, despite_cancellation, run_process
 from madeus.errors import BackendError, MadeusError
 from madeus.inventory import Inventory
@@ -81,6 +81,14 @@ logger = logging.getLogger(__name__)
 STDERR_TAIL_LINES = 20
 PLUGINS = Path(__file__).parent / "ansible_plugins"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# The inventory of a run without one: this machine, with the controller's own Python (which has
+# what Ansible's modules need).
+LOCAL_INVENTORY = b"""all:
+  hosts:
+    localhost:
+      ansible_connection: local
+      ansible_python_interpreter: "{{ ansible_playbook_python }}"
+"""
 # What an Ansible run gets of the operator's environment, besides ANSIBLE_*.
 _PASSED_ENV = ("HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TMPDIR", "SSH_AUTH_SOCK", "TZ")
 
@@ -88,7 +96,7 @@ _PASSED_ENV = ("HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TMPDIR", "SSH_AUT
 def ansible_cli(command: str) -> list[str]:
     """The argv prefix that runs Ansible's `command` line (playbook, adhoc) with extra
     variables from standard input (see ansible_cli.py), in this interpreter."""
-    return [sys.executable, "-m", "madeus.backends.ansible_cli", command]
+    return [sys.executable, "-m", "madeus.ansible_cli", command]
 
 
 class AnsibleBackend:
@@ -159,7 +167,6 @@ class AnsibleBackend:
             run = _Run(
                 job,
                 playbook,
-                self._inventory_bytes(),
                 unsafe_yaml(values).encode(),
                 self._environment(job, token),
                 token,
@@ -218,39 +225,18 @@ class AnsibleBackend:
             out.write(text)
         return path
 
-    def _inventory_bytes(self) -> bytes:
-        if self._inventory_text is None:
-            self._inventory_text = yaml.safe_dump(self._inventory(), sort_keys=False).encode()
-        return self._inventory_text
-
-    def _inventory(self) -> dict[str, Any]:
-        """Every host with what Ansible needs to reach it (the connection settings every
-        backend shares) and its merged group and host variables; groups list their members,
-        so `groups['x']`, `hosts: x` and `hostvars[...]` work as with the real inventory."""
+    def _inventory_args(self) -> tuple[list[str], list[int]]:
+        """How ansible-playbook gets the inventory: the operator's own sources, with the
+        options needed to read them again (vault, extra variables), so that Ansible sees
+        exactly what it would see from `ansible-playbook -i ...`; without an inventory, the
+        local host alone, as an in-memory file. The file descriptors to pass, to close
+        after."""
         inv = self.inventory
-        groups: dict[str, Any] = {}
         if not inv.local:
-            for group in inv.groups:
-                if group not in ("all", "ungrouped"):
-                    members = inv.hosts_of(group)
-                    groups[group] = {"hosts": dict.fromkeys(members)} if members else {}
-        hosts: dict[str, Any] = {}
-        for host in inv.hosts.values():
-            merged = dict(inv.host_vars(host.name)) if not inv.local else {}
-            conn = connection_of(inv, host)
-            if conn.local:
-                merged["ansible_connection"] = "local"
-                # The controller's own Python, which has what Ansible's modules need.
-                merged.setdefault("ansible_python_interpreter", "{{ ansible_playbook_python }}")
-            else:
-                merged["ansible_host"] = conn.address
-                merged["ansible_port"] = conn.port
-                if conn.user is not None:
-                    merged["ansible_user"] = conn.user
-                if conn.key_file is not None:
-                    merged["ansible_ssh_private_key_file"] = conn.key_file
-            hosts[host.name] = merged
-        return {"all": {"hosts": hosts, "children": groups}}
+            sources = [a for s in inv.sources for a in ("-i", s)]
+            return [*sources, *inv.ansible_args], []
+        fd = _memfd("madeus-inventory", LOCAL_INVENTORY)
+        return ["-i", f"/dev/fd/{fd}"], [fd]
 
     def _environment(self, job: Job, token: str) -> dict[str, str]:
         environ = os.environ
@@ -299,12 +285,11 @@ class AnsibleBackend:
         events = _Events(job)
         out = OutputSink(job.stdout_path, job.secrets, keep_all=False)
         err = OutputSink(job.stderr_path, job.secrets, keep_all=False)
-        inventory_fd = _memfd("madeus-inventory", run.inventory)
+        inventory, inventory_fds = self._inventory_args()
         read_end, write_end = os.pipe()
         argv = [
             *ansible_cli("playbook"),
-            "-i",
-            f"/dev/fd/{inventory_fd}",
+            *inventory,
             "--limit",
             job.host.name,
             str(run.playbook),
@@ -327,37 +312,39 @@ class AnsibleBackend:
                 err=err,
                 env=env,
                 grace=self.kill_grace,
-                pass_fds=(inventory_fd, write_end),
+                pass_fds=(*inventory_fds, write_end),
                 pipes=[(read_end, events)],
                 after_start=close_writer,
             )
         except asyncio.CancelledError:
-            await despite_cancellation(self._stop_leftovers(run, inventory_fd))
+            await despite_cancellation(self._stop_leftovers(run, inventory, inventory_fds))
             raise
         finally:
             close_writer()
             out.close()
             err.close()
             events.close()
-            os.close(inventory_fd)
+            for fd in inventory_fds:
+                os.close(fd)
         return events.outcome(code, err.tail(STDERR_TAIL_LINES))
 
-    async def _stop_leftovers(self, run: _Run, inventory_fd: int) -> None:
+    async def _stop_leftovers(
+        self, run: _Run, inventory: list[str], inventory_fds: list[int]
+    ) -> None:
         """What killing ansible-playbook's process group leaves running: its workers (Ansible
         puts each in a session of its own) with their local processes, and the module
         processes on the remote host. All carry `MADEUS_JOB=<token>` in their environment."""
         job = run.job
         try:
             await asyncio.to_thread(kill_marked_processes, run.token, self.kill_grace)
-            if connection_of(self.inventory, job.host).local:
+            if job.host.local:
                 return
             env = {k: v for k, v in run.env.items() if k not in ("MADEUS_JOB",)}
             env["ANSIBLE_STDOUT_CALLBACK"] = "minimal"
             argv = [
                 *ansible_cli("adhoc"),
                 job.host.name,
-                "-i",
-                f"/dev/fd/{inventory_fd}",
+                *inventory,
                 "-m",
                 "ansible.builtin.raw",
                 "-a",
@@ -366,7 +353,7 @@ class AnsibleBackend:
             said = OutputSink(None, job.secrets, keep_all=True)
             async with asyncio.timeout(self.kill_grace + 30):
                 code = await run_process(
-                    argv, input=b"", out=said, err=said, env=env, pass_fds=(inventory_fd,)
+                    argv, input=b"", out=said, err=said, env=env, pass_fds=inventory_fds
                 )
             if code != 0:
                 logger.warning(
@@ -383,7 +370,6 @@ class AnsibleBackend:
 class _Run:
     job: Job
     playbook: Path
-    inventory: bytes
     extra_vars: bytes
     env: dict[str, str]
     token: str  # MADEUS_JOB: marks every process of this run, here and on the host

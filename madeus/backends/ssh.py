@@ -324,7 +324,7 @@ class SshBackend:
     # --- connections ---------------------------------------------------------------------
 
     def _connection_of(self, host: Host) -> Connection:
-        return connection_of(self.inventory, host)
+        return connection_of(host)
 
     def _trusted_keys(self) -> asyncssh.SSHKnownHosts | None:
         if self.insecure:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from madeus.errors import Diagnostic, MadeusError, SourceCache, render_all
+from madeus.inventory import Inventory
 from madeus.model import Module
 from madeus.resolve import Deployment
 
@@ -29,18 +30,86 @@ class Loaded:
     module: Module
     deployment: Deployment
 
+    @property
+    def inventory_key(self) -> tuple[str, ...] | None:
+        """The inventory's sources (what a journal belongs to); None for this machine."""
+        inventory = self.deployment.inventory
+        return None if inventory.local else inventory.sources
+
 
 def add_file_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", help="the .mad file holding the assembly")
 
 
 def add_inventory_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    """The inventory options, as `ansible-inventory` and `ansible-playbook` take them."""
+    group = parser.add_argument_group(
+        "inventory (read by Ansible: whatever ansible-inventory accepts)"
+    )
+    group.add_argument(
         "-i",
         "--inventory",
+        action="append",
+        default=[],
         metavar="INVENTORY",
-        help="Ansible YAML inventory (default: everything runs on this machine)",
+        help="an inventory source: a file (INI, YAML, JSON), a directory, a plugin "
+        "configuration, or a host list (h1,h2,); repeatable. Default: $ANSIBLE_INVENTORY, "
+        "else everything runs on this machine",
     )
+    group.add_argument(
+        "-e",
+        "--extra-vars",
+        action="append",
+        default=[],
+        metavar="VARS",
+        help="extra variables, as key=value, YAML/JSON or @FILE; repeatable",
+    )
+    group.add_argument(
+        "--vault-id", action="append", default=[], metavar="ID", help="a vault identity"
+    )
+    group.add_argument(
+        "--vault-password-file",
+        "--vault-pass-file",
+        action="append",
+        default=[],
+        dest="vault_password_files",
+        metavar="FILE",
+        help="a vault password file",
+    )
+    group.add_argument(
+        "-J",
+        "--ask-vault-password",
+        "--ask-vault-pass",
+        action="store_true",
+        dest="ask_vault_pass",
+        help="ask for the vault password",
+    )
+
+
+def load_inventory_of(args: argparse.Namespace) -> Inventory | None:
+    """The inventory the options name: the `-i` sources, else $ANSIBLE_INVENTORY's; None
+    when there is none (everything runs on this machine)."""
+    import os
+
+    from madeus.inventory import InventoryOptions, load_inventory
+
+    sources: list[str] | None = list(args.inventory)
+    if not sources:
+        if not os.environ.get("ANSIBLE_INVENTORY"):
+            return None
+        sources = None  # Ansible's own default: ANSIBLE_INVENTORY
+    options = InventoryOptions(
+        vault_ids=tuple(args.vault_id),
+        vault_password_files=tuple(args.vault_password_files),
+        ask_vault_pass=args.ask_vault_pass,
+        extra_vars=tuple(args.extra_vars),
+    )
+    return load_inventory(sources, options)
+
+
+def inventory_words(args: argparse.Namespace) -> str:
+    """The `-i` options again, for the commands madeus suggests."""
+    return "".join(f" -i {source}" for source in args.inventory)
 
 
 # The verbs whose `--simulate` takes an optional mode (`status --simulate` is a plain flag).
@@ -157,12 +226,13 @@ def add_ssh_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load(file: str, inventory: str | None = None) -> Loaded:
-    """Parse, check and resolve; raise MadeusError with every problem found."""
-    return resolve_module(file, load_module(file), inventory)
+def load(file: str, args: argparse.Namespace | None = None) -> Loaded:
+    """Parse, check and resolve FILE against the inventory the options name; raise
+    MadeusError with every problem found."""
+    return resolve_module(file, load_module(file), args)
 
 
-def resolve_module(file: str, module: Module, inventory: str | None = None) -> Loaded:
+def resolve_module(file: str, module: Module, args: argparse.Namespace | None = None) -> Loaded:
     """FILE's assembly (already loaded as `module`) resolved against the inventory."""
     if module.assembly is None:
         raise MadeusError(
@@ -174,10 +244,9 @@ def resolve_module(file: str, module: Module, inventory: str | None = None) -> L
                 )
             ]
         )
-    from madeus.inventory import load_inventory
     from madeus.resolve import resolve
 
-    inv = load_inventory(inventory) if inventory else None
+    inv = load_inventory_of(args) if args is not None else None
     return Loaded(Path(file), module, resolve(module.assembly, inv))
 
 

@@ -51,9 +51,9 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def load_existing(file: str, inventory: str | None) -> Loaded:
+def load_existing(file: str, args: argparse.Namespace) -> Loaded:
     """`_common.load`: FILE's assembly, resolved (a missing FILE is a diagnostic naming it)."""
-    return load(file, inventory)
+    return load(file, args)
 
 
 def find_verifier(name: str = "verify") -> Callable[..., Any] | None:
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
             f"{names})"
         )
         return EXIT_OK
-    deployment = resolve_module(args.file, module, args.inventory).deployment
+    deployment = resolve_module(args.file, module, args).deployment
     plan_problems: list[Diagnostic] = []
     try:
         build_plan(deployment)

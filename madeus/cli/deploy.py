@@ -31,6 +31,7 @@ from madeus.cli._common import (
     add_ssh_args,
     check_run_args,
     fail,
+    inventory_words,
     non_negative_float,
     report,
     reports_errors,
@@ -188,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
         option = "--assume-done" if args.assume_done else "--rerun"
         print(f"madeus deploy: error: {option} only applies with --resume", file=sys.stderr)
         return 2
-    loaded = load_existing(args.file, args.inventory)
+    loaded = load_existing(args.file, args)
     deployment = loaded.deployment
     # Verify before planning: on a deadlock the verifier names the waiting cycle, where the
     # plan could only say which transitions never start.
@@ -210,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
     run_dir = DEFAULT_RUNS / run_id  # created by the engine once the run can start
     # The journal's lock keeps two runs of this assembly and inventory apart; an unwritable
     # journal stops everything here, before anything runs.
-    journal = open_journal(args.file, args.inventory, simulate=bool(args.simulate))
+    journal = open_journal(args.file, loaded.inventory_key, simulate=bool(args.simulate))
     with journal:
         _note_journal(journal, args.resume)
         progress = make_progress(sys.stdout, plan.predicted_makespan * scale, len(plan.transitions))
@@ -278,7 +279,7 @@ def run(args: argparse.Namespace) -> int:
     if code != EXIT_OK:
         print(
             f"the journal keeps what ended: `madeus deploy {args.file}"
-            f"{f' -i {args.inventory}' if args.inventory else ''}"
+            f"{inventory_words(args)}"
             f"{' --simulate' if args.simulate else ''} --resume` continues",
             file=sys.stderr,
         )

@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     if module.assembly is None and args.view.startswith("component:"):
         draw_component(module.components, args.view.split(":", 1)[1], args.output, args.file)
         return EXIT_OK
-    deployment = resolve_module(args.file, module, args.inventory).deployment
+    deployment = resolve_module(args.file, module, args).deployment
     highlight: frozenset[Any] = frozenset()
     if args.highlight_problems:
         problems = find_verifier("problem_elements")

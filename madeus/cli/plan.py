@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from madeus.cli.check import load_existing
     from madeus.plan import build_plan
 
-    plan = build_plan(load_existing(args.file, args.inventory).deployment)
+    plan = build_plan(load_existing(args.file, args).deployment)
     declared: Plan | None = None
     traces: list[Trace] = []
     if args.durations_from:

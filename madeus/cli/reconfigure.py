@@ -33,6 +33,7 @@ from madeus.cli._common import (
     add_ssh_args,
     check_run_args,
     fail,
+    inventory_words,
     report,
     reports_errors,
     time_scale,
@@ -114,12 +115,12 @@ def run_program(
     if refused is not None:
         return refused
     gantt = Path(args.gantt) if args.gantt else None
-    loaded = load_existing(file, args.inventory)
+    loaded = load_existing(file, args)
     try:
         from madeus.reconfig.state import open_state_journal
 
         journal: Journal | None = open_state_journal(
-            file, args.inventory, simulate=bool(args.simulate)
+            file, loaded.inventory_key, simulate=bool(args.simulate)
         )
     except ImportError:  # pragma: no cover - a build without the journal
         journal = None
@@ -146,7 +147,7 @@ def current_configuration(
     state = journal_configuration(deployment, journal)
     if state is None:
         simulate = " --simulate" if args.simulate else ""
-        inventory = f" -i {args.inventory}" if args.inventory else ""
+        inventory = inventory_words(args)
         fail(
             f"the journal of {file}{' (simulated runs)' if args.simulate else ''} records no "
             f"deployment: deploy it first (`madeus deploy {file}{inventory}{simulate}`), or "
@@ -342,10 +343,10 @@ def run_plan(args: argparse.Namespace) -> int:
     from madeus.reconfig.script import load_program
     from madeus.reconfig.state import deployed, read_configuration
 
-    loaded = load_existing(args.file, args.inventory)
+    loaded = load_existing(args.file, args)
     state = None
     try:
-        state = read_configuration(loaded.deployment, args.file, args.inventory)
+        state = read_configuration(loaded.deployment, args.file, loaded.inventory_key)
     except ImportError:  # pragma: no cover - a build without the journal
         state = None
     origin = "the journal"

@@ -49,9 +49,9 @@ def run(args: argparse.Namespace) -> int:
     from madeus.engine.journal import JOURNAL_FILE, read_journal
     from madeus.plan import build_plan
 
-    loaded = load_existing(args.file, args.inventory)
+    loaded = load_existing(args.file, args)
     plan = build_plan(loaded.deployment)
-    state, holder, directory = read_journal(args.file, args.inventory, simulate=args.simulate)
+    state, holder, directory = read_journal(args.file, loaded.inventory_key, simulate=args.simulate)
     rows = []
     for t in plan.transitions:
         for host in t.hosts:

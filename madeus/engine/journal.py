@@ -83,17 +83,36 @@ _END_STATUSES = frozenset({"ok", "failed", "timeout", "cancelled", "lost"})
 _KEY_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
+InventoryKey = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None
+
+
+def inventory_identity(inventory: InventoryKey) -> str | None:
+    """The inventory a journal belongs to, as one string: its sources (files and directories
+    by real path, host lists as written), in order; None for the local machine."""
+    if inventory is None:
+        return None
+    sources = [inventory] if isinstance(inventory, str | os.PathLike) else list(inventory)
+    if not sources:
+        return None
+    real = [
+        os.path.realpath(os.fspath(s)) if os.path.exists(os.fspath(s)) else os.fspath(s)
+        for s in sources
+    ]
+    return "\n".join(real)
+
+
 def state_key(
     mad_path: str | os.PathLike[str],
-    inventory: str | os.PathLike[str] | None,
+    inventory: InventoryKey,
     *,
     simulate: bool = False,
 ) -> str:
     """`<file stem>-<12 hex digits>`: the hash of the real paths of the assembly file and of
-    the inventory (none: the local machine). Simulated runs keep a journal of their own
-    (`-simulate` appended): a rehearsal never stands for, nor replaces, a real deployment."""
+    the inventory's sources (none: the local machine). Simulated runs keep a journal of their
+    own (`-simulate` appended): a rehearsal never stands for, nor replaces, a real
+    deployment."""
     mad = os.path.realpath(os.fspath(mad_path))
-    inv = os.path.realpath(os.fspath(inventory)) if inventory is not None else ""
+    inv = inventory_identity(inventory) or ""
     digest = hashlib.sha256(f"{mad}\0{inv}".encode()).hexdigest()[:12]
     stem = _KEY_CHARS.sub("_", Path(mad).stem)[:40] or "assembly"
     return f"{stem}-{digest}" + ("-simulate" if simulate else "")
@@ -101,7 +120,7 @@ def state_key(
 
 def state_dir(
     mad_path: str | os.PathLike[str],
-    inventory: str | os.PathLike[str] | None = None,
+    inventory: InventoryKey = None,
     *,
     base: str | os.PathLike[str] = DEFAULT_STATE,
     simulate: bool = False,
@@ -661,7 +680,7 @@ def _fsync_dir(directory: Path) -> None:
 
 def open_journal(
     mad_path: str | os.PathLike[str],
-    inventory: str | os.PathLike[str] | None = None,
+    inventory: InventoryKey = None,
     *,
     base: str | os.PathLike[str] = DEFAULT_STATE,
     command: Sequence[str] | None = None,
@@ -717,14 +736,14 @@ def open_journal(
         fd,
         key=directory.name,
         file=os.path.realpath(os.fspath(mad_path)),
-        inventory=None if inventory is None else os.path.realpath(os.fspath(inventory)),
+        inventory=inventory_identity(inventory),
         command=argv,
     )
 
 
 def read_journal(
     mad_path: str | os.PathLike[str],
-    inventory: str | os.PathLike[str] | None = None,
+    inventory: InventoryKey = None,
     *,
     base: str | os.PathLike[str] = DEFAULT_STATE,
     simulate: bool = False,

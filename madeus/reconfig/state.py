@@ -29,7 +29,7 @@ from madeus.resolve import Deployment, Link
 from madeus.source import NO_SPAN, Span
 
 if TYPE_CHECKING:
-    from madeus.engine.journal import Journal
+    from madeus.engine.journal import InventoryKey, Journal
 
 Origin = Literal["deployed", "initial", "journal", "program"]
 
@@ -251,7 +251,7 @@ def nothing_recorded(journal: Any) -> bool:
 
 def open_state_journal(
     mad_path: str | os.PathLike[str],
-    inventory: str | os.PathLike[str] | None,
+    inventory: InventoryKey,
     *,
     simulate: bool = False,
 ) -> Journal:
@@ -265,7 +265,7 @@ def open_state_journal(
 def read_configuration(
     deployment: Deployment,
     mad_path: str | os.PathLike[str],
-    inventory: str | os.PathLike[str] | None,
+    inventory: InventoryKey,
     *,
     simulate: bool = False,
 ) -> Configuration | None:

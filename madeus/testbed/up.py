@@ -38,6 +38,7 @@ from typing import Any
 import yaml
 
 from madeus.errors import Diagnostic
+from madeus.inventory import CONSTRAINTS_VAR, SITES_VAR
 from madeus.testbed.spec import HostSpec, TestbedError, TestbedSpec, problem
 from madeus.testbed.state import (
     CLIENT_KEY_FILE,
@@ -424,11 +425,12 @@ class _Builder:
             f"-o UserKnownHostsFile={shlex.quote(str(known_hosts))} "
             "-o StrictHostKeyChecking=yes -o IdentitiesOnly=yes"
         )
-        data = {
-            "all": {"vars": {"ansible_ssh_common_args": ssh_args}, "children": children},
-            "sites": st.sites,
-            "network_constraints": st.network_constraints,
+        all_vars = {
+            "ansible_ssh_common_args": ssh_args,
+            SITES_VAR: st.sites,
+            CONSTRAINTS_VAR: st.network_constraints,
         }
+        data = {"all": {"vars": all_vars, "children": children}}
         header = (
             f"# Written by `madeus testbed up` for the testbed in {self.dir}.\n"
             f"# Hosts answer SSH through delay proxies on 127.0.0.1; host keys: {known_hosts}\n"
