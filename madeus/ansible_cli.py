@@ -14,9 +14,11 @@ import is heavy, and its global state (configuration, display) is a command line
   line class (`InventoryManager`, `VariableManager`, vault, plugins, `group_vars/`...), and
   printed as one JSON document for `madeus/inventory.py` (`InventoryDocument` there says what
   it holds): Ansible's `--list` view, every group (empty ones too) with its direct hosts,
-  children and variables, and per host the connection settings Ansible would use (templated,
-  vault decrypted) and the decrypted values of its vaulted variables. An error is a document
-  too (`{"errors": [...]}`, with the file, line and column Ansible knows), never a traceback.
+  children and variables, per host the connection settings Ansible would use (templated,
+  vault decrypted) and the decrypted values of its vaulted variables, and the hosts matching
+  each host pattern of `MADEUS_PATTERNS` (a JSON list: `web:&db`, `nova-*`...). An error is
+  a document too (`{"errors": [...]}`, with the file, line and column Ansible knows), never a
+  traceback.
 """
 
 from __future__ import annotations
@@ -92,7 +94,20 @@ def _load(args: list[str]) -> dict[str, Any]:
             "vaulted": _vaulted(variables),
         }
     sources = [s for s in inventory._sources if isinstance(s, str)]
-    return {"list": listing, "groups": groups, "hosts": hosts, "sources": sources}
+    patterns = {
+        pattern: [h.name for h in inventory.get_hosts(pattern, ignore_limits=True)]
+        for pattern in json.loads(os.environ.get("MADEUS_PATTERNS") or "[]")
+    }
+    from ansible.utils.vars import load_extra_vars
+
+    return {
+        "list": listing,
+        "groups": groups,
+        "hosts": hosts,
+        "sources": sources,
+        "patterns": patterns,
+        "extra_vars": _plain(load_extra_vars(cli.loader)),
+    }
 
 
 def _connection(loader: Any, host: Any, variables: dict[str, Any]) -> dict[str, Any]:

@@ -29,6 +29,7 @@ locally; every group name resolves to it and it forms the one site `local`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -95,6 +96,12 @@ class Inventory:
     ansible_args: tuple[str, ...] = field(default=(), compare=False, repr=False)
     # What `ansible-inventory --list` puts in `_meta` besides `hostvars` (its JSON profile).
     listing_meta: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # The operator's extra variables (`-e`), as Ansible parsed them: they override instance
+    # parameters of the same name, and reach Ansible actions.
+    extra_vars: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # Ansible host patterns (`web:&db`, `nova-*`, `all:!storage`) and the hosts they match, as
+    # Ansible matched them: those asked for when loading, then those asked for later.
+    patterns: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def local_default(cls) -> Inventory:
@@ -124,6 +131,20 @@ class Inventory:
         if name in self.hosts:
             return (name,)
         raise KeyError(name)
+
+    def hosts_matching(self, pattern: str) -> tuple[str, ...]:
+        """The hosts an Ansible host pattern matches, in Ansible's order (asked to Ansible
+        when the pattern was not given when loading)."""
+        if self.local:
+            return (LOCAL_HOST,)
+        if pattern not in self.patterns:
+            document, said = _ask_ansible(
+                _source_args(self.sources) + list(self.ansible_args), [pattern]
+            )
+            if "errors" in document:
+                raise InventoryError(_diagnostics(document["errors"], said, list(self.sources)))
+            self.patterns.update(_patterns(document))
+        return self.patterns[pattern]
 
     def groups_of(self, host: str) -> tuple[str, ...]:
         """The groups the host belongs to (directly or through a child group)."""
@@ -162,10 +183,12 @@ class InventoryOptions:
 def load_inventory(
     sources: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None,
     options: InventoryOptions | None = None,
+    patterns: Iterable[str] = (),
 ) -> Inventory:
     """Load the inventory Ansible reads from `sources` (one or several, or None for Ansible's
-    default: `ANSIBLE_INVENTORY`, else its configuration); raise InventoryError with a
-    diagnostic positioned where Ansible says the problem is."""
+    default: `ANSIBLE_INVENTORY`, else its configuration), with the hosts each host pattern
+    of `patterns` matches; raise InventoryError with a diagnostic positioned where Ansible says
+    the problem is."""
     options = options or InventoryOptions()
     if sources is None:
         given: list[str] = []
@@ -176,11 +199,35 @@ def load_inventory(
     for source in given:
         if not ("," in source or os.path.exists(source)):
             raise InventoryError([_at(source, "cannot read inventory: no such file or directory")])
-    args = [a for s in given for a in ("-i", s)] + options.args()
-    document, said = _ask_ansible(args)
+    args = _source_args(given) + options.args()
+    document, said = _ask_ansible(args, list(patterns))
     if "errors" in document:
         raise InventoryError(_diagnostics(document["errors"], said, given))
     return _from_document(document, tuple(options.args()))
+
+
+def local_inventory(options: InventoryOptions | None = None) -> Inventory:
+    """This machine alone (no inventory), with the operator's extra variables as Ansible
+    parses them (asked to Ansible only when there are some)."""
+    local = Inventory.local_default()
+    if options is None or not options.extra_vars:
+        return local
+    document, said = _ask_ansible(["-i", "localhost,", *options.args()], [])
+    if "errors" in document:
+        raise InventoryError(_diagnostics(document["errors"], said, []))
+    return dataclasses.replace(
+        local,
+        extra_vars=dict(document.get("extra_vars") or {}),
+        ansible_args=tuple(options.args()),
+    )
+
+
+def _source_args(sources: Iterable[str]) -> list[str]:
+    return [a for s in sources for a in ("-i", s)]
+
+
+def _patterns(document: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    return {p: tuple(hosts) for p, hosts in (document.get("patterns") or {}).items()}
 
 
 def inventory_from_dict(data: Mapping[str, Any], path: str | None = None) -> Inventory:
@@ -211,10 +258,11 @@ def inventory_from_dict(data: Mapping[str, Any], path: str | None = None) -> Inv
 # --- asking Ansible -------------------------------------------------------------------------------
 
 
-def _ask_ansible(args: list[str]) -> tuple[dict[str, Any], str]:
+def _ask_ansible(args: list[str], patterns: list[str]) -> tuple[dict[str, Any], str]:
     """Run the inventory side of `madeus/ansible_cli.py`: its document, and what Ansible said
     on its standard error (warnings, and the details of parse failures)."""
     env = {
+        "MADEUS_PATTERNS": json.dumps(patterns),
         **os.environ,
         # A source that no plugin can parse is an error, not a warning and an empty inventory.
         "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "True",
@@ -288,6 +336,8 @@ def _from_document(document: Mapping[str, Any], ansible_args: tuple[str, ...]) -
         partial.sources,
         ansible_args=ansible_args,
         listing_meta=meta,
+        extra_vars=dict(document.get("extra_vars") or {}),
+        patterns=_patterns(document),
     )
 
 

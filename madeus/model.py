@@ -215,13 +215,15 @@ class InstanceRef:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where an instance runs: an inventory group or host name, optionally restricted to the
-    hosts of a site (`on control in site`). Inside a family the name may be the loop variable.
-    `None` name with a site means every host of the site."""
+    """Where an instance runs: an inventory group or host name, or (`pattern`) an Ansible
+    host pattern (`on "nova-api:nova-conductor"`), optionally restricted to the hosts of a site
+    (`on control in site`). Inside a family the name may be the loop variable. `None` name
+    with a site means every host of the site."""
 
     name: str | None
     site: str | None = None
     span: Span = field(default=NO_SPAN, compare=False, repr=False)
+    pattern: bool = False
 
 
 @dataclass(frozen=True, slots=True)

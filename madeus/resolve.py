@@ -50,6 +50,8 @@ class Deployment:
     links: tuple[Link, ...]
     inventory: Inventory = field(compare=False)
     assembly: Assembly = field(compare=False)
+    # What resolving noticed without refusing (a family over sites with no sites...).
+    warnings: tuple[Diagnostic, ...] = field(default=(), compare=False)
     _by_name: Mapping[str, ResolvedInstance] = field(default_factory=dict, compare=False)
     _provider: Mapping[tuple[str, str], Link] = field(default_factory=dict, compare=False)
 
@@ -73,18 +75,29 @@ def resolve(assembly: Assembly, inventory: Inventory | None = None) -> Deploymen
     inv = inventory if inventory is not None else Inventory.local_default()
     components = {c.name: c for c in assembly.components}
     problems: list[Diagnostic] = []
+    warnings: list[Diagnostic] = []
     instances: list[ResolvedInstance] = []
     connections: list[Connection] = list(assembly.connections)
     for inst in assembly.instances:
         hosts = _place(inst.target, {}, inv, problems)
-        instances.append(_resolve_instance(inst, inst.name, hosts, components))
+        instances.append(_resolve_instance(inst, inst.name, hosts, components, inv, problems))
     for family in assembly.families:
+        if family.over == "sites" and not inv.sites:
+            warnings.append(
+                Diagnostic(
+                    "no-sites",
+                    f"the family over sites is empty: the inventory defines no sites (set "
+                    f"madeus_sites in the variables of all){_in(inv)}",
+                    family.span,
+                    severity="warning",
+                )
+            )
         for key, scope in _family_keys(family, inv, problems):
             bound = {family.var: key}
             for inst in family.instances:
                 name = _expand_ref(inst.ref, bound)
                 hosts = _place(inst.target, scope, inv, problems)
-                instances.append(_resolve_instance(inst, name, hosts, components))
+                instances.append(_resolve_instance(inst, name, hosts, components, inv, problems))
             connections.extend(
                 Connection(_expand_port(c.user, bound), _expand_port(c.provider, bound), c.span)
                 for c in family.connections
@@ -98,6 +111,7 @@ def resolve(assembly: Assembly, inventory: Inventory | None = None) -> Deploymen
     return Deployment(
         name=assembly.name,
         instances=tuple(instances),
+        warnings=tuple(warnings),
         links=links,
         inventory=inv,
         assembly=assembly,
@@ -107,14 +121,61 @@ def resolve(assembly: Assembly, inventory: Inventory | None = None) -> Deploymen
 
 
 def _resolve_instance(
-    inst: Instance, name: str, hosts: tuple[str, ...], components: Mapping[str, ComponentType]
+    inst: Instance,
+    name: str,
+    hosts: tuple[str, ...],
+    components: Mapping[str, ComponentType],
+    inv: Inventory,
+    problems: list[Diagnostic],
 ) -> ResolvedInstance:
     component = components[inst.type]
     params: dict[str, Value] = {
         p.name: p.default for p in component.params if p.default is not None
     }
     params.update(inst.args)
+    # The operator's extra variables (`-e`) override parameters of the same name, as in
+    # Ansible they override every other variable.
+    for param in component.params:
+        if param.name in inv.extra_vars:
+            value = _as_param(inv.extra_vars[param.name], param.type)
+            if value is None:
+                problems.append(
+                    Diagnostic(
+                        "extra-var-type",
+                        f"extra variable {param.name}={inv.extra_vars[param.name]!r} does not "
+                        f'fit parameter "{param.name}" ({param.type}) of instance "{name}"',
+                        inst.span,
+                    )
+                )
+            else:
+                params[param.name] = value
     return ResolvedInstance(name, component, hosts, params, inst.span)
+
+
+def _as_param(value: object, kind: str) -> Value | None:
+    """An extra variable as a parameter of type `kind` (key=value extra variables are
+    strings); None when it cannot be one."""
+    import json
+
+    text = value if isinstance(value, str) else None
+    if kind in ("str", "secret"):
+        return text if text is not None else json.dumps(value, sort_keys=True)
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        words = {"yes": True, "true": True, "on": True, "1": True}
+        words.update({"no": False, "false": False, "off": False, "0": False})
+        return words.get((text or str(value)).lower())
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    try:
+        if kind == "int" and not isinstance(value, float):
+            return int(value)
+        if kind == "float":
+            return float(value)
+    except ValueError:
+        return None
+    return None
 
 
 # A family scope: the loop variable bound to the hosts it stands for.
@@ -138,21 +199,46 @@ def _place(
 ) -> tuple[str, ...]:
     if target is None:  # no `on`: the instance runs on the controller itself
         return (LOCAL_HOST,)
-    if target.name is None or target.name in scope:
+    if target.name is None or (target.name in scope and not target.pattern):
         key = target.site if target.name is None else target.name
         return scope.get(key or "", ())
-    if not inv.has_target(target.name):
+    if target.pattern:
+        hosts = inv.hosts_matching(target.name)
+    elif inv.has_target(target.name):
+        hosts = inv.hosts_of(target.name)
+    else:
         problems.append(_unknown_target(target.name, target.span, inv))
         return ()
-    hosts = inv.hosts_of(target.name)
     if target.site is not None:
-        allowed = set(scope.get(target.site, ()))
+        # A loop variable (inside a family over sites), else a site of the inventory.
+        site = scope.get(target.site, inv.sites.get(target.site))
+        if site is None:
+            known = ", ".join(inv.sites) or "none"
+            problems.append(
+                Diagnostic(
+                    "unknown-site",
+                    f'unknown site "{target.site}" (the sites of the inventory: {known})',
+                    target.span,
+                )
+            )
+            return ()
+        allowed = set(site)
         hosts = tuple(h for h in hosts if h in allowed)
-    if not hosts and not inv.local:
+    if not hosts:
+        what = f'pattern "{target.name}"' if target.pattern else f'target "{target.name}"'
+        where = f" in site {target.site}" if target.site is not None else ""
         problems.append(
-            Diagnostic("empty-target", f'target "{target.name}" has no hosts', target.span)
+            Diagnostic(
+                "empty-target",
+                f"{what} has no hosts{where}{_in(inv)}: an instance must run somewhere",
+                target.span,
+            )
         )
     return hosts
+
+
+def _in(inv: Inventory) -> str:
+    return f" (inventory {inv.path})" if inv.path else ""
 
 
 def _unknown_target(name: str, span: Span, inv: Inventory) -> Diagnostic:

@@ -236,7 +236,7 @@ class AnsibleBackend:
             sources = [a for s in inv.sources for a in ("-i", s)]
             return [*sources, *inv.ansible_args], []
         fd = _memfd("madeus-inventory", LOCAL_INVENTORY)
-        return ["-i", f"/dev/fd/{fd}"], [fd]
+        return ["-i", f"/dev/fd/{fd}", *inv.ansible_args], [fd]
 
     def _environment(self, job: Job, token: str) -> dict[str, str]:
         environ = os.environ

@@ -86,25 +86,28 @@ def add_inventory_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_inventory_of(args: argparse.Namespace) -> Inventory | None:
+def load_inventory_of(
+    args: argparse.Namespace, patterns: list[str] | None = None
+) -> Inventory | None:
     """The inventory the options name: the `-i` sources, else $ANSIBLE_INVENTORY's; None
-    when there is none (everything runs on this machine)."""
+    when there is none (everything runs on this machine). `patterns`: host patterns to match
+    while Ansible reads it."""
     import os
 
-    from madeus.inventory import InventoryOptions, load_inventory
+    from madeus.inventory import InventoryOptions, load_inventory, local_inventory
 
-    sources: list[str] | None = list(args.inventory)
-    if not sources:
-        if not os.environ.get("ANSIBLE_INVENTORY"):
-            return None
-        sources = None  # Ansible's own default: ANSIBLE_INVENTORY
     options = InventoryOptions(
         vault_ids=tuple(args.vault_id),
         vault_password_files=tuple(args.vault_password_files),
         ask_vault_pass=args.ask_vault_pass,
         extra_vars=tuple(args.extra_vars),
     )
-    return load_inventory(sources, options)
+    sources: list[str] | None = list(args.inventory)
+    if not sources:
+        if not os.environ.get("ANSIBLE_INVENTORY"):
+            return local_inventory(options) if options.extra_vars else None
+        sources = None  # Ansible's own default: ANSIBLE_INVENTORY
+    return load_inventory(sources, options, patterns or ())
 
 
 def inventory_words(args: argparse.Namespace) -> str:
@@ -246,8 +249,23 @@ def resolve_module(file: str, module: Module, args: argparse.Namespace | None = 
         )
     from madeus.resolve import resolve
 
-    inv = load_inventory_of(args) if args is not None else None
-    return Loaded(Path(file), module, resolve(module.assembly, inv))
+    assembly = module.assembly
+    targets = [i.target for i in assembly.instances]
+    targets += [i.target for f in assembly.families for i in f.instances]
+    patterns = sorted({t.name for t in targets if t is not None and t.pattern and t.name})
+    inv = load_inventory_of(args, patterns) if args is not None else None
+    if inv is None or inv.local:
+        # `all` is this machine without an inventory, as one would expect: not worth a note.
+        named = sorted({t.name for t in targets if t is not None and t.name} - {"all"})
+        if named:
+            shown = ", ".join(named[:5]) + (", ..." if len(named) > 5 else "")
+            print(
+                f"note: no inventory (-i): every target ({shown}) is this machine",
+                file=sys.stderr,
+            )
+    deployment = resolve(assembly, inv)
+    report(deployment.warnings)
+    return Loaded(Path(file), module, deployment)
 
 
 def load_module(file: str) -> Module:

@@ -555,6 +555,8 @@ class _ModelBuilder:
 
     def target(self, c: list[Any]) -> Target:
         site = c[2].value if c[2] is not None else None
+        if c[0].type == "STRING":  # an Ansible host pattern
+            return Target(decode_string(c[0].value), site, self._bounds(c), pattern=True)
         return Target(c[0].value, site, self._bounds(c))
 
     def connect(self, c: list[Any]) -> Connection:
@@ -660,7 +662,7 @@ _NAME_ROLES = {
     ("ASSEMBLY", "="): "a component type name",
     ("ASSEMBLY", "("): "a parameter name",
     ("ASSEMBLY", ","): "a parameter name",
-    ("ASSEMBLY", "on"): "a host or group name",
+    ("ASSEMBLY", "on"): "a host or group name (or a host pattern in quotes)",
     ("ASSEMBLY", "in"): "a site name",
     ("ASSEMBLY", "["): "an index variable",
     ("CONNECT", "connect"): "an instance name",
@@ -720,6 +722,8 @@ def _expected_phrases(
         phrases.append('a value (a string, a number, true, false or env("VAR"))')
     if "NAME" in expected:
         expected.discard("NAME")
+        if prev is not None and prev.value == "on" and "STRING" in expected:
+            expected.discard("STRING")  # `on "web:&db"`: the pattern is part of the role
         key = (
             "PORT_KIND"
             if prev is not None and prev.type == "PORT_KIND"
