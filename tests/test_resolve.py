@@ -93,3 +93,98 @@ def test_unknown_targets_are_all_reported(tmp_path: Path) -> None:
         f'edge.mad:16:16 unknown target "kore": no such group or host in inventory {where}',
         f'edge.mad:21:5 unknown target "compute": no such group or host in inventory {where}',
     ]
+
+
+PLACED = """\
+component C(port: int = 1, name: str = "x", on_: bool = false) {
+    places a*, b
+    transition t: a -> b
+}
+assembly placed {
+    patterned = C on "control:compute:!cmp-b"
+    in_site   = C on control in a
+    by_host   = C on compute in b
+}
+"""
+
+
+def test_patterns_and_sites_of_the_inventory_place_instances(tmp_path: Path) -> None:
+    """`on "PATTERN"` is matched by Ansible; `on GROUP in SITE` outside a family keeps the
+    hosts of GROUP in that site of the inventory, whether the site lists groups or hosts."""
+    module = load_text(PLACED, "placed.mad")
+    assert module.assembly is not None
+    inventory = inventory_from_dict(INVENTORY, str(tmp_path / "inv.yml"))
+    deployment = resolve(module.assembly, inventory)
+    assert {i.name: i.hosts for i in deployment.instances} == {
+        "patterned": ("ctl-a", "ctl-b", "cmp-a"),
+        "in_site": ("ctl-a",),
+        "by_host": ("cmp-b",),
+    }
+
+
+def test_an_instance_with_no_host_is_an_error_at_its_target(tmp_path: Path) -> None:
+    module = load_text(
+        PLACED.replace('"control:compute:!cmp-b"', '"compute:&control"').replace(
+            "in b", "in nowhere"
+        ),
+        "placed.mad",
+    )
+    assert module.assembly is not None
+    inventory = inventory_from_dict(INVENTORY, str(tmp_path / "inv.yml"))
+    with pytest.raises(InventoryError) as caught:
+        resolve(module.assembly, inventory)
+    assert [(str(d.span), d.message) for d in caught.value.diagnostics] == [
+        (
+            "placed.mad:6:22",
+            f'pattern "compute:&control" has no hosts (inventory {tmp_path / "inv.yml"}): an '
+            "instance must run somewhere",
+        ),
+        ("placed.mad:8:22", 'unknown site "nowhere" (the sites of the inventory: a, b)'),
+    ]
+
+
+def test_without_an_inventory_a_site_of_this_machine_still_places(tmp_path: Path) -> None:
+    module = load_text(
+        "component C {\n    places a*, b\n    transition t: a -> b\n}\n"
+        "assembly one {\n    c = C on control in local\n}\n",
+        "one.mad",
+    )
+    assert module.assembly is not None
+    assert resolve(module.assembly).instance("c").hosts == ("localhost",)
+
+
+def test_a_family_over_sites_without_sites_says_it_is_empty(tmp_path: Path) -> None:
+    module = load_text(SOURCE, "edge.mad")
+    assert module.assembly is not None
+    plain = {"all": INVENTORY["all"]}
+    deployment = resolve(module.assembly, inventory_from_dict(plain, str(tmp_path / "i.yml")))
+    (warning,) = deployment.warnings
+    assert (warning.severity, warning.code) == ("warning", "no-sites")
+    assert warning.message.startswith(
+        "the family over sites is empty: the inventory defines no sites (set madeus_sites in "
+        "the variables of all)"
+    )
+    assert not [i for i in deployment.instances if i.name.startswith("api[")]
+
+
+def test_extra_variables_override_parameters(tmp_path: Path) -> None:
+    from madeus.inventory import InventoryOptions, load_inventory
+
+    module = load_text(PLACED, "placed.mad")
+    assert module.assembly is not None
+    inventory_from_dict(INVENTORY, str(tmp_path / "inv.yml"))
+    options = InventoryOptions(extra_vars=("port=42", '{"name": "from-json", "on_": "yes"}'))
+    inventory = load_inventory(tmp_path / "inv.yml", options)
+    deployment = resolve(module.assembly, inventory)
+    assert dict(deployment.instance("by_host").params) == {
+        "port": 42,
+        "name": "from-json",
+        "on_": True,
+    }
+    bad = load_inventory(tmp_path / "inv.yml", InventoryOptions(extra_vars=("port=many",)))
+    with pytest.raises(InventoryError) as caught:
+        resolve(module.assembly, bad)
+    assert caught.value.diagnostics[0].message == (
+        "extra variable port='many' does not fit parameter \"port\" (int) of instance "
+        '"patterned"'
+    )
