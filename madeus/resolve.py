@@ -102,6 +102,7 @@ def resolve(assembly: Assembly, inventory: Inventory | None = None) -> Deploymen
                 Connection(_expand_port(c.user, bound), _expand_port(c.provider, bound), c.span)
                 for c in family.connections
             )
+    problems.extend(_missing_members(connections, instances))
     if problems:
         raise InventoryError(problems)
     links = tuple(
@@ -239,6 +240,31 @@ def _place(
 
 def _in(inv: Inventory) -> str:
     return f" (inventory {inv.path})" if inv.path else ""
+
+
+def _missing_members(
+    connections: list[Connection], instances: list[ResolvedInstance]
+) -> list[Diagnostic]:
+    """A connection naming one family member by its key (`a[east]`) names a member the
+    families expanded to, or it is an error."""
+    names = {i.name for i in instances}
+    problems: list[Diagnostic] = []
+    for c in connections:
+        for ref in (c.user.instance, c.provider.instance):
+            name = str(ref)  # a family's connections come with their keys expanded
+            if name in names or "[" not in name:
+                continue
+            base = name.split("[", 1)[0]
+            members = sorted(n for n in names if n.startswith(f"{base}["))
+            problems.append(
+                Diagnostic(
+                    "unknown-member",
+                    f'no member "{name}" of family "{base}" (its members: '
+                    f"{', '.join(members) or 'none'})",
+                    ref.span if ref.span.known else c.span,
+                )
+            )
+    return problems
 
 
 def _unknown_target(name: str, span: Span, inv: Inventory) -> Diagnostic:

@@ -188,3 +188,47 @@ def test_extra_variables_override_parameters(tmp_path: Path) -> None:
         "extra variable port='many' does not fit parameter \"port\" (int) of instance "
         '"patterned"'
     )
+
+
+ACROSS = """\
+component Db {
+    places off*, on
+    transition start: off -> on
+    provide service db at on
+}
+component Api {
+    places off*, on
+    transition start: off -> on
+    use service db for start
+}
+assembly across {
+    for site in sites {
+        db[site] = Db on control in site
+        api[site] = Api on compute in site
+        connect api[site].db -> db[a].db
+    }
+    central = Api on core
+    connect central.db -> db[b].db
+}
+"""
+
+
+def test_connections_may_name_one_family_member_by_its_key(tmp_path: Path) -> None:
+    """Edge topologies: a plain instance using a member of a family (`db[b]`), members using
+    another site's member (`db[a]`)."""
+    module = load_text(ACROSS, "across.mad")
+    assert module.assembly is not None
+    inventory = inventory_from_dict(INVENTORY, str(tmp_path / "inv.yml"))
+    deployment = resolve(module.assembly, inventory)
+    assert {(link.user, link.provider) for link in deployment.links} == {
+        ("api[a]", "db[a]"),
+        ("api[b]", "db[a]"),
+        ("central", "db[b]"),
+    }
+    wrong = load_text(ACROSS.replace("db[b].db", "db[c].db"), "across.mad")
+    assert wrong.assembly is not None
+    with pytest.raises(InventoryError) as caught:
+        resolve(wrong.assembly, inventory)
+    assert [(str(d.span), d.message) for d in caught.value.diagnostics] == [
+        ("across.mad:18:27", 'no member "db[c]" of family "db" (its members: db[a], db[b])')
+    ]

@@ -682,20 +682,22 @@ class _Checker:
             self.error("unknown-instance", f"unknown instance {_q(ref.name)}", ref.span)
             return None
         instance, home = entry
+        if ref.index is not None and home is None:
+            self.error(
+                "family-index",
+                f"instance {_q(ref.name)} is not a family member: write it without an index",
+                ref.span,
+            )
+            return None
         if family is None:
             if ref.index is not None:
-                self.error(
-                    "index-outside-family",
-                    f'{_q(ref)} has an index outside a family (indexes name the members of a "for" '
-                    f"family)",
-                    ref.span,
-                )
-                return None
+                return instance  # one member, by its key (`a[east]`): checked when resolved
             if home is not None:
                 self.error(
                     "family-member-outside",
                     f"instance {_q(instance.ref)} is a member of the family over {_over(home)}: "
-                    f"connect it inside a family",
+                    f"connect it inside a family, or name one member, as in "
+                    f"{_q(f'{ref.name}[KEY]')}",
                     ref.span,
                 )
                 return None
@@ -711,19 +713,8 @@ class _Checker:
                 return None
             return instance
         if ref.index != family.var:
-            self.error(
-                "family-index",
-                f"index {_q(ref.index)} of {_q(ref)} is not the loop variable {_q(family.var)}",
-                ref.span,
-            )
-            return None
-        if home is None:
-            self.error(
-                "family-index",
-                f"instance {_q(ref.name)} is not a family member: write it without an index",
-                ref.span,
-            )
-            return None
+            return instance  # another member, by its key (`a[east]`): checked when resolved
+        assert home is not None
         if (home.over, home.group) != (family.over, family.group):
             self.error(
                 "family-domain",
