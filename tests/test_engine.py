@@ -922,3 +922,26 @@ def test_a_timeout_stops_waiting_for_a_synchronous_python_action() -> None:
     (event,) = caught.value.trace.events
     assert event.status == "timeout"
     assert event.end - event.start < 0.7
+
+
+def test_an_instance_on_no_host_never_counts_as_done() -> None:
+    """Only a deployment built by hand can place an instance on no host (resolving refuses
+    it): the verifier reports it, and the engine refuses to run rather than take its
+    transitions as ended."""
+    from dataclasses import replace
+
+    from madeus.errors import MadeusError
+    from madeus.verify import verify
+
+    deployment = resolve(SMALL)
+    db = deployment.instance("db")
+    nowhere = replace(
+        deployment,
+        instances=tuple(replace(i, hosts=()) if i is db else i for i in deployment.instances),
+        _by_name={i.name: i for i in deployment.instances} | {"db": replace(db, hosts=())},
+    )
+    message = 'instance "db" runs on no host: its transitions could never run'
+    assert [d.message for d in verify(nowhere) if d.code == "no-host"] == [message]
+    with pytest.raises(MadeusError) as caught:
+        deploy_sync(nowhere, simulate=True, time_scale=0)
+    assert [d.message for d in caught.value.diagnostics] == [message]

@@ -185,8 +185,7 @@ def test_extra_variables_override_parameters(tmp_path: Path) -> None:
     with pytest.raises(InventoryError) as caught:
         resolve(module.assembly, bad)
     assert caught.value.diagnostics[0].message == (
-        "extra variable port='many' does not fit parameter \"port\" (int) of instance "
-        '"patterned"'
+        'extra variable port=\'many\' does not fit parameter "port" (int) of instance "patterned"'
     )
 
 

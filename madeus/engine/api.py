@@ -128,6 +128,11 @@ async def deploy(
     if (assume_done or rerun) and not resume:
         raise ValueError("assume_done and rerun only apply to a resumed run (resume=True)")
     deployment = _deployment(target, inventory)
+    from madeus.verify import hostless
+
+    nowhere = hostless(deployment)
+    if nowhere:  # its transitions would never run, and what waits for them never start
+        raise MadeusError(nowhere)
     if plan is None:
         plan = build_plan(deployment)
     mode: SimulateMode | None = "local" if simulate is True else (simulate or None)

@@ -238,9 +238,7 @@ class Executor:
                 if ready:
                     i = ready.popleft()
                     first, last = base[i], base[i + 1]
-                    if first == last:  # placed on no host: nothing to run
-                        self._transition_ended(i)
-                    elif limiter is None:
+                    if limiter is None:
                         for j in range(first, last):
                             launch(j)
                     else:

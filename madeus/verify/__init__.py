@@ -70,8 +70,23 @@ class Analysis:
         src = Sources(self.deployment)
         found = deploy_diagnostics(self.deploy, src)
         found.extend(safety_diagnostic(u, src) for u in self.safety.unsafe)
+        found.extend(hostless(self.deployment))
         # Source order (stable: problems found on the same line keep the order found).
         return sorted(found, key=sort_key)
+
+
+def hostless(deployment: Deployment) -> list[Diagnostic]:
+    """Instances placed on no host (only a deployment built by hand can have them: resolving
+    refuses them): their transitions could never run, so they must never count as done."""
+    return [
+        Diagnostic(
+            "no-host",
+            f'instance "{i.name}" runs on no host: its transitions could never run',
+            i.span,
+        )
+        for i in deployment.instances
+        if not i.hosts
+    ]
 
 
 def _deployment(target: Target) -> Deployment:
