@@ -22,9 +22,10 @@ two sides alternating) and their ratio (the journal paper measured 529 s for Kol
 150 s for Madeus on real hardware: a ratio of 3.5).
 
 The inventory is copied into the work directory first (with its `known_hosts`, and private key
-paths made absolute); `ansible-playbook` gets a copy without the Madeus-only keys (`sites`,
-`network_constraints`). The OpenStack assembly places facts and common on `all`, so a testbed's
-inventory (one group per resource kind) works as it is.
+paths made absolute); Madeus and `ansible-playbook` both read that copy. The OpenStack assembly
+places each service on Kolla-Ansible's service groups: Madeus also reads
+`assemblies/openstack/kolla-groups.yml`, so a testbed's inventory (control, network, compute)
+works as it is.
 
 `--testbed` brings a testbed up for the run (control, network and compute, one host each,
 `--delay` one way; needs root) and tears it down at the end, in place of `-i`.
@@ -51,6 +52,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MAD = ROOT / "assemblies" / "openstack" / "openstack.mad"
+# Kolla-Ansible's service groups, which the OpenStack assembly places its services on.
+KOLLA_GROUPS = ROOT / "assemblies" / "openstack" / "kolla-groups.yml"
 
 # The order of plays in Kolla-Ansible's ansible/site.yml (openstack/kolla-ansible, commit
 # 000b3474316c7d79960a0a4b5ff7a95edb21ce59): gather-facts.yml; "Group hosts based on
@@ -111,9 +114,9 @@ def madeus_cmd() -> list[str]:
 
 
 def prepare_inventory(source: Path, work: Path) -> tuple[Path, Path, Path | None]:
-    """Copy the inventory into `work`: `inventory.yml` for Madeus and `ansible-inventory.yml`
-    for ansible-playbook (without Madeus's own keys). Returns both paths and the known_hosts
-    file copied beside them, if any."""
+    """Copy the inventory into `work` (`inventory.yml`, for Madeus and ansible-playbook alike:
+    madeus's additions are variables of `all`). Returns its path twice and the known_hosts file
+    copied beside it, if any."""
     data: dict[str, Any] = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
     base = source.parent
 
@@ -127,11 +130,8 @@ def prepare_inventory(source: Path, work: Path) -> tuple[Path, Path, Path | None
                     absolute_keys(value)
 
     absolute_keys(data)
-    madeus_inv = work / "inventory.yml"
+    madeus_inv = ansible_inv = work / "inventory.yml"
     madeus_inv.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    ansible_data = {k: v for k, v in data.items() if k not in ("sites", "network_constraints")}
-    ansible_inv = work / "ansible-inventory.yml"
-    ansible_inv.write_text(yaml.safe_dump(ansible_data, sort_keys=False), encoding="utf-8")
     known = base / "known_hosts"
     if known.is_file():
         shutil.copy(known, work / "known_hosts")  # the SSH backend looks beside the inventory
@@ -142,7 +142,8 @@ def prepare_inventory(source: Path, work: Path) -> tuple[Path, Path, Path | None
 def load_plan(args: argparse.Namespace, inventory: Path) -> dict[str, Any]:
     if args.plan:
         return dict(json.loads(Path(args.plan).read_text(encoding="utf-8")))
-    cmd = [*madeus_cmd(), "plan", str(args.mad), "-i", str(inventory), "--format", "json"]
+    cmd = [*madeus_cmd(), "plan", str(args.mad), "-i", str(inventory), "-i", str(KOLLA_GROUPS)]
+    cmd += ["--format", "json"]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"madeus plan failed ({shlex.join(cmd)}):\n{done.stdout}{done.stderr}")
@@ -259,6 +260,8 @@ def run_madeus(work: Path, mad: Path, inventory: Path, scale: float) -> dict[str
         str(mad),
         "-i",
         str(inventory),
+        "-i",
+        str(KOLLA_GROUPS),
         "--simulate=remote",
         "--time-scale",
         repr(scale),

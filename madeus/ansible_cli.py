@@ -4,12 +4,17 @@ The only module that imports ansible (with the callback plugin in
 `backends/ansible_plugins/`). It runs in processes of its own, never in madeus's: Ansible's
 import is heavy, and its global state (configuration, display) is a command line's.
 
-- `playbook ARGS` / `adhoc ARGS`: Ansible's own `ansible-playbook` / `ansible` command lines,
-  with their extra variables read from standard input (one YAML mapping). Extra variables hold
-  parameter values, secrets among them: on the command line they would show in `ps`, in a file
-  they would sit on disk (and `-e @/dev/fd/N` does not work: Ansible resolves the path with
-  realpath, which names no file for an in-memory one). This shim hands them to Ansible's
-  command line class in memory; standard input is /dev/null afterwards.
+Every command reads one JSON document on standard input, what must not show in `ps`:
+`{"args": [...], "vault_password": TEXT or null, "extra_vars": YAML or null}`: `args` are
+more words of the command line (the operator's `-e`), `vault_password` answers Ansible's
+vault prompt (`--ask-vault-pass`, asked once by madeus), `extra_vars` (playbook and adhoc) is
+one YAML mapping of madeus's values. Extra variables hold parameter values, secrets among
+them: on the command line they would show in `ps`, in a file they would sit on disk (and
+`-e @/dev/fd/N` does not work: Ansible resolves the path with realpath, which names no file
+for an in-memory one). This shim hands them to Ansible's command line class in memory;
+standard input is /dev/null afterwards.
+
+- `playbook ARGS` / `adhoc ARGS`: Ansible's own `ansible-playbook` / `ansible` command lines.
 - `inventory ARGS`: `ansible-inventory ARGS --list`, loaded by Ansible's own inventory command
   line class (`InventoryManager`, `VariableManager`, vault, plugins, `group_vars/`...), and
   printed as one JSON document for `madeus/inventory.py` (`InventoryDocument` there says what
@@ -41,20 +46,38 @@ _BECOME = ("ansible_become", "ansible_become_user", "ansible_become_method")
 def main(argv: list[str]) -> None:
     if not argv or argv[0] not in ("playbook", "adhoc", "inventory"):
         sys.exit("usage: python -m madeus.ansible_cli playbook|adhoc|inventory ARGS...")
+    private = _private()
+    more = [str(a) for a in private.get("args") or ()]
     if argv[0] == "inventory":
-        sys.exit(_inventory(argv[1:]))
-    extra = sys.stdin.read()
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
-    args = [f"ansible-{argv[0]}" if argv[0] == "playbook" else "ansible", *argv[1:]]
-    if extra.strip():
+        sys.exit(_inventory([*argv[1:], *more]))
+    args = [f"ansible-{argv[0]}" if argv[0] == "playbook" else "ansible", *argv[1:], *more]
+    extra = private.get("extra_vars")
+    if isinstance(extra, str) and extra.strip():
         args += ["-e", extra]
     if argv[0] == "playbook":
         from ansible.cli.playbook import main as run
     else:
         from ansible.cli.adhoc import main as run
     run(args)
+
+
+def _private() -> dict[str, Any]:
+    """The standard input's document (see the module docstring); standard input is then
+    /dev/null, and Ansible's vault prompt gets the password given, if any."""
+    text = sys.stdin.read()
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    document = json.loads(text) if text.strip() else {}
+    if not isinstance(document, dict):
+        sys.exit("madeus.ansible_cli: standard input must be a JSON object")
+    password = document.get("vault_password")
+    if isinstance(password, str):
+        import getpass
+
+        # Ansible asks with getpass (`--ask-vault-pass`): the answer is already known.
+        getpass.getpass = lambda prompt="Password: ", stream=None: password
+    return document
 
 
 def _inventory(args: list[str]) -> int:
@@ -75,6 +98,7 @@ def _load(args: list[str]) -> dict[str, Any]:
 
     cli = InventoryCLI(["ansible-inventory", *args, "--list"])
     CLI.run(cli)  # what every Ansible command does first: parse, load the plugins
+    _check_extra_vars()
     cli.loader, cli.inventory, cli.vm = cli._play_prereqs()
     inventory, vm = cli.inventory, cli.vm
     listing = json.loads(cli.dump(cli.json_inventory(cli._get_group("all"))))
@@ -108,6 +132,24 @@ def _load(args: list[str]) -> dict[str, Any]:
         "patterns": patterns,
         "extra_vars": _plain(load_extra_vars(cli.loader)),
     }
+
+
+def _check_extra_vars() -> None:
+    """The operator's `-e`, parsed first: a value Ansible cannot split is said as such, not
+    as the inventory source failing that it makes Ansible report later."""
+    from ansible.errors import AnsibleError
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.utils.vars import load_extra_vars
+
+    try:
+        load_extra_vars(DataLoader())
+    except AnsibleError as exc:
+        message = str(getattr(exc, "message", "") or exc).strip()
+        raise ExtraVarsError(f"extra variables (-e): {message}") from None
+
+
+class ExtraVarsError(Exception):
+    """The operator's extra variables do not parse."""
 
 
 def _connection(loader: Any, host: Any, variables: dict[str, Any]) -> dict[str, Any]:

@@ -285,9 +285,14 @@ def _target(on: On) -> Target | None:
     if on is None or isinstance(on, Target):
         return on
     if isinstance(on, str):
-        return Target(on)
+        return Target(on, pattern=_TARGET_NAME.fullmatch(on) is None)
     name, site = on
-    return Target(name, site)
+    return Target(name, site, pattern=name is not None and _TARGET_NAME.fullmatch(name) is None)
+
+
+# A group or host name as the language writes it bare; anything else is an Ansible host pattern
+# (`"web:&db"`, `"nova-*"`), as in quotes after `on`.
+_TARGET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(-[A-Za-z0-9_]+)*")
 
 
 def _instance(

@@ -16,6 +16,16 @@ from madeus.source import NO_SPAN, Span
 Severity = Literal["error", "warning", "note"]
 
 
+def did_you_mean(word: str, candidates: Iterable[str], *, quote: bool = True) -> str:
+    """` (did you mean "X"?)` for the candidate closest to a misspelled `word`, else ""."""
+    import difflib
+
+    close = difflib.get_close_matches(word, sorted(set(candidates)), n=1, cutoff=0.7)
+    if not close:
+        return ""
+    return f' (did you mean "{close[0]}"?)' if quote else f" (did you mean {close[0]}?)"
+
+
 @dataclass(frozen=True, slots=True)
 class Related:
     """Another place a diagnostic points to ("first declared here")."""

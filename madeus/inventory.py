@@ -31,11 +31,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import re
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +48,7 @@ from madeus.source import Span
 
 LOCAL_HOST = "localhost"
 LOCAL_SITE = "local"
+logger = logging.getLogger(__name__)
 SITES_VAR = "madeus_sites"
 CONSTRAINTS_VAR = "madeus_network_constraints"
 
@@ -93,7 +96,9 @@ class Inventory:
     local: bool = False
     # The options Ansible needs to read the sources again (vault, extra variables): what the
     # Ansible backend hands to ansible-playbook with the sources.
-    ansible_args: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    options: InventoryOptions = field(
+        default_factory=lambda: InventoryOptions(), compare=False, repr=False
+    )
     # What `ansible-inventory --list` puts in `_meta` besides `hostvars` (its JSON profile).
     listing_meta: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
     # The operator's extra variables (`-e`), as Ansible parsed them: they override instance
@@ -138,13 +143,21 @@ class Inventory:
         if self.local:
             return (LOCAL_HOST,)
         if pattern not in self.patterns:
-            document, said = _ask_ansible(
-                _source_args(self.sources) + list(self.ansible_args), [pattern]
-            )
+            document, said = _ask_ansible(self.sources, self.options, [pattern])
             if "errors" in document:
                 raise InventoryError(_diagnostics(document["errors"], said, list(self.sources)))
             self.patterns.update(_patterns(document))
         return self.patterns[pattern]
+
+    def placement(self, target: str | None) -> tuple[str, ...]:
+        """The hosts an instance placed `on target` runs on: this machine without a target
+        or an inventory; a group's hosts, a host, or what an Ansible host pattern matches
+        (empty when nothing does)."""
+        if target is None or self.local:
+            return (LOCAL_HOST,)
+        if target in self.groups or target in self.hosts:
+            return self.hosts_of(target)
+        return self.hosts_matching(target)
 
     def groups_of(self, host: str) -> tuple[str, ...]:
         """The groups the host belongs to (directly or through a child group)."""
@@ -160,24 +173,32 @@ class Inventory:
 
 @dataclass(frozen=True, slots=True)
 class InventoryOptions:
-    """What `ansible-inventory` would be told besides the sources."""
+    """What `ansible-inventory` would be told besides the sources. The extra variables and
+    the vault password may hold secrets: Ansible processes get them on standard input
+    (`private()`), never on their command line (`args()`)."""
 
     vault_ids: tuple[str, ...] = ()
     vault_password_files: tuple[str, ...] = ()
     ask_vault_pass: bool = False
     extra_vars: tuple[str, ...] = ()  # as `-e` takes them: key=value, YAML/JSON, @file
+    # `--ask-vault-pass`: asked once (by the command line), answered to every Ansible process.
+    vault_password: str | None = field(default=None, repr=False)
 
     def args(self) -> list[str]:
+        """The options that may show in `ps`."""
         found: list[str] = []
         for vault_id in self.vault_ids:
             found += ["--vault-id", vault_id]
         for path in self.vault_password_files:
             found += ["--vault-password-file", str(Path(path).expanduser().absolute())]
-        if self.ask_vault_pass:
+        if self.ask_vault_pass or self.vault_password is not None:
             found.append("--ask-vault-pass")
-        for extra in self.extra_vars:
-            found += ["-e", _absolute_file(extra)]
         return found
+
+    def private(self) -> dict[str, Any]:
+        """The rest, for `madeus.ansible_cli`'s standard input."""
+        extra = [a for e in self.extra_vars for a in ("-e", _absolute_file(e))]
+        return {"args": extra, "vault_password": self.vault_password}
 
 
 def load_inventory(
@@ -199,11 +220,23 @@ def load_inventory(
     for source in given:
         if not ("," in source or os.path.exists(source)):
             raise InventoryError([_at(source, "cannot read inventory: no such file or directory")])
-    args = _source_args(given) + options.args()
-    document, said = _ask_ansible(args, list(patterns))
+    started = time.monotonic()
+    document, said = _ask_ansible(tuple(given), options, list(patterns))
     if "errors" in document:
         raise InventoryError(_diagnostics(document["errors"], said, given))
-    return _from_document(document, tuple(options.args()))
+    inventory = _from_document(document, options)
+    logger.info(
+        "inventory %s: %d hosts, %d groups, %d sites (read by Ansible in %.1f s)",
+        " ".join(inventory.sources) or "(Ansible's default)",
+        len(inventory.hosts),
+        len(inventory.groups),
+        len(inventory.sites),
+        time.monotonic() - started,
+    )
+    for line in said.splitlines():
+        if line.strip():
+            logger.info("ansible-inventory: %s", line.rstrip())
+    return inventory
 
 
 def local_inventory(options: InventoryOptions | None = None) -> Inventory:
@@ -212,13 +245,11 @@ def local_inventory(options: InventoryOptions | None = None) -> Inventory:
     local = Inventory.local_default()
     if options is None or not options.extra_vars:
         return local
-    document, said = _ask_ansible(["-i", "localhost,", *options.args()], [])
+    document, said = _ask_ansible(("localhost,",), options, [])
     if "errors" in document:
         raise InventoryError(_diagnostics(document["errors"], said, []))
     return dataclasses.replace(
-        local,
-        extra_vars=dict(document.get("extra_vars") or {}),
-        ansible_args=tuple(options.args()),
+        local, extra_vars=dict(document.get("extra_vars") or {}), options=options
     )
 
 
@@ -258,7 +289,9 @@ def inventory_from_dict(data: Mapping[str, Any], path: str | None = None) -> Inv
 # --- asking Ansible -------------------------------------------------------------------------------
 
 
-def _ask_ansible(args: list[str], patterns: list[str]) -> tuple[dict[str, Any], str]:
+def _ask_ansible(
+    sources: Sequence[str], options: InventoryOptions, patterns: list[str]
+) -> tuple[dict[str, Any], str]:
     """Run the inventory side of `madeus/ansible_cli.py`: its document, and what Ansible said
     on its standard error (warnings, and the details of parse failures)."""
     env = {
@@ -270,7 +303,13 @@ def _ask_ansible(args: list[str], patterns: list[str]) -> tuple[dict[str, Any], 
         "PYTHONWARNINGS": os.environ.get("PYTHONWARNINGS", "ignore"),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "madeus.ansible_cli", "inventory", *args],
+        [
+            sys.executable,
+            *("-m", "madeus.ansible_cli", "inventory"),
+            *_source_args(sources),
+            *options.args(),
+        ],
+        input=json.dumps(options.private()),
         capture_output=True,
         text=True,
         env=env,
@@ -286,7 +325,7 @@ def _ask_ansible(args: list[str], patterns: list[str]) -> tuple[dict[str, Any], 
     return document, done.stderr
 
 
-def _from_document(document: Mapping[str, Any], ansible_args: tuple[str, ...]) -> Inventory:
+def _from_document(document: Mapping[str, Any], options: InventoryOptions) -> Inventory:
     listing = document["list"]
     hostvars: Mapping[str, Any] = listing.get("_meta", {}).get("hostvars", {})
     hosts: dict[str, Host] = {}
@@ -334,7 +373,7 @@ def _from_document(document: Mapping[str, Any], ansible_args: tuple[str, ...]) -
         sites,
         dict(constraints),
         partial.sources,
-        ansible_args=ansible_args,
+        options=options,
         listing_meta=meta,
         extra_vars=dict(document.get("extra_vars") or {}),
         patterns=_patterns(document),
@@ -383,6 +422,9 @@ def _diagnostics(
     """Ansible's failure as diagnostics: for each source no plugin could parse, the failure
     of the plugin meant for it (YAML for .yml/.yaml/.json files, else INI), at the position
     Ansible gives; else Ansible's own error."""
+    first = next(iter(errors), {})
+    if str(first.get("kind")) == "ExtraVarsError":  # the operator's -e, not the inventory
+        return [Diagnostic("extra-vars", str(first.get("message")))]
     failures = _plugin_failures(said)
     found: list[Diagnostic] = []
     for source in sources or [f.path for f in failures]:
@@ -390,17 +432,17 @@ def _diagnostics(
         if not mine:
             continue
         best = max(mine, key=lambda f: (_meant_for(f.plugin, source), f.line > 0))
+        line, col = (best.line, best.col) if best.line else _locate(source, best.message)
         found.append(
             Diagnostic(
                 "inventory",
                 f"cannot read inventory: {best.message}",
-                Span(source, best.line, best.col, best.line, best.col + 1),
+                Span(source, line, col, line, col + 1),
             )
         )
     if found:
         return found
     messages = [str(e.get("message", "")) for e in errors] or ["unknown error"]
-    first = next(iter(errors), {})
     path = str(first.get("path") or (sources[0] if sources else "<inventory>"))
     line, col = int(first.get("line") or 0), int(first.get("col") or 0)
     return [
@@ -445,6 +487,31 @@ def _plugin_failures(said: str) -> list[_Failure]:
             )
             plugin = message = None
     return found
+
+
+# What Ansible's INI plugin quotes of the line it could not parse: `... got: LINE`,
+# `Invalid section entry: 'LINE'`, `Error parsing host definition 'LINE': ...`, `Section
+# [G:KIND] has unknown type`.
+_QUOTED_LINE = re.compile(r"got: (?P<got>.+)$|'(?P<quoted>[^']+)'|Section (?P<section>\[[^\]]*\])")
+
+
+def _locate(path: str, message: str) -> tuple[int, int]:
+    """Where in `path` the text Ansible quotes in `message` is: (line, column), 1-based; (0, 0)
+    when unknown. ansible-core 2.19's INI plugin forgets the line number it had counted, but
+    quotes the line."""
+    quoted = _QUOTED_LINE.search(message.strip())
+    if quoted is None or not os.path.isfile(path):
+        return 0, 0
+    fragment = next((g for g in quoted.groups() if g), "").strip()
+    try:
+        lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return 0, 0
+    for number, text in enumerate(lines, start=1):
+        at = text.find(fragment)
+        if fragment and at >= 0:
+            return number, at + 1
+    return 0, 0
 
 
 def _meant_for(plugin: str, source: str) -> bool:

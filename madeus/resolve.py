@@ -4,10 +4,10 @@ plan, the verifier and the engine work on."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from madeus.errors import Diagnostic, InventoryError
+from madeus.errors import Diagnostic, InventoryError, did_you_mean
 from madeus.inventory import LOCAL_HOST, Inventory
 from madeus.model import (
     Assembly,
@@ -269,8 +269,9 @@ def _missing_members(
 
 def _unknown_target(name: str, span: Span, inv: Inventory) -> Diagnostic:
     where = f" in inventory {inv.path}" if inv.path else ""
+    close = did_you_mean(name, [*inv.groups, *inv.hosts])
     return Diagnostic(
-        "unknown-target", f'unknown target "{name}": no such group or host{where}', span
+        "unknown-target", f'unknown target "{name}": no such group or host{where}{close}', span
     )
 
 
@@ -283,3 +284,57 @@ def _expand_ref(ref: InstanceRef, bound: Mapping[str, str]) -> str:
 def _expand_port(port: PortRef, bound: Mapping[str, str]) -> PortRef:
     name = _expand_ref(port.instance, bound)
     return PortRef(InstanceRef(name, None, port.instance.span), port.port, port.span)
+
+
+@dataclass(frozen=True, slots=True)
+class Limited:
+    """What `limit` kept and left out."""
+
+    deployment: Deployment
+    left_out: tuple[str, ...]  # instances not needed by the limited hosts
+    narrowed: Mapping[str, tuple[str, ...]]  # instance -> the hosts it no longer runs on
+
+
+def limit(deployment: Deployment, hosts: Iterable[str]) -> Limited:
+    """The deployment restricted to what `hosts` need, as `--limit` restricts a run: an
+    instance with hosts among them runs on those alone; the providers it uses (and theirs)
+    run as placed, since it cannot start without them (a provider that is also on the hosts
+    too: its users elsewhere need it there); every other instance is left out."""
+    allowed = set(hosts)
+    targeted = {i.name for i in deployment.instances if allowed.intersection(i.hosts)}
+    providers: set[str] = set()
+    todo = list(targeted)
+    while todo:
+        name = todo.pop()
+        for link in deployment.links:
+            if link.user == name and link.provider not in providers:
+                providers.add(link.provider)
+                todo.append(link.provider)
+    needed = targeted | providers
+    targeted -= providers
+    kept: list[ResolvedInstance] = []
+    narrowed: dict[str, tuple[str, ...]] = {}
+    for i in deployment.instances:
+        if i.name not in needed:
+            continue
+        if i.name in targeted:
+            mine = tuple(h for h in i.hosts if h in allowed)
+            if mine != i.hosts:
+                narrowed[i.name] = tuple(h for h in i.hosts if h not in allowed)
+            i = ResolvedInstance(i.name, i.component, mine, i.params, i.span)
+        kept.append(i)
+    links = tuple(
+        link for link in deployment.links if link.user in needed and link.provider in needed
+    )
+    limited = Deployment(
+        name=deployment.name,
+        instances=tuple(kept),
+        links=links,
+        inventory=deployment.inventory,
+        assembly=deployment.assembly,
+        warnings=deployment.warnings,
+        _by_name={i.name: i for i in kept},
+        _provider={(link.user, link.user_port): link for link in links},
+    )
+    left_out = tuple(i.name for i in deployment.instances if i.name not in needed)
+    return Limited(limited, left_out, narrowed)

@@ -46,6 +46,7 @@ __all__ = [
     "ShellValueError",
     "UnsafePlaceholder",
     "parse_shell",
+    "shell_argv",
     "shell_script",
     "unsafe_placeholders",
 ]
@@ -53,6 +54,16 @@ __all__ = [
 # What runs the script: it arrives on standard input (see the module docstring).
 SHELL_COMMAND = 'eval "$(cat)"'
 SHELL_ARGV = ("/bin/sh", "-c", SHELL_COMMAND)
+
+
+def shell_argv(become_user: str | None = None) -> tuple[str, ...]:
+    """`SHELL_ARGV`, run as `become_user` through sudo when given (`-b`, `ansible_become`).
+    `-n`: sudo never prompts (a password it would need fails the job, with sudo's message);
+    the script exports its own environment, so sudo's environment reset loses nothing."""
+    if become_user is None:
+        return SHELL_ARGV
+    return ("sudo", "-n", "-H", "-u", become_user, "--", *SHELL_ARGV)
+
 
 Context = Literal["word", "single", "double", "expand"]
 _REFERENCE = {

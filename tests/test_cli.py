@@ -134,7 +134,24 @@ def test_check_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 def test_check_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert "the following arguments are required: FILE" in usage_error(["check"], capsys)
     assert "unrecognized arguments: --bogus" in usage_error(["check", "x.mad", "--bogus"], capsys)
-    assert "invalid choice: 'nope'" in usage_error(["nope"], capsys)
+    assert "unknown verb 'nope'" in usage_error(["nope"], capsys)
+
+
+def test_usage_errors_suggest_and_show_the_verbs_own_usage(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    said = usage_error(["deplyo", "x.mad"], capsys)
+    assert "unknown verb 'deplyo' (did you mean deploy?)" in said
+    said = usage_error(["-W", "once", "staus", "x.mad"], capsys)
+    assert "unknown verb 'staus' (did you mean status?)" in said
+    said = usage_error(["deploy", "x.mad", "--chek"], capsys)
+    assert said.startswith("usage: madeus deploy ")  # the verb's own usage, not madeus's
+    assert "madeus deploy: error: unrecognized arguments: --chek (did you mean --check?)" in said
+    said = usage_error(["plan", "x.mad", "--limt=web"], capsys)
+    assert said.startswith("usage: madeus plan ")
+    assert "--limt=web (did you mean --limit?)" in said
+    said = usage_error(["check", "x.mad", "--zzzzzz"], capsys)
+    assert said.endswith("unrecognized arguments: --zzzzzz\n")  # nothing close: no guess
 
 
 def test_check_ok(pair: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -88,7 +88,7 @@ def test_openstack_simulated_trace_validates(
     assert code == 0
     trace = load(tmp_path / "os.json")
     assert validate(trace, openstack_plan()) == []  # type: ignore[arg-type]
-    assert len(trace.events) == 37  # facts and common run on the 3 hosts of `cluster`
+    assert len(trace.events) == 46  # Kolla's groups: facts, common and Neutron on all 3 hosts
     assert trace.makespan == pytest.approx(1.488, rel=0.05)
     assert (tmp_path / "os.html").read_text().startswith("<!doctype html>")
     out = capsys.readouterr().out

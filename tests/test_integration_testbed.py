@@ -36,6 +36,8 @@ from madeus.testbed import (
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "assemblies" / "demo" / "demo.mad"
 OPENSTACK = REPO / "assemblies" / "openstack" / "openstack.mad"
+# The testbed's inventory has control, network and compute; Kolla's service groups come second.
+KOLLA_GROUPS = REPO / "assemblies" / "openstack" / "kolla-groups.yml"
 GREETER = REPO / "tests" / "data" / "ansible" / "greeter.mad"
 HOSTS = ("control-1", "network-1", "compute-1")
 TESTBED = """\
@@ -286,15 +288,13 @@ def test_openstack_rehearsal_on_the_hosts_follows_the_semantics(
     testbed: State, inventory: str, tmp_path: Path
 ) -> None:
     plan = tmp_path / "plan.json"
-    madeus(
-        "plan", str(OPENSTACK), "-i", inventory, "--format", "json", "-o", str(plan), cwd=tmp_path
-    )
+    sources = ("-i", inventory, "-i", str(KOLLA_GROUPS))
+    madeus("plan", str(OPENSTACK), *sources, "--format", "json", "-o", str(plan), cwd=tmp_path)
     trace = tmp_path / "trace.json"
     done = madeus(
         "deploy",
         str(OPENSTACK),
-        "-i",
-        inventory,
+        *sources,
         "--simulate=remote",
         "--time-scale",
         "0.01",
@@ -302,11 +302,11 @@ def test_openstack_rehearsal_on_the_hosts_follows_the_semantics(
         str(trace),
         cwd=tmp_path,
     )
-    assert "simulated openstack: 37/37 jobs ok\n" in done.stdout
+    assert "simulated openstack: 46/46 jobs ok\n" in done.stdout
     events = json.loads(trace.read_text())["events"]
-    assert {e["host"] for e in events} == set(HOSTS)  # facts and common run on `all`
+    assert {e["host"] for e in events} == set(HOSTS)  # facts, common, Neutron on every host
     checked = madeus("trace", "check", str(trace), "--plan", str(plan), cwd=tmp_path)
-    assert checked.stdout.startswith(f"{trace}: valid (37 events, makespan ")
+    assert checked.stdout.startswith(f"{trace}: valid (46 events, makespan ")
     # Each remote sleep costs at least one round trip (50 ms) over its duration, never less.
     durations = {t["id"]: t["duration"] * 0.01 for t in json.loads(plan.read_text())["transitions"]}
     for e in events:
@@ -316,7 +316,10 @@ def test_openstack_rehearsal_on_the_hosts_follows_the_semantics(
 def test_reconfiguration_and_destroy_rehearse_on_the_hosts(
     testbed: State, inventory: str, tmp_path: Path
 ) -> None:
-    rehearse = ("-i", rel(inventory, tmp_path), "--simulate=remote", "--time-scale", "0.005")
+    rehearse = (
+        *("-i", rel(inventory, tmp_path), "-i", rel(KOLLA_GROUPS, tmp_path)),
+        *("--simulate=remote", "--time-scale", "0.005"),
+    )
     madeus("deploy", rel(OPENSTACK, tmp_path), *rehearse, cwd=tmp_path)
     update = OPENSTACK.parent / "reconfigure" / "update-mariadb.py"
     for verb, extra, out in (

@@ -244,10 +244,14 @@ def kolla_inventories(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )  # fmt: skip
         wheels = list(wheel_dir.glob("*.whl"))
     target = tmp_path_factory.mktemp("kolla")
+    (target / "playbooks").mkdir()
     with zipfile.ZipFile(wheels[0]) as wheel:
         for name in wheel.namelist():
             if name.endswith(("ansible/inventory/multinode", "ansible/inventory/all-in-one")):
                 (target / Path(name).name).write_bytes(wheel.read(name))
+            elif name.endswith(".yml") and Path(name).parent.name == "ansible":
+                # The top-level playbooks (site.yml and those it imports), not the roles.
+                (target / "playbooks" / Path(name).name).write_bytes(wheel.read(name))
     return target
 
 
@@ -446,6 +450,23 @@ def test_errors_point_at_the_file_line_and_column(tmp_path: Path) -> None:
     (diagnostic,) = caught.value.diagnostics
     assert (diagnostic.span.path, diagnostic.span.line, diagnostic.span.col) == (str(bad), 4, 11)
     assert diagnostic.message.startswith("cannot read inventory: YAML parsing failed: ")
+    # INI: ansible-core quotes the line it could not parse; madeus finds it in the file.
+    for text, line, col, said in (
+        ("[web]\nweb1\n[web:vars]\n  not a var\n", 4, 3, "Expected key=value, got: not a var"),
+        ("[web]\nweb1 ansible_port\n", 2, 6, "host variable assignment, got: ansible_port"),
+        ("[web]\nweb1\n\n[web:oops]\n", 4, 1, "Section [web:oops] has unknown type: oops"),
+    ):
+        ini = tmp_path / "hosts.ini"
+        ini.write_text(text)
+        with pytest.raises(InventoryError) as caught:
+            load_inventory(ini)
+        (diagnostic,) = caught.value.diagnostics
+        assert (diagnostic.span.path, diagnostic.span.line, diagnostic.span.col) == (
+            str(ini),
+            line,
+            col,
+        ), text
+        assert diagnostic.message.endswith(said)
     with pytest.raises(InventoryError) as caught:
         load_inventory(tmp_path / "missing.yml")
     assert render_all(caught.value.diagnostics) == (
@@ -478,3 +499,87 @@ def test_inventory_verb_host_and_graph(tmp_path: Path, capsys: pytest.CaptureFix
             assert json.loads(out) == json.loads(expected)
         else:
             assert out == expected
+
+
+# --- the OpenStack assembly on Kolla-Ansible's own inventory --------------------------------
+
+
+def kolla_plays(playbooks: Path, name: str = "site.yml") -> list[dict[str, object]]:
+    """The plays of a Kolla-Ansible playbook, its imports followed."""
+    import yaml
+
+    found: list[dict[str, object]] = []
+    for play in yaml.safe_load((playbooks / name).read_text()):
+        if "import_playbook" in play:
+            found += kolla_plays(playbooks, play["import_playbook"])
+        else:
+            found.append(play)
+    return found
+
+
+def kolla_pattern(plays: list[dict[str, object]], action: object, playbooks: Path) -> str:
+    """The host pattern of the play Kolla-Ansible runs `action` (a role's task file, or a
+    playbook) in: its `hosts:`, without the `&enable_X_True` groups Kolla makes at run time."""
+    from madeus.model import AnsibleAction
+
+    assert isinstance(action, AnsibleAction)
+    if action.form == "playbook":
+        assert action.playbook is not None
+        hosts = kolla_plays(playbooks, Path(action.playbook).name)[0]["hosts"]
+    else:
+        (hosts,) = [p["hosts"] for p in plays if p.get("name") == f"Apply role {action.role}"]
+    names = [hosts] if isinstance(hosts, str) else list(hosts)  # type: ignore[call-overload]
+    return ":".join(h for h in names if not h.startswith("&"))
+
+
+def test_openstack_lands_where_kolla_ansible_would_put_each_service(
+    kolla_inventories: Path,
+) -> None:
+    """assemblies/openstack/openstack.mad planned with Kolla-Ansible's own `multinode`: every
+    instance runs on the hosts Ansible (`ansible PATTERN --list-hosts`) gives for the play of
+    Kolla-Ansible's site.yml that applies its role."""
+    from madeus import load_file, resolve
+
+    root = Path(__file__).resolve().parent.parent
+    assembly = load_file(root / "assemblies" / "openstack" / "openstack.mad").assembly
+    assert assembly is not None
+    multinode = kolla_inventories / "multinode"
+    deployment = resolve(assembly, load_inventory(multinode))
+    playbooks = kolla_inventories / "playbooks"
+    plays = kolla_plays(playbooks)
+    ansible = Path(sys.executable).parent / "ansible"
+    compared = {}
+    for instance in deployment.instances:
+        action = instance.component.transitions[0].action
+        pattern = kolla_pattern(plays, action, playbooks)
+        listed = subprocess.run(
+            [str(ansible), "-i", str(multinode), pattern, "--list-hosts"],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        ).stdout.splitlines()[1:]  # "  hosts (N):", then one host per line
+        # Sorted: Ansible orders `all`'s hosts by walking sets of groups (hashed by address),
+        # differently in each process.
+        compared[instance.name] = (sorted(instance.hosts), sorted(h.strip() for h in listed))
+    assert {name: seen for name, (seen, _) in compared.items()} == {
+        name: kolla for name, (_, kolla) in compared.items()
+    }
+    # Not one group for all: Kolla spreads the services over its groups.
+    assert compared["haproxy"][1] == ["network01", "network02"]
+    assert compared["mariadb"][1] == ["control01", "control02", "control03"]
+    assert "compute01" in compared["neutron"][1]
+
+
+def test_kolla_groups_are_those_of_kolla_ansible(kolla_inventories: Path) -> None:
+    """The service groups shipped with the OpenStack assembly (kolla-groups.yml, and the same
+    in its example inventory) have the children Kolla-Ansible's `multinode` gives them."""
+    root = Path(__file__).resolve().parent.parent / "assemblies" / "openstack"
+    kolla = load_inventory(kolla_inventories / "multinode")
+    shipped = load_inventory([str(root / "kolla-groups.yml")])
+    example = load_inventory(root / "inventory.yml")
+    service_groups = [g for g in shipped.groups if g not in ("all", "ungrouped")]
+    assert len(service_groups) >= 25
+    for group in service_groups:
+        assert shipped.groups[group].children == kolla.groups[group].children, group
+        assert example.groups[group].children == kolla.groups[group].children, group

@@ -346,7 +346,7 @@ def test_deploy_journals_and_status_shows_it(
     assert ("mariadb.pull", "control-1", "done") in lines
     assert ("nova.upgrade_db", "control-1", "failed") in lines
     assert ("nova.cell_setup", "control-1", "not") in lines  # not started
-    assert out.rstrip().splitlines()[-1].endswith("(37 jobs)")
+    assert out.rstrip().splitlines()[-1].endswith("(46 jobs)")
     assert main(["status", *args, "--simulate", "--format", "json"]) == 0
     report = json.loads(capsys.readouterr().out)
     by_job = {(j["id"], j["host"]): j["state"] for j in report["jobs"]}

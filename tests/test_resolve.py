@@ -231,3 +231,60 @@ def test_connections_may_name_one_family_member_by_its_key(tmp_path: Path) -> No
     assert [(str(d.span), d.message) for d in caught.value.diagnostics] == [
         ("across.mad:18:27", 'no member "db[c]" of family "db" (its members: db[a], db[b])')
     ]
+
+
+def test_the_builder_takes_host_patterns_too(tmp_path: Path) -> None:
+    """`.instance(..., on="control:&a_site")`: a string that is not a plain name is a host
+    pattern, as in quotes after `on` (groups and hosts stay names)."""
+    from madeus.builder import AssemblyBuilder
+    from madeus.model import ComponentType
+
+    module = load_text(SOURCE, "edge.mad")
+    agent = next(c for c in module.components if c.name == "Agent")
+    assert isinstance(agent, ComponentType)
+    inventory = inventory_from_dict(
+        {
+            "all": {
+                "children": {
+                    "control": {"hosts": {"ctl-a": None, "ctl-b": None}},
+                    "east": {"hosts": {"ctl-a": None, "cmp-a": None}},
+                }
+            }
+        },
+        str(tmp_path / "inv.yml"),
+    )
+    assembly = (
+        AssemblyBuilder("b")
+        .components(agent)
+        .instance("both", "Agent", on="control:&east")
+        .instance("group", "Agent", on="control")
+        .instance("host", "Agent", on="cmp-a")
+        .build()
+    )
+    placed = {i.name: i.hosts for i in resolve(assembly, inventory).instances}
+    assert placed == {"both": ("ctl-a",), "group": ("ctl-a", "ctl-b"), "host": ("cmp-a",)}
+
+
+def test_a_reconfiguration_places_added_instances_like_the_assembly(tmp_path: Path) -> None:
+    """`r.add(..., on=...)` takes a group, a host or a host pattern, matched as for the
+    assembly; one that matches no host is a problem at the script's line."""
+    from madeus.reconfig import ProgramBuilder, ProgramError, deployed
+    from madeus.reconfig.machine import Machine
+
+    module = load_text(SOURCE, "edge.mad")
+    assert module.assembly is not None
+    inventory = inventory_from_dict(INVENTORY, str(tmp_path / "inv.yml"))
+    state = deployed(resolve(module.assembly, inventory))
+    program = ProgramBuilder(state).add("extra", "Agent", on="control:!ctl-b").build()
+    machine = Machine(state, program)
+    machine.advance()  # executes the `add`
+    assert machine.hosts("extra") == ("ctl-a",)
+    r = ProgramBuilder(state)
+    r.add("lost", "Agent", on="nowhere:&control")
+    with pytest.raises(ProgramError) as caught:
+        r.build()
+    (diagnostic,) = caught.value.diagnostics
+    assert diagnostic.message == (
+        "on='nowhere:&control' matches no host of the inventory: an instance must run somewhere"
+    )
+    assert diagnostic.span.path == __file__

@@ -574,10 +574,10 @@ def test_cli_rehearsal_then_resume(
     skipped = {(e.id, e.host) for e in trace.events if e.status == "skipped"}
     assert skipped == ended  # exactly what had ended, and nothing else
     assert (
-        f"simulated openstack: 37/37 jobs ok ({len(ended)} skipped: done in an earlier run)" in out
+        f"simulated openstack: 46/46 jobs ok ({len(ended)} skipped: done in an earlier run)" in out
     )
     state, _, _ = read_journal(OPENSTACK, OS_INVENTORY, simulate=True)
-    assert len(state.ended) == 37
+    assert len(state.ended) == 46
     plan = build_plan(resolve_file())
     assert validate(trace, plan, tolerance=0.5) == []
 

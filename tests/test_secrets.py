@@ -7,6 +7,7 @@ tool writes are private (0600 files, 0700 directories)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import stat
 import uuid
@@ -148,12 +149,19 @@ assembly remote {
 """
 
 
+@pytest.mark.parametrize("given", ["env", "extra-vars"])
 def test_over_ssh_and_ansible_a_secret_is_in_no_file_and_no_command_line(
-    marker: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    given: str,
+    marker: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """On a real SSH host (loopback sshd: its processes are on this machine's process table),
     through the SSH and the Ansible backends: the marker never appears in `ps` while the
-    actions run, nor in any file under .madeus/, nor in what is printed."""
+    actions run, nor in any file under .madeus/, nor in what is printed. The secret comes from
+    the environment, or from `-e` (given to madeus in-process here: its own command line is
+    the operator's; ansible-inventory and ansible-playbook get it on standard input)."""
     import subprocess
     import threading
     import time
@@ -184,7 +192,10 @@ def test_over_ssh_and_ansible_a_secret_is_in_no_file_and_no_command_line(
         watcher = threading.Thread(target=watch)
         watcher.start()
         try:
-            code = main(["deploy", "remote.mad", "-i", str(inventory), "--no-verify"])
+            extra = ["-e", json.dumps({"password": marker})] if given == "extra-vars" else []
+            if extra:
+                monkeypatch.setenv("MADEUS_SECRET_TEST", "not-this-one")
+            code = main(["deploy", "remote.mad", "-i", str(inventory), "--no-verify", *extra])
         finally:
             stop.set()
             watcher.join()

@@ -54,6 +54,7 @@ import logging
 import os
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import sys
@@ -74,7 +75,7 @@ from madeus.inventory import Inventory
 from madeus.model import AnsibleAction
 
 if TYPE_CHECKING:
-    from madeus.backends.router import BackendConfig
+    from madeus.backends.router import BackendConfig, Habits
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +115,7 @@ class AnsibleBackend:
         insecure_no_host_key_check: bool = False,
         control_persist: float = 60,
         kill_grace: float = 3,
+        habits: Habits | None = None,
     ) -> None:
         if importlib.util.find_spec("ansible") is None:
             raise BackendError(
@@ -127,6 +129,7 @@ class AnsibleBackend:
         self.known_hosts_path = known_hosts_file(self.inventory, known_hosts)
         self.control_persist = control_persist
         self.kill_grace = kill_grace  # seconds between SIGTERM and SIGKILL on cancellation
+        self.habits = habits
         self.runs = 0
         self._inventory_text: bytes | None = None  # the same for every job: built once
         self._tmp: Path | None = None
@@ -142,6 +145,7 @@ class AnsibleBackend:
             config.inventory,
             known_hosts=config.known_hosts,
             insecure_no_host_key_check=config.insecure_no_host_key_check,
+            habits=config.habits,
         )
 
     # --- the Backend protocol ------------------------------------------------------------
@@ -167,7 +171,7 @@ class AnsibleBackend:
             run = _Run(
                 job,
                 playbook,
-                unsafe_yaml(values).encode(),
+                self._stdin(unsafe_yaml(values)),
                 self._environment(job, token),
                 token,
             )
@@ -234,9 +238,14 @@ class AnsibleBackend:
         inv = self.inventory
         if not inv.local:
             sources = [a for s in inv.sources for a in ("-i", s)]
-            return [*sources, *inv.ansible_args], []
+            return [*sources, *inv.options.args()], []
         fd = _memfd("madeus-inventory", LOCAL_INVENTORY)
-        return ["-i", f"/dev/fd/{fd}", *inv.ansible_args], [fd]
+        return ["-i", f"/dev/fd/{fd}", *inv.options.args()], [fd]
+
+    def _stdin(self, extra_vars: str | None = None) -> bytes:
+        """What `madeus.ansible_cli` reads on standard input: the operator's `-e` and vault
+        password, and madeus's values (never on the command line)."""
+        return json.dumps({**self.inventory.options.private(), "extra_vars": extra_vars}).encode()
 
     def _environment(self, job: Job, token: str) -> dict[str, str]:
         environ = os.environ
@@ -282,7 +291,7 @@ class AnsibleBackend:
 
     async def _execute(self, run: _Run) -> Outcome:
         job = run.job
-        events = _Events(job)
+        events = _Events(job, check=self.habits is not None and self.habits.check)
         out = OutputSink(job.stdout_path, job.secrets, keep_all=False)
         err = OutputSink(job.stderr_path, job.secrets, keep_all=False)
         inventory, inventory_fds = self._inventory_args()
@@ -290,6 +299,7 @@ class AnsibleBackend:
         argv = [
             *ansible_cli("playbook"),
             *inventory,
+            *(self.habits.ansible_args() if self.habits is not None else []),
             "--limit",
             job.host.name,
             str(run.playbook),
@@ -304,10 +314,11 @@ class AnsibleBackend:
                 os.close(write_end)
 
         self.runs += 1
+        logger.info("%s: ansible-playbook %s", job.id, shlex.join(argv[len(ansible_cli("")) :]))
         try:
             code = await run_process(
                 argv,
-                input=run.extra_vars,
+                input=run.stdin,
                 out=out,
                 err=err,
                 env=env,
@@ -353,7 +364,12 @@ class AnsibleBackend:
             said = OutputSink(None, job.secrets, keep_all=True)
             async with asyncio.timeout(self.kill_grace + 30):
                 code = await run_process(
-                    argv, input=b"", out=said, err=said, env=env, pass_fds=inventory_fds
+                    argv,
+                    input=self._stdin(),
+                    out=said,
+                    err=said,
+                    env=env,
+                    pass_fds=inventory_fds,
                 )
             if code != 0:
                 logger.warning(
@@ -370,7 +386,7 @@ class AnsibleBackend:
 class _Run:
     job: Job
     playbook: Path
-    extra_vars: bytes
+    stdin: bytes  # for madeus.ansible_cli: extra variables, vault password
     env: dict[str, str]
     token: str  # MADEUS_JOB: marks every process of this run, here and on the host
 
@@ -398,11 +414,14 @@ class _Events:
     to the job's stdout log (secrets redacted); failures are kept for the outcome."""
 
     job: Job
+    check: bool = False  # --check: "changed" means "would change"
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # task, message, detail
+    changes: list[str] = field(default_factory=list)  # what changed (or would), with diffs
     last_stdout: str = ""
     processed: set[str] | None = None  # hosts in the final stats, when they came
     unreachable: bool = False  # the host became unreachable during the run
     _pending: bytes = b""
+    _diff: str = ""
     _log: OutputSink | None = None
 
     def write(self, data: bytes) -> None:
@@ -423,13 +442,20 @@ class _Events:
         task = str(event.get("task") or "")
         if kind == "task":
             self._say(f"TASK [{task}]")
+        elif kind == "diff":  # `--diff`: before the result it belongs to
+            self._diff = str(event.get("diff") or "").rstrip()
+            self._say(self._diff)
         elif kind == "stats":
             self.processed = set(event.get("processed") or ())
         elif kind in ("ok", "changed", "skipped", "failed", "unreachable"):
             host = str(event.get("host", ""))
             message = str(event.get("msg") or event.get("reason") or "")
             ignored = " (ignored)" if event.get("ignored") else ""
-            self._say(f"{kind}: [{host}]{ignored}" + (f" {message}" if message else ""))
+            said = "would change" if self.check and kind == "changed" else kind
+            self._say(f"{said}: [{host}]{ignored}" + (f" {message}" if message else ""))
+            if kind == "changed":
+                diff, self._diff = self._diff, ""
+                self.changes.append("\n".join(filter(None, [f"{said}: {task}", diff])))
             if kind in ("ok", "changed") and isinstance(event.get("stdout"), str):
                 self.last_stdout = event["stdout"]
             if kind == "unreachable":
@@ -472,7 +498,15 @@ class _Events:
                     f"the playbook of {job.id} ran nothing on {host}: check its `hosts:` "
                     "patterns against the host's name and groups",
                 )
-            return Outcome(ok=True, exit_status=0, output=job.redact(self.last_stdout.strip()))
+            said = "\n".join(self.changes) if self.check else ""
+            if self.check and not said:
+                said = "no change"
+            return Outcome(
+                ok=True,
+                exit_status=0,
+                output=job.redact(self.last_stdout.strip()),
+                message=job.redact(said),
+            )
         if self.failures:
             task, message, detail = self.failures[-1]
             first = message.strip().splitlines()[0] if message.strip() else "failed"

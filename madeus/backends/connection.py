@@ -9,8 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from madeus.errors import BackendError
 from madeus.inventory import Host, Inventory
+
+if TYPE_CHECKING:
+    from madeus.backends.router import Habits
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,14 +26,31 @@ class Connection:
     user: str | None
     key_file: str | None  # absolute
     local: bool  # `ansible_connection: local`: run on this machine
+    become_user: str | None = None  # run commands as this user, through sudo
 
     @property
     def label(self) -> str:
         return f"{self.name} ({self.address}:{self.port})"
 
 
-def connection_of(host: Host) -> Connection:
-    return Connection(host.name, host.address, host.port, host.user, host.key_file, host.local)
+def connection_of(host: Host, habits: Habits | None = None) -> Connection:
+    """The host's settings; `-u`, `--private-key` and `-b` (`habits`) fill what its
+    inventory leaves unsaid, as with ansible-playbook."""
+    user = host.user or (habits.remote_user if habits is not None else None)
+    key = host.key_file
+    if key is None and habits is not None and habits.private_key:
+        key = str(Path(habits.private_key).expanduser().absolute())
+    become = bool(host.become.get("ansible_become", habits.become if habits else False))
+    become_user = None
+    if become:
+        method = str(host.become.get("ansible_become_method") or "sudo")
+        if method != "sudo":
+            raise BackendError(
+                f'host "{host.name}": become method {method} is not supported for shell '
+                "actions (sudo is)"
+            )
+        become_user = str(host.become.get("ansible_become_user") or "root")
+    return Connection(host.name, host.address, host.port, user, key, host.local, become_user)
 
 
 def known_hosts_file(inventory: Inventory, explicit: str | Path | None = None) -> Path:

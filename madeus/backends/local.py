@@ -18,17 +18,23 @@ from __future__ import annotations
 import asyncio
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from madeus.backends.base import Job, Outcome
+from madeus.backends.connection import connection_of
 from madeus.backends.process import OutputSink, run_process
 from madeus.errors import BackendError, MadeusError
 from madeus.model import ShellAction, UploadAction
-from madeus.shell import SHELL_ARGV
+from madeus.shell import shell_argv
+
+if TYPE_CHECKING:
+    from madeus.backends.router import Habits
 
 
 class LocalBackend:
-    def __init__(self, grace: float = 5.0) -> None:
+    def __init__(self, grace: float = 5.0, habits: Habits | None = None) -> None:
         self.grace = grace  # seconds between SIGTERM and SIGKILL on cancellation
+        self.habits = habits  # `-b`: commands through sudo
 
     async def run(self, job: Job) -> Outcome:
         action = job.action
@@ -40,15 +46,16 @@ class LocalBackend:
         raise BackendError(f"the local backend cannot run {kind} ({job.id})")
 
     async def run_shell(self, job: Job, command: str) -> Outcome:
-        """Run `command` (placeholders not yet substituted) with `SHELL_ARGV`."""
+        """Run `command` (placeholders not yet substituted) with `shell_argv`."""
         try:
             script = job.shell_script(command).encode()
-        except MadeusError as exc:  # a missing value, bad braces, a NUL byte
+            argv = shell_argv(connection_of(job.host, self.habits).become_user)
+        except MadeusError as exc:  # a missing value, bad braces, a NUL byte, a become method
             return Outcome(ok=False, message=job.redact(f"cannot substitute values: {exc}"))
         out = OutputSink(job.stdout_path, job.secrets, keep_all=True)
         err = OutputSink(job.stderr_path, job.secrets, keep_all=False)
         try:
-            code = await run_process(SHELL_ARGV, input=script, out=out, err=err, grace=self.grace)
+            code = await run_process(argv, input=script, out=out, err=err, grace=self.grace)
         finally:
             out.close()
             err.close()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -54,6 +55,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("python", WILDCARD): "python",
     ("ansible", WILDCARD): "ansible",
     ("simulate", WILDCARD): "simulate",
+    ("check", WILDCARD): "check",
     # --simulate=remote: a `sleep` shell job, routed by connection like any shell job.
     ("sleep", "local"): "local",
     ("sleep", "ssh"): "ssh",
@@ -64,11 +66,42 @@ BACKENDS: dict[str, str] = {
     "local": "madeus.backends.local:LocalBackend",
     "python": "madeus.backends.python:PythonBackend",
     "simulate": "madeus.backends.simulate:SimulateBackend",
+    "check": "madeus.backends.simulate:CheckBackend",
     "ssh": "madeus.backends.ssh:SshBackend",
     "ansible": "madeus.backends.ansible:AnsibleBackend",
 }
 
 _OK = Outcome(ok=True)
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Habits:
+    """Ansible's command-line habits, as backends apply them.
+
+    - `check`: nothing changes anywhere: Ansible actions run in check mode (`--check`, and
+      `--diff` with `diff`), every other action is printed to the job's log, not run;
+    - `remote_user`, `private_key`, `become`: for hosts whose inventory does not say (as with
+      `ansible-playbook -u USER --private-key FILE -b`: the inventory's variables win);
+    - `verbosity`: Ansible's `-v` count."""
+
+    check: bool = False
+    diff: bool = False
+    remote_user: str | None = None
+    private_key: str | None = None
+    become: bool = False
+    verbosity: int = 0
+
+    def ansible_args(self) -> list[str]:
+        """The same habits as `ansible-playbook` options."""
+        args = ["--check"] if self.check else []
+        args += ["--diff"] if self.diff else []
+        args += ["-u", self.remote_user] if self.remote_user else []
+        if self.private_key:
+            args += ["--private-key", str(Path(self.private_key).expanduser().absolute())]
+        args += ["-b"] if self.become else []
+        args += ["-" + "v" * self.verbosity] if self.verbosity else []
+        return args
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +118,7 @@ class BackendConfig:
     # stopped answering is declared lost, interval x count_max seconds.
     ssh_keepalive_interval: float | None = None
     ssh_keepalive_count_max: int | None = None
+    habits: Habits = Habits()
 
 
 class Router:
@@ -113,6 +147,12 @@ class Router:
         """The backend name for this action on this host; None when nothing needs to run."""
         if self.config.simulate == "local":
             kind = "simulate"
+        elif (
+            self.config.habits.check
+            and action is not None
+            and not isinstance(action, AnsibleAction)
+        ):
+            kind = "check"  # printed, not run (Ansible actions run in check mode)
         elif self.config.simulate == "remote":
             kind = "sleep"
         elif action is None:
@@ -141,9 +181,14 @@ class Router:
     def prepare(self, pairs: Iterable[tuple[Action | None, Host]]) -> None:
         """Build every backend these (action, host) pairs need, before anything runs, so a
         missing backend is reported up front rather than after half a deployment."""
-        for name in {self.route(action, host) for action, host in pairs}:
+        jobs: dict[str, int] = {}
+        for action, host in pairs:
+            name = self.route(action, host)
             if name is not None:
-                self.backend(name)
+                jobs[name] = jobs.get(name, 0) + 1
+        for name, count in jobs.items():
+            self.backend(name)
+            logger.info("the %s backend runs %d jobs", name, count)
 
     async def connect(self, pairs: Iterable[tuple[Action | None, Host]]) -> list[str]:
         """Let each backend that keeps connections (one with a `connect(hosts)` method, such

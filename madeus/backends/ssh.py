@@ -62,10 +62,10 @@ from madeus.backends.process import OutputSink, despite_cancellation
 from madeus.errors import MadeusError
 from madeus.inventory import Host, Inventory
 from madeus.model import ShellAction, UploadAction
-from madeus.shell import SHELL_ARGV
+from madeus.shell import shell_argv
 
 if TYPE_CHECKING:
-    from madeus.backends.router import BackendConfig
+    from madeus.backends.router import BackendConfig, Habits
 
 logger = logging.getLogger(__name__)
 
@@ -77,8 +77,16 @@ _PGID_MARKER = b"madeus-pgid:"
 _OPEN_RETRIES = 10  # about 2.5 s of backoff in all
 _TRANSIENT_OPEN_CODES = frozenset({asyncssh.OPEN_CONNECT_FAILED, asyncssh.OPEN_RESOURCE_SHORTAGE})
 _T = TypeVar("_T")
+
+
 # The exec request of every job: the process group first, then the script from stdin.
-REMOTE_COMMAND = f"printf '{_PGID_MARKER.decode()}%s\\n' \"$$\" >&2; exec {shlex.join(SHELL_ARGV)}"
+def remote_command(become_user: str | None = None) -> str:
+    """The exec request of every job: the process group first, then the script from stdin."""
+    argv = shlex.join(shell_argv(become_user))
+    return f"printf '{_PGID_MARKER.decode()}%s\\n' \"$$\" >&2; exec {argv}"
+
+
+REMOTE_COMMAND = remote_command()
 
 
 class _ConnectFailed(Exception):
@@ -232,6 +240,7 @@ class SshBackend:
         max_sessions: int = 8,
         kill_grace: float = 3,
         spare_channels: int = 4,
+        habits: Habits | None = None,
     ) -> None:
         if max_sessions < 1:
             raise ValueError("max_sessions must be at least 1")
@@ -246,6 +255,7 @@ class SshBackend:
         self.max_sessions = max_sessions
         self.kill_grace = kill_grace
         self.spare_channels = spare_channels
+        self.habits = habits
         self.connections_opened = 0
         self.spares_used = 0  # commands sent on a spare channel (one round trip saved each)
         self._connections: dict[str, _Connection] = {}
@@ -268,6 +278,7 @@ class SshBackend:
             config.inventory if config.inventory is not None else Inventory.local_default(),
             known_hosts=config.known_hosts,
             insecure_no_host_key_check=config.insecure_no_host_key_check,
+            habits=config.habits,
             **keepalive,
         )
 
@@ -324,7 +335,7 @@ class SshBackend:
     # --- connections ---------------------------------------------------------------------
 
     def _connection_of(self, host: Host) -> Connection:
-        return connection_of(host)
+        return connection_of(host, self.habits)
 
     def _trusted_keys(self) -> asyncssh.SSHKnownHosts | None:
         if self.insecure:
@@ -394,7 +405,7 @@ class SshBackend:
         except (OSError, asyncssh.Error) as exc:
             raise _ConnectFailed(_plain(exc)) from None
         self.connections_opened += 1
-        logger.debug("connected to %s", target.label)
+        logger.info("connected to %s as %s", target.label, target.user or "(the SSH default)")
         return _Connection(conn, client, _Slots(self.max_sessions))
 
     # --- shell commands ------------------------------------------------------------------
@@ -473,7 +484,7 @@ class SshBackend:
         self.spare_channels = 0
 
     async def _start_process(
-        self, connection: _Connection, spare: _Spare | None
+        self, connection: _Connection, spare: _Spare | None, command: str
     ) -> asyncssh.SSHClientProcess[bytes]:
         if spare is not None:
             try:
@@ -484,7 +495,7 @@ class SshBackend:
                 pass
             else:
                 try:
-                    process = await channel.start(REMOTE_COMMAND)
+                    process = await channel.start(command)
                 except asyncssh.ChannelOpenError:
                     # The server refused the command on this channel (or closed it): nothing
                     # ran. A new channel either works or says why.
@@ -497,7 +508,7 @@ class SshBackend:
                     return process
                 channel.close()
         conn = connection.conn
-        return await _retry_open(lambda: conn.create_process(REMOTE_COMMAND, encoding=None), conn)
+        return await _retry_open(lambda: conn.create_process(command, encoding=None), conn)
 
     async def _execute_streams(
         self,
@@ -512,7 +523,9 @@ class SshBackend:
         # The exec request may reach sshd even if we are cancelled while waiting for its
         # reply: start it as a task so that, on cancellation, we can still get the process
         # and kill it.
-        starting = asyncio.ensure_future(self._start_process(connection, spare))
+        starting = asyncio.ensure_future(
+            self._start_process(connection, spare, remote_command(target.become_user))
+        )
         try:
             process = await asyncio.shield(starting)
         except asyncio.CancelledError:

@@ -14,13 +14,19 @@ import sys
 import warnings
 
 from madeus import __version__
-from madeus.cli._common import EXIT_INTERRUPTED, normalise_simulate
+from madeus.cli._common import EXIT_INTERRUPTED, normalise_simulate, set_verbosity, verb_index
 from madeus.cli._streams import guard_stdout
+from madeus.errors import did_you_mean
 
 WARNING_ACTIONS = ("default", "error", "ignore", "always", "module", "once")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    return _build()[0]
+
+
+def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The parser, and each verb's own (for errors in the verb's words)."""
     parser = argparse.ArgumentParser(
         prog="madeus",
         description="Deploy distributed software from verified lifecycle models.",
@@ -41,7 +47,24 @@ def build_parser() -> argparse.ArgumentParser:
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if not info.name.startswith("_"):
             importlib.import_module(f"{__name__}.{info.name}").add_parser(sub)
-    return parser
+    return parser, dict(sub.choices)
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    """Parse like argparse, but say a usage error in the verb's own words: its usage line,
+    and the verb or option that was probably meant."""
+    parser, verbs = _build()
+    at = verb_index(argv)
+    verb = argv[at] if at < len(argv) else None
+    if verb is not None and verb not in verbs:
+        parser.error(f"unknown verb {verb!r}{did_you_mean(verb, verbs, quote=False)}")
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        own = verbs.get(getattr(args, "verb", "") or "", parser)
+        options = [o for action in own._actions for o in action.option_strings]
+        words = [f"{w}{did_you_mean(w.split('=')[0], options, quote=False)}" for w in extra]
+        own.error(f"unrecognized arguments: {' '.join(words)}")
+    return args
 
 
 def filter_warnings(actions: list[str]) -> None:
@@ -61,10 +84,10 @@ def filter_warnings(actions: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(normalise_simulate(sys.argv[1:] if argv is None else argv))
+    args = _parse(normalise_simulate(sys.argv[1:] if argv is None else argv))
     with warnings.catch_warnings(), guard_stdout():
         filter_warnings(args.warnings)
+        set_verbosity(getattr(args, "verbosity", 0))
         try:
             code: int = args.func(args)
         except KeyboardInterrupt:

@@ -8,11 +8,15 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from madeus.errors import Diagnostic, MadeusError, SourceCache, render_all
 from madeus.inventory import Inventory
 from madeus.model import Module
 from madeus.resolve import Deployment
+
+if TYPE_CHECKING:
+    from madeus.backends.router import Habits
 
 EXIT_OK = 0
 EXIT_ERRORS = 1
@@ -96,11 +100,16 @@ def load_inventory_of(
 
     from madeus.inventory import InventoryOptions, load_inventory, local_inventory
 
+    password = None
+    if args.ask_vault_pass:  # asked once here, answered to every Ansible process
+        import getpass
+
+        password = getpass.getpass("Vault password: ")
     options = InventoryOptions(
         vault_ids=tuple(args.vault_id),
         vault_password_files=tuple(args.vault_password_files),
-        ask_vault_pass=args.ask_vault_pass,
         extra_vars=tuple(args.extra_vars),
+        vault_password=password,
     )
     sources: list[str] | None = list(args.inventory)
     if not sources:
@@ -111,8 +120,124 @@ def load_inventory_of(
 
 
 def inventory_words(args: argparse.Namespace) -> str:
-    """The `-i` options again, for the commands madeus suggests."""
-    return "".join(f" -i {source}" for source in args.inventory)
+    """The `-i` (and `-l`) options again, for the commands madeus suggests."""
+    import shlex
+
+    words = "".join(f" -i {shlex.quote(source)}" for source in args.inventory)
+    limit = getattr(args, "limit", None)
+    return words + (f" -l {shlex.quote(limit)}" if limit else "")
+
+
+def add_habit_args(parser: argparse.ArgumentParser, *, runs: bool = True) -> None:
+    """Ansible's command-line habits, as `ansible-playbook` spells them (`-e` and the vault
+    options come with the inventory's). `runs`: the options of a verb that runs actions
+    (all of them); else `-l` and `-v` alone (plan)."""
+    group = parser.add_argument_group("as ansible-playbook")
+    group.add_argument(
+        "-l",
+        "--limit",
+        metavar="PATTERN",
+        help="only the hosts this Ansible host pattern matches (web:&db, all:!storage...), "
+        "with what they need",
+    )
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        dest="verbosity",
+        help="say more (-vv: debugging)" + ("; Ansible actions get the same -v" if runs else ""),
+    )
+    if not runs:
+        return
+    group.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print only failures and the summary, not each start and end",
+    )
+    group.add_argument(
+        "--check",
+        action="store_true",
+        help="change nothing: Ansible actions run in check mode, other actions are printed, "
+        "not run; nothing is recorded as done",
+    )
+    group.add_argument(
+        "--diff",
+        action="store_true",
+        help="Ansible actions show what they change (with --check: what they would change)",
+    )
+    group.add_argument(
+        "-f",
+        "--forks",
+        type=positive_int,
+        dest="max_parallel",
+        metavar="N",
+        help="at most N jobs at once (the same as --max-parallel)",
+    )
+    group.add_argument(
+        "-u",
+        "--user",
+        dest="remote_user",
+        metavar="USER",
+        help="connect as USER where the inventory does not say (ansible_user)",
+    )
+    group.add_argument(
+        "--private-key",
+        "--key-file",
+        dest="private_key",
+        metavar="FILE",
+        help="the SSH private key where the inventory does not say (ansible_ssh_private_key_file)",
+    )
+    group.add_argument(
+        "-b",
+        "--become",
+        action="store_true",
+        help="run actions as root (sudo) where the inventory does not say (ansible_become)",
+    )
+
+
+def habits_of(args: argparse.Namespace) -> Habits:
+    """The habits the options ask for, as backends apply them."""
+    from madeus.backends.router import Habits
+
+    return Habits(
+        check=args.check,
+        diff=args.diff,
+        remote_user=args.remote_user,
+        private_key=args.private_key,
+        become=args.become,
+        verbosity=args.verbosity,
+    )
+
+
+def set_verbosity(verbosity: int) -> None:
+    """`-v`: madeus's own notes on what it does (INFO); `-vv`: debugging (DEBUG). On the
+    `madeus` logger only: the libraries' loggers stay quiet."""
+    import logging
+
+    logger = logging.getLogger("madeus")
+    for handler in [h for h in logger.handlers if getattr(h, "madeus_cli", False)]:
+        logger.removeHandler(handler)
+    logger.propagate = verbosity <= 0  # said once, here, not again by a root handler
+    if verbosity <= 0:
+        logger.setLevel(logging.NOTSET)
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.madeus_cli = True  # type: ignore[attr-defined]
+    handler.setFormatter(logging.Formatter("madeus: %(levelname)s: %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if verbosity == 1 else logging.DEBUG)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
 
 
 # The verbs whose `--simulate` takes an optional mode (`status --simulate` is a plain flag).
@@ -123,8 +248,8 @@ def normalise_simulate(argv: list[str]) -> list[str]:
     """`--simulate` takes an optional mode. A bare `--simulate` followed by anything but a mode
     (FILE, another option) is `--simulate=local`, so argparse never takes FILE for the mode."""
     out = list(argv)
-    verb = next((word for word in out if not word.startswith("-")), None)
-    if verb not in SIMULATE_VERBS:
+    at = verb_index(out)
+    if at >= len(out) or out[at] not in SIMULATE_VERBS:
         return out
     for i, word in enumerate(out):
         if word == "--":
@@ -132,6 +257,14 @@ def normalise_simulate(argv: list[str]) -> list[str]:
         if word == "--simulate" and (i + 1 == len(out) or out[i + 1] not in SIMULATE_MODES):
             out[i] = "--simulate=local"
     return out
+
+
+def verb_index(argv: list[str]) -> int:
+    """Where the verb is (or should be): the first word after the global options."""
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        i += 2 if argv[i] == "-W" else 1
+    return i
 
 
 def non_negative_float(text: str) -> float:
@@ -190,6 +323,14 @@ def check_run_args(args: argparse.Namespace, verb: str) -> int | None:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    if getattr(args, "check", False) and (args.simulate or getattr(args, "resume", False)):
+        other = "--simulate" if args.simulate else "--resume"
+        print(
+            f"madeus {verb}: error: --check does not go with {other} (a check run only "
+            "shows what a real run would do)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     if args.gantt and Path(args.gantt).suffix.lower() not in (".svg", ".html", ".htm"):
         print(f"madeus {verb}: error: --gantt takes a .svg or .html file", file=sys.stderr)
         return EXIT_USAGE
@@ -229,13 +370,16 @@ def add_ssh_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load(file: str, args: argparse.Namespace | None = None) -> Loaded:
+def load(file: str, args: argparse.Namespace | None = None, *, limited: bool = False) -> Loaded:
     """Parse, check and resolve FILE against the inventory the options name; raise
-    MadeusError with every problem found."""
-    return resolve_module(file, load_module(file), args)
+    MadeusError with every problem found. `limited`: restricted to what the hosts of
+    `--limit` need (deploy, plan)."""
+    return resolve_module(file, load_module(file), args, limited=limited)
 
 
-def resolve_module(file: str, module: Module, args: argparse.Namespace | None = None) -> Loaded:
+def resolve_module(
+    file: str, module: Module, args: argparse.Namespace | None = None, *, limited: bool = False
+) -> Loaded:
     """FILE's assembly (already loaded as `module`) resolved against the inventory."""
     if module.assembly is None:
         raise MadeusError(
@@ -253,6 +397,9 @@ def resolve_module(file: str, module: Module, args: argparse.Namespace | None = 
     targets = [i.target for i in assembly.instances]
     targets += [i.target for f in assembly.families for i in f.instances]
     patterns = sorted({t.name for t in targets if t is not None and t.pattern and t.name})
+    limit = getattr(args, "limit", None)
+    if limit:
+        patterns.append(limit)
     inv = load_inventory_of(args, patterns) if args is not None else None
     if inv is None or inv.local:
         # `all` is this machine without an inventory, as one would expect: not worth a note.
@@ -265,7 +412,36 @@ def resolve_module(file: str, module: Module, args: argparse.Namespace | None = 
             )
     deployment = resolve(assembly, inv)
     report(deployment.warnings)
+    if limit and limited:
+        deployment = _limited(deployment, limit)
     return Loaded(Path(file), module, deployment)
+
+
+def _limited(deployment: Deployment, pattern: str) -> Deployment:
+    """`--limit PATTERN`: what the pattern's hosts need (resolve.limit), said on stderr."""
+    from madeus.resolve import limit
+
+    hosts = deployment.inventory.hosts_matching(pattern)
+    if not hosts:
+        raise MadeusError([Diagnostic("limit", f"--limit {pattern}: the pattern matches no host")])
+    limited = limit(deployment, hosts)
+    said = []
+    if limited.left_out:
+        said.append(f"left out {_listed(limited.left_out)} (not needed there)")
+    for name, away in limited.narrowed.items():
+        said.append(f"{name} not on {_listed(away)}")
+    if not limited.deployment.instances:
+        raise MadeusError(
+            [Diagnostic("limit", f"--limit {pattern}: no instance runs on its hosts")]
+        )
+    if said:
+        print(f"note: --limit {pattern}: " + "; ".join(said), file=sys.stderr)
+    return limited.deployment
+
+
+def _listed(names: tuple[str, ...]) -> str:
+    shown = ", ".join(names[:6])
+    return shown + (f" and {len(names) - 6} more" if len(names) > 6 else "")
 
 
 def load_module(file: str) -> Module:

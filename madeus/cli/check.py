@@ -51,9 +51,9 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def load_existing(file: str, args: argparse.Namespace) -> Loaded:
+def load_existing(file: str, args: argparse.Namespace, *, limited: bool = False) -> Loaded:
     """`_common.load`: FILE's assembly, resolved (a missing FILE is a diagnostic naming it)."""
-    return load(file, args)
+    return load(file, args, limited=limited)
 
 
 def find_verifier(name: str = "verify") -> Callable[..., Any] | None:

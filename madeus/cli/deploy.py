@@ -14,6 +14,7 @@ once).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import threading
@@ -26,13 +27,16 @@ from madeus.cli._common import (
     EXIT_ERRORS,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    add_habit_args,
     add_inventory_arg,
     add_simulate_args,
     add_ssh_args,
     check_run_args,
     fail,
+    habits_of,
     inventory_words,
     non_negative_float,
+    positive_int,
     report,
     reports_errors,
     time_scale,
@@ -42,7 +46,7 @@ if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
     from madeus.engine.errors import DeployError
-    from madeus.engine.events import Event, RunEnded
+    from madeus.engine.events import Event, RunEnded, TransitionEnded
     from madeus.engine.journal import Journal
     from madeus.plan import Plan
     from madeus.trace import Trace
@@ -59,16 +63,6 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
-    return value
-
-
 def add_parser(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "deploy",
@@ -79,12 +73,13 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("file", metavar="FILE", help="the .mad file holding the assembly")
     add_inventory_arg(parser)
+    add_habit_args(parser)
     add_simulate_args(parser)
     parser.add_argument("--trace", metavar="OUT.json", help="also write the trace to OUT.json")
     parser.add_argument("--gantt", metavar="OUT.svg|OUT.html", help="draw a Gantt chart of the run")
     parser.add_argument(
         "--max-parallel",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="at most N jobs (transition x host) at once; hosts may set their own limit "
         "with the inventory variable madeus_max_parallel",
@@ -162,7 +157,7 @@ def add_parser(subparsers: Any) -> None:
     )
     ssh.add_argument(
         "--ssh-keepalive-count-max",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="declare a host lost after N unanswered keepalives (default: the inventory's "
         "madeus_ssh_keepalive_count_max, else 3)",
@@ -189,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
         option = "--assume-done" if args.assume_done else "--rerun"
         print(f"madeus deploy: error: {option} only applies with --resume", file=sys.stderr)
         return 2
-    loaded = load_existing(args.file, args)
+    loaded = load_existing(args.file, args, limited=True)
     deployment = loaded.deployment
     # Verify before planning: on a deadlock the verifier names the waiting cycle, where the
     # plan could only say which transitions never start.
@@ -210,11 +205,22 @@ def run(args: argparse.Namespace) -> int:
     run_id = new_run_id()
     run_dir = DEFAULT_RUNS / run_id  # created by the engine once the run can start
     # The journal's lock keeps two runs of this assembly and inventory apart; an unwritable
-    # journal stops everything here, before anything runs.
-    journal = open_journal(args.file, loaded.inventory_key, simulate=bool(args.simulate))
-    with journal:
-        _note_journal(journal, args.resume)
-        progress = make_progress(sys.stdout, plan.predicted_makespan * scale, len(plan.transitions))
+    # journal stops everything here, before anything runs. A check run records nothing.
+    journal = (
+        None
+        if args.check
+        else open_journal(args.file, loaded.inventory_key, simulate=bool(args.simulate))
+    )
+    with journal if journal is not None else contextlib.nullcontext():
+        if journal is not None:
+            _note_journal(journal, args.resume)
+        progress = make_progress(
+            sys.stdout,
+            plan.predicted_makespan * scale,
+            len(plan.transitions),
+            quiet=args.quiet,
+            check=args.check,
+        )
         failure: DeployError | None = None
         code = EXIT_OK
         try:
@@ -244,8 +250,9 @@ def run(args: argparse.Namespace) -> int:
                                 run_id=run_id,
                                 ssh_keepalive_interval=args.ssh_keepalive_interval,
                                 ssh_keepalive_count_max=args.ssh_keepalive_count_max,
+                                habits=habits_of(args),
                             ),
-                            journal.flush,
+                            journal.flush if journal is not None else _nothing,
                         )
                     )
                     if interrupted:
@@ -269,14 +276,16 @@ def run(args: argparse.Namespace) -> int:
     except OSError as error:
         fail(f"cannot write {error.filename}: {error.strerror}")
         code = code or EXIT_ERRORS
-    _print_summary(trace, plan, scale, bool(args.simulate), run_dir, args.trace, gantt)
+    _print_summary(
+        trace, plan, scale, bool(args.simulate), run_dir, args.trace, gantt, check=args.check
+    )
     # The failure last: it is what the operator must read.
     if failure is not None:
         _print_failure(failure, run_dir)
         _print_not_started(trace, plan)
     if code == EXIT_INTERRUPTED:
         print("interrupted: running transitions were cancelled", file=sys.stderr)
-    if code != EXIT_OK:
+    if code != EXIT_OK and journal is not None:
         print(
             f"the journal keeps what ended: `madeus deploy {args.file}"
             f"{inventory_words(args)}"
@@ -284,6 +293,10 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return code
+
+
+def _nothing() -> None:
+    return None
 
 
 async def _interruptible(work: Coroutine[Any, Any, object], force: Callable[[], None]) -> bool:
@@ -395,6 +408,8 @@ def _print_summary(
     run_dir: Path,
     trace_path: str | None,
     gantt: Path | None,
+    *,
+    check: bool = False,
 ) -> None:
     predicted = plan.predicted_makespan * scale
     done = sum(1 for e in trace.events if e.status == "ok")
@@ -402,11 +417,19 @@ def _print_summary(
     jobs = sum(len(t.hosts) for t in plan.transitions)
     what = "stopped" if done + skipped < jobs else "simulated" if simulated else "deployed"
     before = f" ({skipped} skipped: done in an earlier run)" if skipped else ""
-    print(f"{what} {trace.assembly}: {done + skipped}/{jobs} jobs ok{before}")
-    scaled = f" ({plan.predicted_makespan:.3f} s x {scale:g})" if simulated else ""
-    ratio = f"{trace.makespan / predicted:.3f}" if predicted > 0 else "n/a"
-    print(f"makespan:  {trace.makespan:.3f} s")
-    print(f"predicted: {predicted:.3f} s{scaled}, ratio {ratio}")
+    if check:
+        # What ran was a rehearsal: its times say nothing of a real run.
+        print(
+            f"checked {trace.assembly}: {done}/{jobs} jobs "
+            f"{'would run' if what != 'stopped' else 'checked before it stopped'}"
+            " (nothing changed, nothing recorded)"
+        )
+    else:
+        print(f"{what} {trace.assembly}: {done + skipped}/{jobs} jobs ok{before}")
+        scaled = f" ({plan.predicted_makespan:.3f} s x {scale:g})" if simulated else ""
+        ratio = f"{trace.makespan / predicted:.3f}" if predicted > 0 else "n/a"
+        print(f"makespan:  {trace.makespan:.3f} s")
+        print(f"predicted: {predicted:.3f} s{scaled}, ratio {ratio}")
     print(f"logs:      {run_dir}/")
     traces = [str(run_dir / "trace.json"), *([trace_path] if trace_path else [])]
     print(f"trace:     {', '.join(traces)}")
@@ -442,15 +465,20 @@ class Progress:
 
 class PlainProgress(Progress):
     """`[  1.234s] start mariadb.pull @ control-1` and `[  3.456s] ok    mariadb.pull @
-    control-1 (2.222s)`: one line per start and end, for logs and pipes."""
+    control-1 (2.222s)`: one line per start and end, for logs and pipes. `quiet`: only the
+    ends that did not succeed; `check`: each end followed by what the action would do."""
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO, *, quiet: bool = False, check: bool = False) -> None:
         super().__init__()
         self._out = out
+        self._quiet = quiet
+        self._check = check
 
     def handle(self, event: Event) -> None:
         from madeus.engine.events import TransitionEnded, TransitionStarted
 
+        if self._quiet and not (isinstance(event, TransitionEnded) and _failed(event)):
+            return
         if isinstance(event, TransitionStarted):
             retry = f" (attempt {event.attempt})" if event.attempt > 1 else ""
             self._out.write(f"[{event.time:7.3f}s] start {event.id} @ {event.host}{retry}\n")
@@ -465,6 +493,16 @@ class PlainProgress(Progress):
                 f"[{event.end:7.3f}s] {event.status:<5} {event.id} @ {event.host} "
                 f"({took:.3f}s{extra})\n"
             )
+            if self._check and event.status == "ok" and event.message:
+                self._out.write(_indented(event.message))
+
+
+def _failed(event: TransitionEnded) -> bool:
+    return event.status not in ("ok", "skipped")
+
+
+def _indented(text: str) -> str:
+    return "".join(f"    {line}\n" for line in text.splitlines())
 
 
 class LiveProgress(Progress):
@@ -472,7 +510,15 @@ class LiveProgress(Progress):
     predicted, failures. Rich redraws from its own thread; the lock keeps it from reading the
     state while an event updates it."""
 
-    def __init__(self, console: Console, predicted: float, transitions: int) -> None:
+    def __init__(
+        self,
+        console: Console,
+        predicted: float,
+        transitions: int,
+        *,
+        quiet: bool = False,
+        check: bool = False,
+    ) -> None:
         super().__init__()
         from rich.live import Live
 
@@ -485,7 +531,8 @@ class LiveProgress(Progress):
         self._failed: list[str] = []
         self._t0 = time.monotonic()
         self._assembly = ""
-        self._quiet = False
+        self._quiet = self._always_quiet = quiet
+        self._check = check
         self._live = Live(self, console=console, refresh_per_second=8, transient=True)
 
     def __enter__(self) -> LiveProgress:
@@ -503,7 +550,9 @@ class LiveProgress(Progress):
                 self._t0 = time.monotonic()
                 self._jobs = event.jobs
                 self._assembly = event.assembly
-                self._quiet = event.jobs > _LINES_LIMIT or event.skipped > _LINES_LIMIT
+                self._quiet = (
+                    self._always_quiet or event.jobs > _LINES_LIMIT or event.skipped > _LINES_LIMIT
+                )
             elif isinstance(event, TransitionStarted):
                 self._running[(event.id, event.host)] = time.monotonic()
             elif isinstance(event, TransitionEnded):
@@ -512,9 +561,7 @@ class LiveProgress(Progress):
                     self._done += 1
                 if event.status != "ok" and event.final:
                     self._failed.append(f"{event.id} @ {event.host} ({event.status})")
-        if isinstance(event, TransitionEnded) and (
-            not self._quiet or event.status not in ("ok", "skipped")
-        ):
+        if isinstance(event, TransitionEnded) and (not self._quiet or _failed(event)):
             style = {"ok": "green", "cancelled": "yellow", "skipped": "dim"}.get(
                 event.status, "red"
             )
@@ -524,6 +571,8 @@ class LiveProgress(Progress):
                 f"{event.id} @ {event.host} [dim]({took:.3f}s)[/dim]",
                 highlight=False,
             )
+            if self._check and event.status == "ok" and event.message:
+                self._console.print(_indented(event.message), end="", markup=False, highlight=False)
 
     def __rich__(self) -> RenderableType:
         from rich.console import Group
@@ -555,9 +604,11 @@ class LiveProgress(Progress):
         return Group(head, table)
 
 
-def make_progress(out: TextIO, predicted: float, transitions: int) -> Progress:
+def make_progress(
+    out: TextIO, predicted: float, transitions: int, *, quiet: bool = False, check: bool = False
+) -> Progress:
     if out.isatty():
         from rich.console import Console
 
-        return LiveProgress(Console(file=out), predicted, transitions)
-    return PlainProgress(out)
+        return LiveProgress(Console(file=out), predicted, transitions, quiet=quiet, check=check)
+    return PlainProgress(out, quiet=quiet, check=check)

@@ -40,12 +40,12 @@ def add_parser(subparsers: Any) -> None:
 @reports_errors
 def run(args: argparse.Namespace) -> int:
     file = args.file
-    return run_program(args, file, lambda state: _program(file, state), "destroy")
+    return run_program(args, file, lambda state: _program(file, state, args.limit), "destroy")
 
 
-def _program(file: str, state: Configuration) -> Program:
+def _program(file: str, state: Configuration, limit: str | None) -> Program:
     from madeus.errors import Diagnostic, MadeusError
-    from madeus.reconfig.programs import UNINSTALL, destroy_program, lacking
+    from madeus.reconfig.programs import UNINSTALL, destroy_program, lacking, limit_hosts
 
     missing = lacking(state)
     if len(missing) == len(state.instances):
@@ -63,4 +63,23 @@ def _program(file: str, state: Configuration) -> Program:
             f'note: instance "{name}" has no "{UNINSTALL}" behaviour: left as it is',
             file=sys.stderr,
         )
-    return destroy_program(state, source=file)
+    if limit is None:
+        return destroy_program(state, source=file)
+    within = set(limit_hosts(state, limit))
+    kept = [i.name for i in state.instances if within and set(i.hosts) <= within]
+    away = [i.name for i in state.instances if i.name not in kept and i.name not in missing]
+    if away:
+        shown = ", ".join(away[:6]) + (f" and {len(away) - 6} more" if len(away) > 6 else "")
+        print(
+            f"note: --limit {limit}: left as they are: {shown} (they run on other hosts too)",
+            file=sys.stderr,
+        )
+    if not any(name not in missing for name in kept):
+        raise MadeusError(
+            [
+                Diagnostic(
+                    "limit", f"--limit {limit}: no instance to destroy runs on its hosts alone"
+                )
+            ]
+        )
+    return destroy_program(state, source=file, within=within)

@@ -16,7 +16,13 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
-from madeus.cli._common import EXIT_OK, add_file_arg, add_inventory_arg, reports_errors
+from madeus.cli._common import (
+    EXIT_OK,
+    add_file_arg,
+    add_habit_args,
+    add_inventory_arg,
+    reports_errors,
+)
 from madeus.errors import Diagnostic, MadeusError
 from madeus.source import Span
 
@@ -35,6 +41,7 @@ def add_parser(subparsers: Any) -> None:
     )
     add_file_arg(parser)
     add_inventory_arg(parser)
+    add_habit_args(parser, runs=False)
     parser.add_argument(
         "--format",
         choices=("text", "json"),
@@ -71,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from madeus.cli.check import load_existing
     from madeus.plan import build_plan
 
-    plan = build_plan(load_existing(args.file, args).deployment)
+    plan = build_plan(load_existing(args.file, args, limited=True).deployment)
     declared: Plan | None = None
     traces: list[Trace] = []
     if args.durations_from:

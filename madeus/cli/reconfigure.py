@@ -28,12 +28,15 @@ from madeus.cli._common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     Loaded,
+    add_habit_args,
     add_inventory_arg,
     add_simulate_args,
     add_ssh_args,
     check_run_args,
     fail,
+    habits_of,
     inventory_words,
+    positive_int,
     report,
     reports_errors,
     time_scale,
@@ -51,7 +54,15 @@ if TYPE_CHECKING:
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """The options `reconfigure` and `destroy` share."""
     add_inventory_arg(parser)
+    add_habit_args(parser)
     add_simulate_args(parser, ". Reads and writes the journal of simulated runs")
+    parser.add_argument(
+        "--max-parallel",
+        type=positive_int,
+        metavar="N",
+        help="at most N jobs (transition x host) at once; hosts may set their own limit "
+        "with the inventory variable madeus_max_parallel",
+    )
     parser.add_argument("--trace", metavar="OUT.json", help="also write the trace to OUT.json")
     parser.add_argument("--gantt", metavar="OUT.svg|OUT.html", help="draw a Gantt chart of the run")
     parser.add_argument(
@@ -178,6 +189,13 @@ def _run_locked(
     if state is None:
         return EXIT_ERRORS
     program = build(state)
+    if args.limit:
+        from madeus.reconfig.programs import outside_limit
+
+        outside = outside_limit(state, program, args.limit)
+        if outside:
+            report(outside)
+            return EXIT_ERRORS
     if not args.no_verify:
         from madeus.verify.behaviours import verify_program
 
@@ -203,7 +221,7 @@ def _run_locked(
 
     predicted = prediction.makespan * scale if prediction is not None else 0.0
     steps = len(prediction.steps) if prediction is not None else 0
-    progress = make_progress(sys.stdout, predicted, steps)
+    progress = make_progress(sys.stdout, predicted, steps, quiet=args.quiet, check=args.check)
     failure: ReconfigError | None = None
     code = EXIT_OK
     try:
@@ -218,9 +236,13 @@ def _run_locked(
                         on_event=progress.on_event,
                         run_dir=run_dir,
                         prediction=prediction,
-                        recorder=Recorder(journal) if journal is not None else None,
+                        recorder=(
+                            Recorder(journal) if journal is not None and not args.check else None
+                        ),
                         known_hosts=args.known_hosts,
                         insecure_no_host_key_check=args.insecure_no_host_key_check,
+                        habits=habits_of(args),
+                        max_parallel=args.max_parallel,
                     )
                 )
                 for problem in result.problems:  # only an unverified program gets these
@@ -242,7 +264,9 @@ def _run_locked(
     except OSError as error:
         fail(f"cannot write {error.filename}: {error.strerror}")
         code = code or EXIT_ERRORS
-    print_summary(verb, trace, prediction, scale, bool(args.simulate), run_dir, outputs)
+    print_summary(
+        verb, trace, prediction, scale, bool(args.simulate), run_dir, outputs, check=args.check
+    )
     if failure is not None:
         report(failure.diagnostics)
     if code == EXIT_OK:
@@ -253,7 +277,7 @@ def _run_locked(
             print(f"warning: the trace breaks the rules: {text}", file=sys.stderr)
     if code == EXIT_INTERRUPTED:
         print("interrupted: running transitions were cancelled", file=sys.stderr)
-    if journal is not None:
+    if journal is not None and not args.check:
         print(f"journal:   {journal.directory}/")
     return code
 
@@ -309,14 +333,22 @@ def print_summary(
     simulated: bool,
     run_dir: Path,
     outputs: _Outputs,
+    *,
+    check: bool = False,
 ) -> None:
     done = sum(1 for e in trace.events if e.status == "ok")
     what = {"reconfigure": "reconfigured", "destroy": "destroyed"}.get(verb, verb)
     if simulated:
         what += " (simulated)"
-    print(f"{what} {trace.assembly}: {done}/{len(trace.events)} jobs ok")
-    print(f"makespan:  {trace.makespan:.3f} s")
-    if prediction is not None:
+    if check:
+        print(
+            f"checked {verb} of {trace.assembly}: {done}/{len(trace.events)} jobs would run "
+            "(nothing changed, nothing recorded)"
+        )
+    else:
+        print(f"{what} {trace.assembly}: {done}/{len(trace.events)} jobs ok")
+        print(f"makespan:  {trace.makespan:.3f} s")
+    if prediction is not None and not check:
         predicted = prediction.makespan * scale
         scaled = f" ({prediction.makespan:.3f} s x {scale:g})" if simulated else ""
         ratio = f"{trace.makespan / predicted:.3f}" if predicted > 0 else "n/a"
@@ -344,7 +376,7 @@ def run_plan(args: argparse.Namespace) -> int:
     from madeus.reconfig.state import deployed, read_configuration
 
     loaded = load_existing(args.file, args)
-    state = None
+    state = None  # with --limit: the program is checked against it, below
     try:
         state = read_configuration(loaded.deployment, args.file, loaded.inventory_key)
     except ImportError:  # pragma: no cover - a build without the journal
@@ -354,6 +386,13 @@ def run_plan(args: argparse.Namespace) -> int:
         state = deployed(loaded.deployment)
         origin = "a complete deployment (the journal records none)"
     program = load_program(args.reconfigure, state)
+    if args.limit:
+        from madeus.errors import MadeusError
+        from madeus.reconfig.programs import outside_limit
+
+        outside = outside_limit(state, program, args.limit)
+        if outside:
+            raise MadeusError(outside)
     prediction = predict(state, program)
     report(idle_warnings(prediction, state, program))
     if args.format == "json":

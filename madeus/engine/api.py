@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import logging
 import os
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from madeus.backends.base import Backend
-from madeus.backends.router import BackendConfig, Router, SimulateMode
+from madeus.backends.router import BackendConfig, Habits, Router, SimulateMode
 from madeus.engine.errors import DeployError, JournalError, ResumeError
 from madeus.engine.events import RunEnded
 from madeus.engine.executor import DEFAULT_BACKOFF_MAX, EventSink, Executor
@@ -26,6 +27,8 @@ from madeus.model import Assembly
 from madeus.plan import Plan, build_plan
 from madeus.resolve import Deployment
 from madeus.trace import Trace
+
+logger = logging.getLogger(__name__)
 
 Target = Deployment | Assembly | str | os.PathLike[str]
 
@@ -81,6 +84,7 @@ async def deploy(
     run_id: str | None = None,
     ssh_keepalive_interval: float | None = None,
     ssh_keepalive_count_max: int | None = None,
+    habits: Habits | None = None,
 ) -> DeployResult:
     """Deploy `target` (a resolved Deployment, an Assembly, or a `.mad` file).
 
@@ -112,6 +116,8 @@ async def deploy(
     - `ssh_keepalive_interval`, `ssh_keepalive_count_max`: the SSH backend's keepalives (else
       the inventory's `all` variables `madeus_ssh_keepalive_interval` /
       `madeus_ssh_keepalive_count_max`, else 5 s and 3).
+    - `habits`: Ansible's command-line habits (`Habits`: check mode, diff, remote user,
+      private key, become, verbosity). In check mode nothing changes: give no journal.
 
     Raises ParameterError (nothing ran) when an environment variable is unset, ResumeError
     (nothing ran) when a resume needs the operator, DeployError (with the partial trace) when
@@ -123,6 +129,8 @@ async def deploy(
         raise ValueError("time_scale must not be negative")
     if retry_backoff < 0 or retry_backoff_max < 0:
         raise ValueError("retry_backoff and retry_backoff_max must not be negative")
+    if habits is not None and habits.check and journal is not None:
+        raise ValueError("a check run records nothing: give it no journal")
     if resume and journal is None:
         raise ValueError("resume=True needs a journal (open_journal)")
     if (assume_done or rerun) and not resume:
@@ -135,6 +143,13 @@ async def deploy(
         raise MadeusError(nowhere)
     if plan is None:
         plan = build_plan(deployment)
+    logger.info(
+        "%s: %d transitions, %d jobs, predicted makespan %.3f s",
+        deployment.name,
+        len(plan.transitions),
+        sum(len(t.hosts) for t in plan.transitions),
+        plan.predicted_makespan,
+    )
     mode: SimulateMode | None = "local" if simulate is True else (simulate or None)
     scale = time_scale if mode is not None else 1.0
     params = resolve_params(deployment, os.environ if environ is None else environ)
@@ -167,6 +182,7 @@ async def deploy(
             ssh_keepalive_count_max=_setting(
                 ssh_keepalive_count_max, inv, "madeus_ssh_keepalive_count_max", int
             ),
+            habits=habits if habits is not None else Habits(),
         )
     )
     try:

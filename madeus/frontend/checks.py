@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from madeus.errors import Diagnostic, Related
+from madeus.errors import Diagnostic, Related, did_you_mean
 from madeus.frontend.parse import decode_string_mapped, scan_tokens
 from madeus.model import (
     PARAM_TYPES,
@@ -335,7 +335,8 @@ class _Checker:
                 if end not in names.places:
                     self.error(
                         "unknown-place",
-                        f"unknown place {_q(end)} in {_in_transition(t, c)}",
+                        f"unknown place {_q(end)} in {_in_transition(t, c)}"
+                        + did_you_mean(end, names.places),
                         self.locate.find(t.span, anchor, end),
                     )
             if t.retries < 0:
@@ -447,7 +448,8 @@ class _Checker:
             if place not in names.places:
                 self.error(
                     "unknown-place",
-                    f"unknown place {_q(place)} in provide {where}",
+                    f"unknown place {_q(place)} in provide {where}"
+                    + did_you_mean(place, names.places),
                     self.locate.find(port.span, "at", place),
                 )
         if port.kind == "service" and port.value is not None:
@@ -466,7 +468,8 @@ class _Checker:
             if port.value.transition not in names.transitions:
                 self.error(
                     "unknown-transition",
-                    f"unknown transition {_q(port.value.transition)} in {where}",
+                    f"unknown transition {_q(port.value.transition)} in {where}"
+                    + did_you_mean(port.value.transition, names.transitions),
                     self.locate.find(port.span, "of", port.value.transition),
                 )
         elif isinstance(port.value, str):
@@ -482,13 +485,15 @@ class _Checker:
             if name in names.places:
                 message = f"{_q(name)} in {where} is a place, not a transition"
             else:
-                message = f"unknown transition or place {_q(name)} in {where}"
+                message = f"unknown transition or place {_q(name)} in {where}" + did_you_mean(
+                    name, [*names.transitions, *names.places]
+                )
             self.error("unknown-name", message, self.locate.find(port.span, "for", name))
         for name in port.places:
             if name not in names.places:
                 self.error(
                     "unknown-place",
-                    f"unknown place {_q(name)} in {where}",
+                    f"unknown place {_q(name)} in {where}" + did_you_mean(name, names.places),
                     self.locate.find(port.span, "for", name),
                 )
 
@@ -632,7 +637,8 @@ class _Checker:
         if component is None:
             self.error(
                 "unknown-component",
-                f"unknown component type {_q(instance.type)} for instance {name}",
+                f"unknown component type {_q(instance.type)} for instance {name}"
+                + did_you_mean(instance.type, types),
                 self.locate.find(instance.span, "=", instance.type),
             )
             return
@@ -652,7 +658,7 @@ class _Checker:
                 self.error(
                     "unknown-param",
                     f"unknown parameter {_q(key)} for instance {name} of component "
-                    f"{_q(component.name)}",
+                    f"{_q(component.name)}" + did_you_mean(key, params),
                     self.locate.find(instance.span, "(", key),
                 )
             elif param.type in PARAM_TYPES and not value_fits(value, param.type):
@@ -679,7 +685,11 @@ class _Checker:
     ) -> Instance | None:
         entry = members.get(ref.name)
         if entry is None:
-            self.error("unknown-instance", f"unknown instance {_q(ref.name)}", ref.span)
+            self.error(
+                "unknown-instance",
+                f"unknown instance {_q(ref.name)}" + did_you_mean(ref.name, members),
+                ref.span,
+            )
             return None
         instance, home = entry
         if ref.index is not None and home is None:
@@ -743,7 +753,7 @@ class _Checker:
             self.error(
                 "unknown-port",
                 f"unknown port {_q(ref.port)} of instance {_q(ref.instance)} (component "
-                f"{_q(component.name)})",
+                f"{_q(component.name)})" + did_you_mean(ref.port, ports),
                 self.locate.find(ref.span, ".", ref.port),
             )
         return port

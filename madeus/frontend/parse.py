@@ -30,7 +30,7 @@ from typing import Any, NamedTuple, cast
 from lark import Tree
 from lark.parse_tree_builder import ParseTreeBuilder
 
-from madeus.errors import Diagnostic, ParseError
+from madeus.errors import Diagnostic, ParseError, did_you_mean
 from madeus.frontend.grammar import Tables, tables
 from madeus.model import (
     DEFAULT_BEHAVIOUR,
@@ -940,6 +940,9 @@ class _Parser:
             message = f"expected {_join(phrases)}{after}, found {_describe(tok)}"
         else:
             message = f"unexpected {_describe(tok)}{after}"
+        if tok.type == "NAME":
+            keywords = [w for t in expected if (w := self.words.get(t, "")).isalpha()]
+            message += did_you_mean(tok.value, keywords)
         span = Span(self.path, tok.line, tok.column, tok.end_line, tok.end_column)
         return _SyntaxFailure(Diagnostic("syntax-error", message, span), offset)
 

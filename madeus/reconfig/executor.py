@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from madeus.backends.base import Backend, Job, Outcome
-from madeus.backends.router import BackendConfig, Router, SimulateMode
+from madeus.backends.router import BackendConfig, Habits, Router, SimulateMode
 from madeus.engine.errors import Failure, JournalError
 from madeus.engine.events import RunEnded, RunStarted
 from madeus.engine.executor import attempt_job, host_limit
@@ -126,8 +126,11 @@ class ReconfigExecutor:
         recorder: Recorder | None = None,
         predicted_makespan: float = 0.0,
         expected: tuple[int, int] = (0, 0),
+        max_parallel: int | None = None,
     ) -> None:
         self.configuration = configuration
+        self._max_parallel = max_parallel  # jobs at once over all hosts (`-f`)
+        self._running = 0
         self._expected = expected  # (transitions, jobs) predicted, for progress displays
         self.program = program
         self.machine = Machine(configuration, program)
@@ -275,12 +278,16 @@ class ReconfigExecutor:
             )
         if run:
             self._host_running[rec.host.name] = self._host_running.get(rec.host.name, 0) + 1
+            self._running += 1
             assert self._tg is not None
             self._tasks[j] = self._tg.create_task(self._run_job(j))
 
     def _has_room(self, host: Host, action: Action | None) -> bool:
         """Whether a job may start on `host` now: under the host's `madeus_max_parallel` and
-        what the backend can run there at once without a queue of its own."""
+        what the backend can run there at once without a queue of its own, and under the
+        run's own limit (`max_parallel`)."""
+        if self._max_parallel is not None and self._running >= self._max_parallel:
+            return False
         key = (host.name, type(action))
         limit = self._limits.get(key, -1)
         if limit == -1:
@@ -295,9 +302,32 @@ class ReconfigExecutor:
         """A running job ended (or was cancelled): the next one waiting for its host starts."""
         host = self._jobs[j].host.name
         self._host_running[host] -= 1
+        self._running -= 1
+        if self._stopping:
+            return
         waiting = self._waiting.get(host)
-        if waiting and not self._stopping:
+        if waiting and self._has_room(self._jobs[waiting[0]].host, self._action(waiting[0])):
             self._start(waiting.popleft())
+        if self._max_parallel is None:
+            return  # only this host's slot was freed
+        # The run's limit freed a slot too: the oldest waiting job of any host that has room.
+        while self._running < self._max_parallel:
+            heads = sorted((queue[0], name) for name, queue in self._waiting.items() if queue)
+            ready = next(
+                (
+                    (k, name)
+                    for k, name in heads
+                    if self._has_room(self._jobs[k].host, self._action(k))
+                ),
+                None,
+            )
+            if ready is None:
+                return
+            self._start(self._waiting[ready[1]].popleft())
+
+    def _action(self, j: int) -> Action | None:
+        rec = self._jobs[j]
+        return self.machine.transition(rec.instance, rec.transition).action
 
     async def _run_job(self, j: int) -> None:
         rec = self._jobs[j]
@@ -521,7 +551,9 @@ class ReconfigExecutor:
         for (host, _), limit in self._limits.items():
             if limit is not None:
                 hosts[host] = min(limit, hosts.get(host, limit))
-        limits = Limits(None, hosts) if hosts else None
+        limits = (
+            Limits(self._max_parallel, hosts) if hosts or self._max_parallel is not None else None
+        )
         return Trace(self.configuration.assembly, self.started_at, makespan, tuple(events), limits)
 
 
@@ -575,6 +607,8 @@ async def reconfigure(
     recorder: Recorder | None = None,
     known_hosts: str | None = None,
     insecure_no_host_key_check: bool = False,
+    habits: Habits | None = None,
+    max_parallel: int | None = None,
 ) -> ReconfigResult:
     """Run `program` from `configuration` (verify it first: `madeus.verify.behaviours`).
 
@@ -584,13 +618,19 @@ async def reconfigure(
       `behaviour`), InstructionDone, BehaviourDone, RunEnded;
     - `run_dir`: per-job logs and `trace.json`; `recorder`: where markings are written (the
       journal, `madeus.reconfig.state.Recorder`);
-    - `prediction`: for the predicted makespan in RunStarted and the result.
+    - `prediction`: for the predicted makespan in RunStarted and the result;
+    - `habits`: Ansible's command-line habits (check mode: give no `recorder`);
+    - `max_parallel`: at most this many jobs at once (besides each host's limits).
 
     Raises ReconfigError when a transition fails (or an unverified program blocks or loops),
     ParameterError when an `env("X")` parameter is unset (nothing ran).
     """
     if time_scale < 0:
         raise ValueError("time_scale must not be negative")
+    if max_parallel is not None and max_parallel < 1:
+        raise ValueError("max_parallel must be at least 1")
+    if habits is not None and habits.check and recorder is not None:
+        raise ValueError("a check run records nothing: give it no recorder")
     env = os.environ if environ is None else environ
     params = _resolve_all(configuration, env)
     mode: SimulateMode | None = "local" if simulate is True else (simulate or None)
@@ -604,6 +644,7 @@ async def reconfigure(
             directory,
             known_hosts=known_hosts,
             insecure_no_host_key_check=insecure_no_host_key_check,
+            habits=habits if habits is not None else Habits(),
         )
     )
     predicted = prediction.makespan * scale if prediction is not None else 0.0
@@ -627,6 +668,7 @@ async def reconfigure(
                 if prediction is not None
                 else (0, 0)
             ),
+            max_parallel=max_parallel,
         )
         if directory is not None:
             make_private_dir(directory)
@@ -686,12 +728,7 @@ def _actions(configuration: Configuration, program: Program) -> list[tuple[Actio
     for ins in program:
         if isinstance(ins, Add):
             components[ins.instance] = configuration.components[ins.type]
-            target = ins.target
-            hosts[ins.instance] = (
-                (LOCAL_HOST,)
-                if target is None or inventory.local or not inventory.has_target(target)
-                else inventory.hosts_of(target)
-            )
+            hosts[ins.instance] = inventory.placement(ins.target)
         if not isinstance(ins, Push):
             continue
         for t in components[ins.instance].transitions_of(ins.behaviour):

@@ -44,7 +44,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from madeus.inventory import LOCAL_HOST
 from madeus.model import ComponentType, ProvidePort, Transition, UsePort, Value
 from madeus.reconfig.program import (
     Add,
@@ -540,7 +539,7 @@ class Machine:
             self._touch(ins.provider)
         elif isinstance(ins, Add):
             component = self.configuration.components[ins.type]
-            hosts = self._hosts_of(ins.target)
+            hosts = self.configuration.inventory.placement(ins.target)
             params: dict[str, Value] = {
                 p.name: p.default for p in component.params if p.default is not None
             }
@@ -555,15 +554,6 @@ class Machine:
             self._dirty.pop(ins.instance, None)
             self.added.pop(ins.instance, None)
         # Wait and WaitAll only wait.
-
-    def _hosts_of(self, target: str | None) -> tuple[str, ...]:
-        inventory = self.configuration.inventory
-        if target is None or inventory.local:
-            return (LOCAL_HOST,)
-        try:
-            return inventory.hosts_of(target)
-        except KeyError:
-            return (target,)
 
     def _link(self, user: str, user_port: str, provider: str, provider_port: str) -> None:
         self.links[(user, user_port)] = (provider, provider_port)

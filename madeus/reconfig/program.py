@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from madeus.errors import Diagnostic, MadeusError
+from madeus.errors import Diagnostic, InventoryError, MadeusError
 from madeus.model import ComponentType, ProvidePort, UsePort, Value
 from madeus.source import NO_SPAN, Span
 
@@ -263,11 +263,26 @@ class ProgramBuilder:
             for p in component.params:
                 if p.default is None and p.name not in given:
                     problems.append(f"parameter {_q(p.name)} of {_q(type)} needs a value")
+        problems += self._placed(on)
         if self._fail(problems, span):
             return self
         assert component is not None
         self._shadow.types[instance] = component
         return self._append(Add(instance, type, on, tuple(given.items()), span))
+
+    def _placed(self, on: str | None) -> list[str]:
+        """Why `on` cannot place an instance (a target no host matches), if it cannot."""
+        if on is None:
+            return []
+        if not isinstance(on, str) or not on:
+            return [f"on={on!r} is not a host, group or host pattern"]
+        try:
+            hosts = self._state.inventory.placement(on)
+        except InventoryError as exc:
+            return [f"on={on!r}: {d.message}" for d in exc.diagnostics]
+        if not hosts:
+            return [f"on={on!r} matches no host of the inventory: an instance must run somewhere"]
+        return []
 
     def remove(self, instance: str) -> ProgramBuilder:
         """Delete an instance once it is idle. Disconnect it first."""

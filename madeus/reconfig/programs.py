@@ -1,4 +1,4 @@
-"""Programs derived from the behaviours themselves.
+"""Programs derived from the behaviours themselves, and `--limit` on programs.
 
 `destroy_program(configuration)`: push `uninstall` on every instance whose component type has
 that behaviour, then `wait_all()`. No order is written: the safety rule orders it. A provider
@@ -6,11 +6,18 @@ waits before leaving a provide group while a connected use port is in use, so it
 after its users have left the places bound to their use ports: reverse dependency order,
 exactly as far as the port bindings say, and in parallel everywhere else. The program is
 verified like any other before it runs.
+
+`outside_limit(configuration, program, pattern)`: an instance's lifecycle is one marking over
+all its hosts, so a program limited to some hosts may only change instances that run on those
+hosts alone; the instructions that would change another are refused, each at its line.
 """
 
 from __future__ import annotations
 
-from madeus.reconfig.program import Program, Push, WaitAll
+from collections.abc import Collection
+
+from madeus.errors import Diagnostic
+from madeus.reconfig.program import Add, Program, Push, Remove, WaitAll
 from madeus.reconfig.state import Configuration
 
 UNINSTALL = "uninstall"
@@ -22,15 +29,52 @@ def lacking(configuration: Configuration, behaviour: str = UNINSTALL) -> tuple[s
 
 
 def destroy_program(
-    configuration: Configuration, behaviour: str = UNINSTALL, *, source: str = "<destroy>"
+    configuration: Configuration,
+    behaviour: str = UNINSTALL,
+    *,
+    source: str = "<destroy>",
+    within: Collection[str] | None = None,
 ) -> Program:
     """`push(i, "uninstall")` for every instance that has the behaviour (each instruction at
-    the instance's declaration), then `wait_all()`."""
+    the instance's declaration), then `wait_all()`. `within`: only the instances running on
+    these hosts alone (`--limit`)."""
     pushes = [
         Push(i.name, behaviour, i.span)
         for i in configuration.instances
-        if behaviour in i.component.behaviours
+        if behaviour in i.component.behaviours and (within is None or set(i.hosts) <= set(within))
     ]
     span = configuration.deployment.assembly.span if configuration.deployment else None
     wait = WaitAll(span) if span is not None else WaitAll()
     return Program((*pushes, wait), source)
+
+
+def limit_hosts(configuration: Configuration, pattern: str) -> tuple[str, ...]:
+    """The hosts `--limit PATTERN` keeps (Ansible matches the pattern)."""
+    return configuration.inventory.placement(pattern)
+
+
+def outside_limit(configuration: Configuration, program: Program, pattern: str) -> list[Diagnostic]:
+    """The instructions that would change an instance with hosts outside `--limit PATTERN`
+    (see the module docstring), each at its line; a pattern matching no host is one."""
+    allowed = set(limit_hosts(configuration, pattern))
+    if not allowed:
+        return [Diagnostic("limit", f"--limit {pattern}: the pattern matches no host")]
+    hosts = {i.name: i.hosts for i in configuration.instances}
+    found = []
+    for ins in program:
+        if isinstance(ins, Add):
+            hosts[ins.instance] = configuration.inventory.placement(ins.target)
+        if not isinstance(ins, Add | Push | Remove):
+            continue
+        away = [h for h in hosts.get(ins.instance, ()) if h not in allowed]
+        if away:
+            found.append(
+                Diagnostic(
+                    "limit",
+                    f'{ins} changes "{ins.instance}", which also runs on '
+                    f"{', '.join(away[:5])}{' ...' if len(away) > 5 else ''}, outside "
+                    f"--limit {pattern} (an instance changes on all its hosts at once)",
+                    ins.span,
+                )
+            )
+    return found

@@ -8,6 +8,7 @@ reads; standard output otherwise), one JSON object per line:
     {"e": "task", "task": NAME, "handler": BOOL}
     {"e": "ok" | "changed" | "failed" | "unreachable" | "skipped", "host": H, "task": NAME,
      "msg": TEXT, "rc": N, "stdout": TEXT, "stderr": TEXT, "ignored": BOOL}
+    {"e": "diff", "host": H, "task": NAME, "diff": TEXT}   (before its result, with --diff)
     {"e": "stats", "processed": [HOSTS], "failures": [HOSTS], "unreachable": [HOSTS]}
 
 Results of tasks with `no_log` arrive censored by Ansible itself. The pre-2.19 private
@@ -69,9 +70,20 @@ class CallbackModule(CallbackBase):  # type: ignore[misc]
                 event["reason" if key == "reason" else key] = _text(res[key])
         if isinstance(res.get("rc"), int):
             event["rc"] = res["rc"]
+
         if ignored:
             event["ignored"] = True
         self._send(event)
+
+    def v2_on_file_diff(self, result: Any) -> None:
+        """Ansible calls this (before the result) with `--diff` or `diff: true`."""
+        res = _field(result, "result") or {}
+        diffs = [r.get("diff") for r in res.get("results") or () if isinstance(r, dict)]
+        diffs = [d for d in [*diffs, res.get("diff")] if d]
+        text = "".join(self._get_diff(d) for d in diffs)
+        if text.strip():
+            event = {"e": "diff", "host": _field(result, "host").get_name()}
+            self._send({**event, "task": _field(result, "task").get_name(), "diff": _text(text)})
 
     def v2_playbook_on_task_start(self, task: Any, is_conditional: bool) -> None:
         self._send({"e": "task", "task": task.get_name()})
