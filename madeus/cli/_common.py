@@ -167,6 +167,13 @@ def add_habit_args(parser: argparse.ArgumentParser, *, runs: bool = True) -> Non
         action="store_true",
         help="Ansible actions show what they change (with --check: what they would change)",
     )
+    parser.add_argument(
+        "--max-parallel",
+        type=positive_int,
+        metavar="N",
+        help="at most N jobs (transition x host) at once; hosts may set their own limit "
+        "with the inventory variable madeus_max_parallel",
+    )
     group.add_argument(
         "-f",
         "--forks",

@@ -78,13 +78,6 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--trace", metavar="OUT.json", help="also write the trace to OUT.json")
     parser.add_argument("--gantt", metavar="OUT.svg|OUT.html", help="draw a Gantt chart of the run")
     parser.add_argument(
-        "--max-parallel",
-        type=positive_int,
-        metavar="N",
-        help="at most N jobs (transition x host) at once; hosts may set their own limit "
-        "with the inventory variable madeus_max_parallel",
-    )
-    parser.add_argument(
         "--scheduling",
         choices=("critical-path", "fifo"),
         default="critical-path",

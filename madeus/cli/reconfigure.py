@@ -36,7 +36,6 @@ from madeus.cli._common import (
     fail,
     habits_of,
     inventory_words,
-    positive_int,
     report,
     reports_errors,
     time_scale,
@@ -56,13 +55,6 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     add_inventory_arg(parser)
     add_habit_args(parser)
     add_simulate_args(parser, ". Reads and writes the journal of simulated runs")
-    parser.add_argument(
-        "--max-parallel",
-        type=positive_int,
-        metavar="N",
-        help="at most N jobs (transition x host) at once; hosts may set their own limit "
-        "with the inventory variable madeus_max_parallel",
-    )
     parser.add_argument("--trace", metavar="OUT.json", help="also write the trace to OUT.json")
     parser.add_argument("--gantt", metavar="OUT.svg|OUT.html", help="draw a Gantt chart of the run")
     parser.add_argument(
