@@ -360,8 +360,14 @@ def _from_document(document: Mapping[str, Any], options: InventoryOptions) -> In
         "all", everything.hosts, everything.children, everything.vars, tuple(hosts)
     )
     partial = Inventory(hosts, groups, {}, sources=tuple(document.get("sources", ())))
-    all_vars = groups["all"].vars
+    all_vars = dict(groups["all"].vars)
     where = partial.path or "the inventory"
+    for var, (key, path, value) in _top_level_additions(partial.sources).items():
+        if var in all_vars:
+            raise InventoryError(
+                [_at(path, f"`{key}` is given twice: here, and as the variable `{var}` of all")]
+            )
+        all_vars[var], where = value, path
     sites = _sites(all_vars.get(SITES_VAR), partial, where)
     constraints = all_vars.get(CONSTRAINTS_VAR) or {}
     if not isinstance(constraints, Mapping):
@@ -378,6 +384,38 @@ def _from_document(document: Mapping[str, Any], options: InventoryOptions) -> In
         extra_vars=dict(document.get("extra_vars") or {}),
         patterns=_patterns(document),
     )
+
+
+# madeus's additions as top-level keys of a YAML or JSON inventory file (Ansible skips them,
+# with a warning): the form they had before they were variables of `all`, and a side file
+# (`-i sites.yml`) holding only them.
+_TOP_LEVEL = {"sites": SITES_VAR, "network_constraints": CONSTRAINTS_VAR}
+
+
+def _top_level_additions(sources: Iterable[str]) -> dict[str, tuple[str, str, Any]]:
+    """`{variable: (key, file, value)}` for the top-level `sites` / `network_constraints` of
+    the YAML and JSON files among `sources` (and directly in the directories among them)."""
+    import yaml
+
+    files: list[str] = []
+    for source in sources:
+        if os.path.isdir(source):
+            files += sorted(str(p) for p in Path(source).iterdir() if p.is_file())
+        elif os.path.isfile(source):
+            files.append(source)
+    found: dict[str, tuple[str, str, Any]] = {}
+    for path in files:
+        if not path.endswith((".yml", ".yaml", ".json")):
+            continue
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeError, yaml.YAMLError):
+            continue  # Ansible read it (a vaulted file...): nothing of madeus's in it
+        if isinstance(data, Mapping):
+            for key, var in _TOP_LEVEL.items():
+                if key in data:
+                    found[var] = (key, path, data[key])
+    return found
 
 
 def _sites(raw: object, inventory: Inventory, where: str) -> dict[str, tuple[str, ...]]:

@@ -410,6 +410,31 @@ all:
     assert inv.network_constraints == {"default_delay": "25ms"}
 
 
+def test_sites_as_top_level_keys_and_in_a_side_file(tmp_path: Path) -> None:
+    """The earlier form, `sites:` and `network_constraints:` at the top of a YAML inventory
+    (Ansible skips them), still reads; so does a side file holding only them, as a second -i."""
+    hosts = "all:\n  children:\n    control: {hosts: {c1: {}}}\n    compute: {hosts: {n1: {}}}\n"
+    (tmp_path / "old.yml").write_text(
+        hosts + "sites: {s1: [control], s2: [n1]}\nnetwork_constraints: {default_delay: 10ms}\n"
+    )
+    inv = load_inventory(tmp_path / "old.yml")
+    assert dict(inv.sites) == {"s1": ("c1",), "s2": ("n1",)}
+    assert inv.network_constraints == {"default_delay": "10ms"}
+    assert inv.groups["sites"].members == ()  # to Ansible, an empty group (and a warning)
+    (tmp_path / "hosts.yml").write_text(hosts)
+    (tmp_path / "sites.yml").write_text("sites: {edge: [compute]}\n")
+    inv = load_inventory([str(tmp_path / "hosts.yml"), str(tmp_path / "sites.yml")])
+    assert dict(inv.sites) == {"edge": ("n1",)}
+    (tmp_path / "both.yml").write_text(
+        "all:\n  vars:\n    madeus_sites: {a: [control]}\n" + hosts[5:] + "sites: {b: [n1]}\n"
+    )
+    with pytest.raises(InventoryError) as caught:
+        load_inventory(tmp_path / "both.yml")
+    assert [d.message for d in caught.value.diagnostics] == [
+        "`sites` is given twice: here, and as the variable `madeus_sites` of all"
+    ]
+
+
 def test_group_members_follow_ansible(tmp_path: Path) -> None:
     inv = load(
         tmp_path,
