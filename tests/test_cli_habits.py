@@ -154,7 +154,7 @@ def test_check_prints_shell_actions_and_changes_nothing(
 
 TASKS = """\
 - ansible.builtin.copy:
-    content: "hello {{ who }}\\n"
+    content: "hello {{ who }} {{ flavour }}\\n"
     dest: "{{ dest }}"
 """
 ANSIBLE_ASSEMBLY = """
@@ -173,16 +173,18 @@ def test_check_runs_ansible_in_check_mode_with_diff(
     (tmp_path / "files.mad").write_text(ANSIBLE_ASSEMBLY)
     dest = tmp_path / "out.txt"
     monkeypatch.setenv("MADEUS_TEST_DEST", str(dest))
-    code, out, err = run(["deploy", "files.mad", "--check", "--diff", "-e", "who=ops"], capsys)
+    # `who` overrides a parameter; `flavour` is none: it reaches Ansible as an extra variable.
+    extra = ["-e", "who=ops", "-e", '{"flavour": "vanilla"}']
+    code, out, err = run(["deploy", "files.mad", "--check", "--diff", *extra], capsys)
     assert code == 0, err
     assert not dest.exists()  # check mode: Ansible changed nothing
     assert "    would change: ansible.builtin.copy\n" in out
-    assert "+hello ops\n" in out  # the diff Ansible computed
+    assert "+hello ops vanilla\n" in out  # the diff Ansible computed
     assert "checked files: 1/1 jobs would run" in out
     # For real, the same run writes the file; the diff shows again, now as a change.
-    code, out, err = run(["deploy", "files.mad", "--diff", "-e", "who=ops"], capsys)
+    code, out, err = run(["deploy", "files.mad", "--diff", *extra], capsys)
     assert code == 0, err
-    assert dest.read_text() == "hello ops\n"
+    assert dest.read_text() == "hello ops vanilla\n"
     (log,) = [p for p in Path(".madeus/runs").glob("*/f.write@localhost.out") if "+hello" in
               p.read_text() and "changed:" in p.read_text()]  # fmt: skip
     assert log.exists()
