@@ -48,9 +48,12 @@ class LocalBackend:
     async def run_shell(self, job: Job, command: str) -> Outcome:
         """Run `command` (placeholders not yet substituted) with `shell_argv`."""
         try:
-            script = job.shell_script(command).encode()
             argv = shell_argv(connection_of(job.host, self.habits).become_user)
-        except MadeusError as exc:  # a missing value, bad braces, a NUL byte, a become method
+        except BackendError as exc:  # a become method other than sudo
+            return Outcome(ok=False, message=str(exc))
+        try:
+            script = job.shell_script(command).encode()
+        except MadeusError as exc:  # a missing value, bad braces, a NUL byte
             return Outcome(ok=False, message=job.redact(f"cannot substitute values: {exc}"))
         out = OutputSink(job.stdout_path, job.secrets, keep_all=True)
         err = OutputSink(job.stderr_path, job.secrets, keep_all=False)

@@ -59,7 +59,7 @@ import asyncssh
 from madeus.backends.base import Job, Outcome
 from madeus.backends.connection import Connection, connection_of, known_hosts_file
 from madeus.backends.process import OutputSink, despite_cancellation
-from madeus.errors import MadeusError
+from madeus.errors import BackendError, MadeusError
 from madeus.inventory import Host, Inventory
 from madeus.model import ShellAction, UploadAction
 from madeus.shell import shell_argv
@@ -285,7 +285,10 @@ class SshBackend:
     # --- the Backend protocol ------------------------------------------------------------
 
     async def run(self, job: Job) -> Outcome:
-        target = self._connection_of(job.host)
+        try:
+            target = self._connection_of(job.host)
+        except BackendError as exc:  # a become method other than sudo
+            return _failed(job, str(exc))
         action = job.action
         try:
             if isinstance(action, ShellAction):
