@@ -61,6 +61,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     args, extra = parser.parse_known_args(argv)
     if extra:
         own = verbs.get(getattr(args, "verb", "") or "", parser)
+        # argparse lists a parser's options nowhere public; `_actions` is stable since 2.7.
         options = [o for action in own._actions for o in action.option_strings]
         words = [f"{w}{did_you_mean(w.split('=')[0], options, quote=False)}" for w in extra]
         own.error(f"unrecognized arguments: {' '.join(words)}")
