@@ -268,12 +268,8 @@ def inventory_from_dict(data: Mapping[str, Any], path: str | None = None) -> Inv
     None), then loaded like any other."""
     import yaml
 
-    body = {k: v for k, v in data.items() if k not in ("sites", "network_constraints")}
-    extra = {
-        var: data[key]
-        for key, var in (("sites", SITES_VAR), ("network_constraints", CONSTRAINTS_VAR))
-        if key in data
-    }
+    body = {k: v for k, v in data.items() if k not in _TOP_LEVEL}
+    extra = {var: data[key] for key, var in _TOP_LEVEL.items() if key in data}
     if extra:
         top = dict(body.get("all") or {})
         top["vars"] = {**(top.get("vars") or {}), **extra}

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from madeus.errors import Diagnostic, InventoryError, did_you_mean
+from madeus.errors import Diagnostic, InventoryError, MadeusError, did_you_mean
 from madeus.inventory import LOCAL_HOST, Inventory
 from madeus.model import (
     Assembly,
@@ -284,6 +284,14 @@ def _expand_ref(ref: InstanceRef, bound: Mapping[str, str]) -> str:
 def _expand_port(port: PortRef, bound: Mapping[str, str]) -> PortRef:
     name = _expand_ref(port.instance, bound)
     return PortRef(InstanceRef(name, None, port.instance.span), port.port, port.span)
+
+
+def limit_hosts(inventory: Inventory, pattern: str) -> tuple[str, ...]:
+    """The hosts `--limit PATTERN` keeps, as Ansible matches the pattern; none is an error."""
+    hosts = inventory.placement(pattern)
+    if not hosts:
+        raise MadeusError([Diagnostic("limit", f"--limit {pattern}: the pattern matches no host")])
+    return hosts
 
 
 @dataclass(frozen=True, slots=True)

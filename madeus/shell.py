@@ -283,6 +283,15 @@ class _Lexer:
 
     # --- characters -----------------------------------------------------------------------
 
+    def _escaped_char(self, c: str, close: str) -> None:
+        """Inside backquotes or `$'...'`: a backslash escapes, `close` ends the frame."""
+        if c == "\\":
+            self._backslash()
+        elif c == close:
+            self._pop(1)
+        else:
+            self._emit()
+
     def _char(self, c: str) -> None:
         kind = self.stack[-1].kind
         if kind in ("cmd", "subst"):
@@ -292,12 +301,7 @@ class _Lexer:
         elif kind == "dq":
             self._double_char(c)
         elif kind == "bq":
-            if c == "\\":
-                self._backslash()
-            elif c == "`":
-                self._pop(1)
-            else:
-                self._emit()
+            self._escaped_char(c, "`")
         elif kind == "brace":
             self._brace_char(c)
         elif kind == "arith":
@@ -305,12 +309,7 @@ class _Lexer:
         elif kind == "heredoc":
             self._heredoc_char(c)
         elif kind == "dsq":
-            if c == "\\":
-                self._backslash()
-            elif c == "'":
-                self._pop(1)
-            else:
-                self._emit()
+            self._escaped_char(c, "'")
         else:  # comment: up to the end of the line, which the enclosing frame then reads
             if c == "\n":
                 self.stack.pop()

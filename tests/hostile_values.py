@@ -3,6 +3,10 @@ SSH tests (imported as `from hostile_values import ...`: tests/ is on sys.path).
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -88,3 +92,26 @@ assembly hostile {{
 
 
 DATA_PORT_FILES = ("param", "bare", "double", "single", "assignment")
+
+
+@contextlib.contextmanager
+def process_listings(every: float = 0.2) -> Iterator[list[str]]:
+    """`ps axwwo args` taken every `every` seconds while the block runs (and once more at its
+    end): what anyone on the machine could read of the command lines meanwhile."""
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while True:
+            done = subprocess.run(["ps", "axwwo", "args"], capture_output=True, text=True)
+            seen.append(done.stdout)
+            if stop.wait(every):
+                return
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        watcher.join()

@@ -363,9 +363,9 @@ def test_ask_vault_pass_asks_once_and_no_command_line_holds_it(
     """`-J`: madeus asks once; ansible-inventory and every ansible-playbook get the answer on
     standard input (they could not read the vaulted inventory otherwise)."""
     import getpass
-    import threading
-    import time
     import uuid
+
+    from hostile_values import process_listings
 
     password = f"vault-{uuid.uuid4().hex}"
     secret_file = tmp_path / "pw"
@@ -390,22 +390,8 @@ def test_ask_vault_pass_asks_once_and_no_command_line_holds_it(
     )
     asked: list[str] = []
     monkeypatch.setattr(getpass, "getpass", lambda prompt="": asked.append(prompt) or password)
-    seen: list[str] = []
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.is_set():
-            ps = subprocess.run(["ps", "axwwo", "args"], capture_output=True, text=True)
-            seen.append(ps.stdout)
-            time.sleep(0.2)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
+    with process_listings() as seen:
         code, _, err = run(["deploy", "say.mad", "-i", "hosts.yml", "-J"], capsys)
-    finally:
-        stop.set()
-        watcher.join()
     assert code == 0, err
     assert asked == ["Vault password: "]
     assert (tmp_path / "said").read_text() == "from-the-vault"

@@ -162,10 +162,7 @@ def test_over_ssh_and_ansible_a_secret_is_in_no_file_and_no_command_line(
     actions run, nor in any file under .madeus/, nor in what is printed. The secret comes from
     the environment, or from `-e` (given to madeus in-process here: its own command line is
     the operator's; ansible-inventory and ansible-playbook get it on standard input)."""
-    import subprocess
-    import threading
-    import time
-
+    from hostile_values import process_listings
     from sshd_helpers import running_sshd
 
     n = f"{uuid.uuid4().int % 10**6:06d}"
@@ -178,27 +175,13 @@ def test_over_ssh_and_ansible_a_secret_is_in_no_file_and_no_command_line(
         "- ansible.builtin.command: sleep 1.5\n"
     )
     monkeypatch.setenv("MADEUS_TEST_DEST", str(tmp_path / "copied"))
-    seen: list[str] = []
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.is_set():
-            listing = subprocess.run(["ps", "axwwo", "args"], capture_output=True, text=True)
-            seen.append(listing.stdout)
-            time.sleep(0.2)
-
     with running_sshd(tmp_path / "ssh", hosts=("node-1",)) as sshd:
         inventory = sshd.write_inventory()
-        watcher = threading.Thread(target=watch)
-        watcher.start()
-        try:
-            extra = ["-e", json.dumps({"password": marker})] if given == "extra-vars" else []
-            if extra:
-                monkeypatch.setenv("MADEUS_SECRET_TEST", "not-this-one")
+        extra = ["-e", json.dumps({"password": marker})] if given == "extra-vars" else []
+        if extra:
+            monkeypatch.setenv("MADEUS_SECRET_TEST", "not-this-one")
+        with process_listings() as seen:
             code = main(["deploy", "remote.mad", "-i", str(inventory), "--no-verify", *extra])
-        finally:
-            stop.set()
-            watcher.join()
     printed = capsys.readouterr()
     assert code == 0, printed.err
     assert any(f"sleep 1.{n}" in listing for listing in seen)  # ps looked while it ran

@@ -426,12 +426,9 @@ def resolve_module(
 
 def _limited(deployment: Deployment, pattern: str) -> Deployment:
     """`--limit PATTERN`: what the pattern's hosts need (resolve.limit), said on stderr."""
-    from madeus.resolve import limit
+    from madeus.resolve import limit, limit_hosts
 
-    hosts = deployment.inventory.hosts_matching(pattern)
-    if not hosts:
-        raise MadeusError([Diagnostic("limit", f"--limit {pattern}: the pattern matches no host")])
-    limited = limit(deployment, hosts)
+    limited = limit(deployment, limit_hosts(deployment.inventory, pattern))
     said = []
     if limited.left_out:
         said.append(f"left out {_listed(limited.left_out)} (not needed there)")

@@ -45,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _program(file: str, state: Configuration, limit: str | None) -> Program:
     from madeus.errors import Diagnostic, MadeusError
-    from madeus.reconfig.programs import UNINSTALL, destroy_program, lacking, limit_hosts
+    from madeus.reconfig.programs import UNINSTALL, destroy_program, lacking
+    from madeus.resolve import limit_hosts
 
     missing = lacking(state)
     if len(missing) == len(state.instances):
@@ -65,8 +66,8 @@ def _program(file: str, state: Configuration, limit: str | None) -> Program:
         )
     if limit is None:
         return destroy_program(state, source=file)
-    within = set(limit_hosts(state, limit))
-    kept = [i.name for i in state.instances if within and set(i.hosts) <= within]
+    within = set(limit_hosts(state.inventory, limit))
+    kept = [i.name for i in state.instances if set(i.hosts) <= within]
     away = [i.name for i in state.instances if i.name not in kept and i.name not in missing]
     if away:
         shown = ", ".join(away[:6]) + (f" and {len(away) - 6} more" if len(away) > 6 else "")

@@ -143,13 +143,14 @@ async def deploy(
         raise MadeusError(nowhere)
     if plan is None:
         plan = build_plan(deployment)
-    logger.info(
-        "%s: %d transitions, %d jobs, predicted makespan %.3f s",
-        deployment.name,
-        len(plan.transitions),
-        sum(len(t.hosts) for t in plan.transitions),
-        plan.predicted_makespan,
-    )
+    if logger.isEnabledFor(logging.INFO):  # counting the jobs costs a pass over the plan
+        logger.info(
+            "%s: %d transitions, %d jobs, predicted makespan %.3f s",
+            deployment.name,
+            len(plan.transitions),
+            sum(len(t.hosts) for t in plan.transitions),
+            plan.predicted_makespan,
+        )
     mode: SimulateMode | None = "local" if simulate is True else (simulate or None)
     scale = time_scale if mode is not None else 1.0
     params = resolve_params(deployment, os.environ if environ is None else environ)

@@ -19,6 +19,7 @@ from collections.abc import Collection
 from madeus.errors import Diagnostic
 from madeus.reconfig.program import Add, Program, Push, Remove, WaitAll
 from madeus.reconfig.state import Configuration
+from madeus.resolve import limit_hosts
 
 UNINSTALL = "uninstall"
 
@@ -48,17 +49,11 @@ def destroy_program(
     return Program((*pushes, wait), source)
 
 
-def limit_hosts(configuration: Configuration, pattern: str) -> tuple[str, ...]:
-    """The hosts `--limit PATTERN` keeps (Ansible matches the pattern)."""
-    return configuration.inventory.placement(pattern)
-
-
 def outside_limit(configuration: Configuration, program: Program, pattern: str) -> list[Diagnostic]:
     """The instructions that would change an instance with hosts outside `--limit PATTERN`
-    (see the module docstring), each at its line; a pattern matching no host is one."""
-    allowed = set(limit_hosts(configuration, pattern))
-    if not allowed:
-        return [Diagnostic("limit", f"--limit {pattern}: the pattern matches no host")]
+    (see the module docstring), each at its line. Raises MadeusError when the pattern
+    matches no host."""
+    allowed = set(limit_hosts(configuration.inventory, pattern))
     hosts = {i.name: i.hosts for i in configuration.instances}
     found = []
     for ins in program:
