@@ -316,6 +316,12 @@ def main(argv: list[str] | None = None) -> int:
             from madeus.testbed import down
 
             down(testbed_dir)
+    return emit(report, args, work)
+
+
+def emit(report: dict[str, Any], args: argparse.Namespace, work: Path) -> int:
+    """Print the report (and write it to `--output`); remove the work directory unless kept
+    (`--workdir`, MADEUS_KEEP_WORKDIR)."""
     text = json.dumps(report, indent=1)
     print(text)
     if args.output:

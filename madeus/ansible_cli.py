@@ -1,29 +1,23 @@
-"""The Ansible side of madeus: `python -m madeus.ansible_cli playbook|adhoc|inventory ARGS...`.
+"""The inventory side of madeus: `python -m madeus.ansible_cli inventory ARGS...`.
 
-The only module that imports ansible (with the callback plugin in
-`backends/ansible_plugins/`). It runs in processes of its own, never in madeus's: Ansible's
-import is heavy, and its global state (configuration, display) is a command line's.
+One of the two modules that import ansible (with `ansible_worker.py`, which runs plays, and the
+callback plugin in `backends/ansible_plugins/`). It runs in a process of its own, never in
+madeus's: Ansible's import is heavy, and its global state (configuration, display) is a command
+line's.
 
-Every command reads one JSON document on standard input, what must not show in `ps`:
-`{"args": [...], "vault_password": TEXT or null, "extra_vars": YAML or null}`: `args` are
-more words of the command line (the operator's `-e`), `vault_password` answers Ansible's
-vault prompt (`--ask-vault-pass`, asked once by madeus), `extra_vars` (playbook and adhoc) is
-one YAML mapping of madeus's values. Extra variables hold parameter values, secrets among
-them: on the command line they would show in `ps`, in a file they would sit on disk (and
-`-e @/dev/fd/N` does not work: Ansible resolves the path with realpath, which names no file
-for an in-memory one). This shim hands them to Ansible's command line class in memory;
-standard input is /dev/null afterwards.
+It reads one JSON document on standard input, what must not show in `ps`:
+`{"args": [...], "vault_password": TEXT or null}`: `args` are more words of the command line
+(the operator's `-e`), `vault_password` answers Ansible's vault prompt (`--ask-vault-pass`,
+asked once by madeus). Standard input is /dev/null afterwards.
 
-- `playbook ARGS` / `adhoc ARGS`: Ansible's own `ansible-playbook` / `ansible` command lines.
-- `inventory ARGS`: `ansible-inventory ARGS --list`, loaded by Ansible's own inventory command
-  line class (`InventoryManager`, `VariableManager`, vault, plugins, `group_vars/`...), and
-  printed as one JSON document for `madeus/inventory.py` (`InventoryDocument` there says what
-  it holds): Ansible's `--list` view, every group (empty ones too) with its direct hosts,
-  children and variables, per host the connection settings Ansible would use (templated,
-  vault decrypted) and the decrypted values of its vaulted variables, and the hosts matching
-  each host pattern of `MADEUS_PATTERNS` (a JSON list: `web:&db`, `nova-*`...). An error is
-  a document too (`{"errors": [...]}`, with the file, line and column Ansible knows), never a
-  traceback.
+`inventory ARGS`: `ansible-inventory ARGS --list`, loaded by Ansible's own inventory command
+line class (`InventoryManager`, `VariableManager`, vault, plugins, `group_vars/`...), and
+printed as one JSON document for `madeus/inventory.py` (`InventoryDocument` there says what it
+holds): Ansible's `--list` view, every group (empty ones too) with its direct hosts, children
+and variables, per host the connection settings Ansible would use (templated, vault decrypted)
+and the decrypted values of its vaulted variables, and the hosts matching each host pattern of
+`MADEUS_PATTERNS` (a JSON list: `web:&db`, `nova-*`...). An error is a document too
+(`{"errors": [...]}`, with the file, line and column Ansible knows), never a traceback.
 """
 
 from __future__ import annotations
@@ -44,33 +38,39 @@ _BECOME = ("ansible_become", "ansible_become_user", "ansible_become_method")
 
 
 def main(argv: list[str]) -> None:
-    if not argv or argv[0] not in ("playbook", "adhoc", "inventory"):
-        sys.exit("usage: python -m madeus.ansible_cli playbook|adhoc|inventory ARGS...")
+    if not argv or argv[0] != "inventory":
+        sys.exit("usage: python -m madeus.ansible_cli inventory ARGS...")
     private = _private()
     more = [str(a) for a in private.get("args") or ()]
-    if argv[0] == "inventory":
-        sys.exit(_inventory([*argv[1:], *more]))
-    args = [f"ansible-{argv[0]}" if argv[0] == "playbook" else "ansible", *argv[1:], *more]
-    extra = private.get("extra_vars")
-    if isinstance(extra, str) and extra.strip():
-        args += ["-e", extra]
-    if argv[0] == "playbook":
-        from ansible.cli.playbook import main as run
-    else:
-        from ansible.cli.adhoc import main as run
-    run(args)
+    sys.exit(_inventory([*argv[1:], *more]))
 
 
 def _private() -> dict[str, Any]:
     """The standard input's document (see the module docstring); standard input is then
-    /dev/null, and Ansible's vault prompt gets the password given, if any."""
-    text = sys.stdin.read()
+    /dev/null."""
+    document = read_private()
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
+    return document
+
+
+def read_private(*, first_line_only: bool = False) -> dict[str, Any]:
+    """The private document on standard input (all of it, or its first line, read without
+    buffering what follows); Ansible's vault prompt then gets the password given, if any."""
+    if first_line_only:
+        data = b""
+        while not data.endswith(b"\n"):
+            byte = os.read(0, 1)  # one byte at a time: what follows is not ours to read
+            if not byte:
+                break
+            data += byte
+        text = data.decode()
+    else:
+        text = sys.stdin.read()
     document = json.loads(text) if text.strip() else {}
     if not isinstance(document, dict):
-        sys.exit("madeus.ansible_cli: standard input must be a JSON object")
+        sys.exit("madeus: the private document on standard input must be a JSON object")
     password = document.get("vault_password")
     if isinstance(password, str):
         import getpass
@@ -86,7 +86,7 @@ def _inventory(args: list[str]) -> int:
     try:
         document = _load(args)
     except Exception as exc:  # Ansible's errors (and any other): a document, not a traceback
-        out.write(json.dumps({"errors": _errors(exc)}) + "\n")
+        out.write(json.dumps({"errors": errors_of(exc)}) + "\n")
         return 1
     out.write(json.dumps(document, default=str) + "\n")
     return 0
@@ -98,7 +98,7 @@ def _load(args: list[str]) -> dict[str, Any]:
 
     cli = InventoryCLI(["ansible-inventory", *args, "--list"])
     CLI.run(cli)  # what every Ansible command does first: parse, load the plugins
-    _check_extra_vars()
+    check_extra_vars()
     cli.loader, cli.inventory, cli.vm = cli._play_prereqs()
     inventory, vm = cli.inventory, cli.vm
     listing = json.loads(cli.dump(cli.json_inventory(cli._get_group("all"))))
@@ -134,7 +134,7 @@ def _load(args: list[str]) -> dict[str, Any]:
     }
 
 
-def _check_extra_vars() -> None:
+def check_extra_vars() -> None:
     """The operator's `-e`, parsed first: a value Ansible cannot split is said as such, not
     as the inventory source failing that it makes Ansible report later."""
     from ansible.errors import AnsibleError
@@ -220,7 +220,7 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _errors(exc: BaseException) -> list[dict[str, Any]]:
+def errors_of(exc: BaseException) -> list[dict[str, Any]]:
     """Ansible's error, with the source position it knows (2.19 tags objects with their
     origin; earlier releases say it in the message), and its causes."""
     found: list[dict[str, Any]] = []

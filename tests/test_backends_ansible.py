@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -21,8 +22,9 @@ import pytest
 import yaml
 from sshd_helpers import Sshd, running_sshd, sshd_available
 
-from madeus.backends.ansible import AnsibleBackend, extra_vars, kill_marked_processes
+from madeus.backends.ansible import AnsibleBackend, extra_vars
 from madeus.backends.base import Job, Outcome
+from madeus.backends.process import kill_marked_processes
 from madeus.errors import BackendError
 from madeus.inventory import Inventory
 from madeus.model import AnsibleAction
@@ -158,7 +160,8 @@ def test_what_ansible_is_given_never_lands_on_disk(
     own = str(inventory.path)  # the operator's inventory file holds its own password
 
     async def scenario() -> Outcome:
-        task = asyncio.create_task(AnsibleBackend(inventory).run(job))
+        backend = AnsibleBackend(inventory)
+        task = asyncio.create_task(backend.run(job))
         while not task.done():  # look for the markers while ansible-playbook runs
             found.extend(
                 f
@@ -170,7 +173,10 @@ def test_what_ansible_is_given_never_lands_on_disk(
                 f"ps: {m}" for m in (inventory_marker, value_marker) if m in listing.stdout
             )
             await asyncio.sleep(0.3)
-        return await task
+        try:
+            return await task
+        finally:
+            await backend.aclose()
 
     outcome = asyncio.run(scenario())
     assert outcome.ok, outcome
@@ -370,6 +376,143 @@ def test_ansible_core_must_be_installed_beside_madeus(monkeypatch: pytest.Monkey
 def test_extra_vars_leave_out_host_values_and_non_identifiers() -> None:
     values = {"port": "3306", "host.name": "db-1", "host.vars.zone": "a", "bad-name": "x"}
     assert extra_vars(values) == ({"port": "3306"}, ["bad-name"])
+    assert extra_vars(values, {"port": "int"}) == ({"port": 3306}, ["bad-name"])
+
+
+HOSTILE = [
+    "10.10",
+    "0755",
+    "false",
+    "{{ lookup('pipe', 'touch /tmp/madeus-pwned') }}",
+    "$(touch /tmp/madeus-pwned) `id`; \"quoted\" 'single'\nsecond line \\ {% raw %}",
+    "\u2028 line separator, \U0001f600 and a tab\t",
+]
+
+
+def test_values_reach_ansible_with_their_declared_types(project: Path, tmp_path: Path) -> None:
+    """Text stays text (`"10.10"`, `"0755"`, templates and shell syntax, literally), numbers and
+    booleans arrive as such: `when: flag` is false for a false bool."""
+    (project / "types.yml").write_text(
+        "- ansible.builtin.copy:\n"
+        '    content: "{{ [t0, t1, t2, t3, t4, t5] | to_json }}\\n{{ n + 1 }} {{ r * 2 }} '
+        '{{ n | type_debug }} {{ r | type_debug }} {{ b | type_debug }}\\n"\n'
+        "    dest: '{{ dest }}'\n"
+        "- ansible.builtin.file: {path: '{{ dest }}.flag', state: touch}\n"
+        "  when: b\n"
+    )
+    dest = tmp_path / "types.txt"
+    values = {f"t{i}": text for i, text in enumerate(HOSTILE)}
+    values |= {"n": "41", "r": "1.25", "b": "false", "dest": str(dest)}
+    inventory = Inventory.local_default()
+    job = make_job(
+        inventory,
+        "localhost",
+        project,
+        AnsibleAction(tasks="types.yml"),
+        values=values,
+        types={"n": "int", "r": "float", "b": "bool"},
+    )
+    outcome = run_job(AnsibleBackend(inventory), job)
+    assert outcome.ok, outcome
+    first, second = dest.read_text().splitlines()[:2]
+    assert json.loads(first) == HOSTILE
+    assert second == "42 2.5 int float bool"
+    assert not Path(f"{dest}.flag").exists()
+    assert not Path("/tmp/madeus-pwned").exists()
+
+
+def test_the_hosts_of_a_batch_run_one_play(project: Path, tmp_path: Path) -> None:
+    """Three jobs of one transition, started together: one play over the three hosts, where
+    `run_once` runs once. One batch: the hosts' parts start and end with the play."""
+    inventory = three_local_hosts(tmp_path)
+    log = tmp_path / "log"
+    (project / "once.yml").write_text(
+        '- ansible.builtin.shell: echo "once {{ ansible_play_hosts | length }}" >> {{ log }}\n'
+        "  run_once: true\n"
+        '- ansible.builtin.shell: echo "each {{ inventory_hostname }}" >> {{ log }}\n'
+    )
+    hosts = ("h1", "h2", "h3")
+    jobs = [
+        make_job(
+            inventory,
+            host,
+            project,
+            AnsibleAction(tasks="once.yml"),
+            values={"log": str(log)},
+            batch=hosts,
+        )
+        for host in hosts
+    ]
+    backend = AnsibleBackend(inventory)
+
+    async def scenario() -> list[Outcome]:
+        try:
+            return list(await asyncio.gather(*(backend.run(job) for job in jobs)))
+        finally:
+            await backend.aclose()
+
+    outcomes = asyncio.run(scenario())
+    assert all(o.ok for o in outcomes), outcomes
+    assert backend.runs == 1
+    assert sorted(log.read_text().splitlines()) == ["each h1", "each h2", "each h3", "once 3"]
+    assert [(o.started, o.ended) for o in outcomes] == [(None, None)] * 3
+
+
+def three_local_hosts(tmp_path: Path) -> Inventory:
+    path = tmp_path / "three.yml"
+    path.write_text(
+        "all:\n"
+        "  vars:\n"
+        "    ansible_connection: local\n"
+        '    ansible_python_interpreter: "{{ ansible_playbook_python }}"\n'
+        "  hosts: {h1: {}, h2: {}, h3: {}}\n"
+    )
+    from madeus.inventory import load_inventory
+
+    return load_inventory([str(path)])
+
+
+def test_killing_madeus_leaves_no_ansible_process(tmp_path: Path) -> None:
+    """The worker ends when madeus dies (its standard input closes), and kills its plays."""
+    seconds = unique_sleep()
+    (tmp_path / "slow.yml").write_text(f"- ansible.builtin.command: sleep {seconds}\n")
+    (tmp_path / "slow.mad").write_text(
+        "component Slow() {\n"
+        "    places a*, b\n"
+        '    transition t: a -> b  ansible tasks "slow.yml"  ~1s\n'
+        "}\n"
+        "assembly slow { s = Slow() }\n"
+    )
+    madeus = subprocess.Popen(
+        [str(Path(sys.executable).parent / "madeus"), "deploy", "slow.mad", "--no-verify"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not pgrep(f"^sleep {seconds}$") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert pgrep(f"^sleep {seconds}$"), "the task never started"
+        workers = [
+            pid
+            for pid in pgrep("madeus.ansible_worker")
+            if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[1] == str(madeus.pid)
+        ]
+        assert workers
+        madeus.kill()
+        madeus.wait()
+        deadline = time.monotonic() + 20
+        while (pgrep(f"^sleep {seconds}$") or pgrep("madeus.ansible_worker")) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.1)
+        assert pgrep(f"^sleep {seconds}$") == []
+        assert [pid for pid in pgrep("madeus.ansible_worker") if pid in workers] == []
+    finally:
+        madeus.kill()
+        for pid in pgrep(seconds):
+            os.kill(pid, signal.SIGKILL)
 
 
 # --- cancellation -------------------------------------------------------------------------

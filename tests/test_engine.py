@@ -341,6 +341,27 @@ def test_unset_environment_variable_stops_before_anything_runs() -> None:
     assert events == []
 
 
+@pytest.mark.parametrize(
+    ("kind", "text", "words"),
+    [
+        ("int", "4.5", "an int"),
+        ("float", "fast", "a float"),
+        ("bool", "yes", "a bool (true or false)"),
+    ],
+)
+def test_an_environment_value_must_read_as_its_declared_type(
+    kind: str, text: str, words: str
+) -> None:
+    """Typed values reach Ansible as their type: one that cannot be read stops the run first."""
+    comp = component("C", ["a", "b"], [t("go", "a", "b")], params=[Param("n", kind, EnvRef("N"))])
+    assembly = Assembly("env", (comp,), (instance("api", "C"),))
+    with pytest.raises(ParameterError) as caught:
+        deploy_sync(assembly, environ={"N": text})
+    assert str(caught.value) == (
+        f'instance "api": parameter "n" is {words}, but environment variable "N" holds {text!r}'
+    )
+
+
 # --- failures ---------------------------------------------------------------------------
 
 

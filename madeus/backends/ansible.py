@@ -1,30 +1,37 @@
-"""The Ansible backend: playbooks, roles and task files, run by `ansible-playbook` itself.
+"""The Ansible backend: playbooks, roles and task files, run as `ansible-playbook` runs them.
 
-One job (one transition on one host) is one `ansible-playbook` run, limited to the job's host,
-in a process started like every local process of madeus (`process.run_process`: a session of
-its own, output streamed to the job's logs, killed for real on cancellation). It runs in the
-operator's current directory, as `ansible-playbook` typed there would (relative paths in the
-inventory or in `ansible.cfg` mean what they mean to Ansible), and reads the operator's Ansible
-configuration, but for the settings below.
+The jobs of one transition that the engine starts together (`Job.batch`: one job per host of
+the instance) are one play over all their hosts, so that `run_once`, `delegate_to`, `serial`,
+handlers and facts behave as under `ansible-playbook` running that play. Each host's job ends
+with its own outcome, timed from its first task's start to its last result.
 
-Nothing it is given is written to disk or shows in `ps`. The inventory (hosts, their groups and
-merged variables, passwords included) is an anonymous in-memory file (`memfd_create`) handed to
-the process as `-i /dev/fd/N`; the extra variables (parameters and data values, secrets
-included) go on its standard input, which `ansible_cli.py` (the process: `python -m
-madeus.ansible_cli playbook ...`, Ansible's own command line) hands to Ansible in
-memory. The generated play of `role` and `tasks` actions (names only) goes to the job's log
-directory as `<job>.play.yml`. No run directory, no artifacts, no
-copy of the environment: the process gets `PATH`, `HOME`, the user and locale variables,
+Plays are run by a long-lived worker (`madeus/ansible_worker.py`, driven through
+`ansible_pool.Pool`): Ansible is imported and the inventory loaded once per run, and each play
+is a `fork` of the worker running Ansible's own playbook command line class, which keeps what
+plays leave for later ones (facts, `group_by` groups, `add_host` hosts), as one
+`ansible-playbook` running the plays one after another would. The worker runs in the
+operator's current directory (relative paths in the inventory or in `ansible.cfg` mean what
+they mean to Ansible) and reads the operator's Ansible configuration, but for the settings
+below.
+
+Nothing it is given is written to disk or shows in `ps`. The inventory is the operator's own
+sources (a run without one: an anonymous in-memory file, `memfd_create`, as `-i /dev/fd/N`);
+the operator's private options (`-e`, vault password) and madeus's extra variables
+(parameters and data values, secrets included) travel on the worker's standard input. The
+generated play of `role` and `tasks` actions (names only) goes to the log directory as
+`<job>.play.yml`. The worker gets `PATH`, `HOME`, the user and locale variables,
 `SSH_AUTH_SOCK`, the operator's own `ANSIBLE_*` variables, and the settings madeus needs:
 
-    ANSIBLE_STDOUT_CALLBACK=madeus_events   results as JSON lines on a pipe (see
+    ANSIBLE_STDOUT_CALLBACK=madeus_events   results as JSON lines (see
                                             ansible_plugins/callback/madeus_events.py)
     ANSIBLE_HOST_KEY_CHECKING, ANSIBLE_SSH_ARGS   ControlPersist, and the known_hosts file
                                             madeus chose (or none, with the insecure option)
     ANSIBLE_ROLES_PATH                      the `.mad` file's directory and its roles/ first
-    ANSIBLE_PIPELINING=True, ANSIBLE_GATHERING=explicit, ANSIBLE_FORKS,
+    ANSIBLE_PIPELINING=True, ANSIBLE_GATHERING=explicit,
     ANSIBLE_RETRY_FILES_ENABLED=False       unless the operator set them
-    MADEUS_JOB=<token>                      marks every process of the run, for clean-up
+
+and each play runs with as many forks as it has hosts (no queue inside Ansible), and
+`MADEUS_JOB=<token>` in its environment.
 
 The three forms of `AnsibleAction`:
 - `playbook FILE`: the playbook as written (relative to the `.mad` file's directory);
@@ -33,15 +40,16 @@ The three forms of `AnsibleAction`:
 - `tasks FILE`: a generated play with `include_tasks: FILE`.
 
 Extra variables are the job's values (parameters and data ports; `host.*` values are not
-passed, Ansible has the host's own variables), every string tagged `!unsafe` so that Ansible
-never evaluates `{{ ... }}` in a value. `Job.env` is passed as the variable `madeus_env`, which
-generated plays use as their `environment`.
+passed, Ansible has the host's own variables), typed as the parameters are declared, strings
+that Ansible could evaluate (`{{ ... }}`) tagged `!unsafe`. `Job.env` is passed as the
+variable `madeus_env`, which generated plays use as their `environment`.
 
-Cancellation: the process group gets SIGTERM then SIGKILL; Ansible's workers (each in a session
-of its own), their local processes and the module processes on the remote host (no terminal:
-closing the SSH channel does not stop them) carry `MADEUS_JOB=<token>` in their environment and
-are killed by it, here and, through `ansible -m raw`, on the host. The clean-up runs to its end
-whatever further cancellations arrive.
+Cancellation (when every job of the play has been cancelled): the play's process group gets
+SIGTERM then SIGKILL; Ansible's workers (each in a session of its own), their local processes
+and the module processes on the remote hosts (no terminal: closing the SSH channel does not
+stop them) carry `MADEUS_JOB=<token>` in their environment and are killed by it, here and,
+through a `raw` task, on the hosts. The clean-up runs to its end whatever further
+cancellations arrive.
 """
 
 from __future__ import annotations
@@ -54,12 +62,9 @@ import logging
 import os
 import re
 import secrets
-import shlex
 import shutil
-import signal
 import sys
 import tempfile
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,9 +72,10 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from madeus.backends.ansible_pool import Pool
 from madeus.backends.base import Job, Outcome
 from madeus.backends.connection import known_hosts_file
-from madeus.backends.process import OutputSink, despite_cancellation, run_process
+from madeus.backends.process import OutputSink, despite_cancellation, kill_marked_processes
 from madeus.errors import BackendError, MadeusError
 from madeus.inventory import Inventory
 from madeus.model import AnsibleAction
@@ -94,22 +100,18 @@ LOCAL_INVENTORY = b"""all:
 _PASSED_ENV = ("HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TMPDIR", "SSH_AUTH_SOCK", "TZ")
 
 
-def ansible_cli(command: str) -> list[str]:
-    """The argv prefix that runs Ansible's `command` line (playbook, adhoc) with extra
-    variables from standard input (see ansible_cli.py), in this interpreter."""
-    return [sys.executable, "-m", "madeus.ansible_cli", command]
-
-
 class AnsibleBackend:
-    """Runs `AnsibleAction` jobs, one `ansible-playbook` run per job (transition x host).
+    """Runs `AnsibleAction` jobs: the jobs of one transition that start together (the
+    engine's `Job.batch`) are one play over their hosts, run by a long-lived worker
+    (`ansible_pool.Pool`).
 
-    `runs` counts the processes started (benchmarks and tests)."""
+    `runs` counts the plays run (benchmarks and tests)."""
 
     def __init__(
         self,
         inventory: Inventory | None = None,
         *,
-        forks: int = 10,
+        forks: int | None = None,
         gather_facts: bool = False,
         known_hosts: str | Path | None = None,
         insecure_no_host_key_check: bool = False,
@@ -123,15 +125,17 @@ class AnsibleBackend:
                 f"({sys.executable})"
             )
         self.inventory = inventory if inventory is not None else Inventory.local_default()
-        self.forks = forks
+        self.forks = forks  # None: as many as the play has hosts (no queue inside Ansible)
         self.gather_facts = gather_facts
         self.insecure = insecure_no_host_key_check
         self.known_hosts_path = known_hosts_file(self.inventory, known_hosts)
         self.control_persist = control_persist
         self.kill_grace = kill_grace  # seconds between SIGTERM and SIGKILL on cancellation
         self.habits = habits
+        self._pools: dict[Path, Pool] = {}
         self.runs = 0
-        self._inventory_text: bytes | None = None  # the same for every job: built once
+        self._gangs: dict[tuple[str, int, tuple[str, ...]], _Gang] = {}
+        self._local_inventory: int | None = None  # memfd of the inventory of a run without one
         self._tmp: Path | None = None
         if self.insecure:
             logger.warning(
@@ -152,52 +156,62 @@ class AnsibleBackend:
 
     async def run(self, job: Job) -> Outcome:
         action = job.action
+        hosts = job.batch if job.host.name in job.batch else (job.host.name,)
+        key = (job.id, job.attempt, tuple(hosts))
+        gang = self._gangs.get(key)
+        if gang is None:
+            gang = self._gangs[key] = _Gang(set(hosts))
         if not isinstance(action, AnsibleAction):
             kind = type(action).__name__ if action is not None else "no action"
-            return _failed(job, f"the Ansible backend cannot run {kind} (transition {job.id})")
-        try:
-            playbook = self._playbook(job, action)
-            if isinstance(playbook, Outcome):
-                return playbook
-            token = secrets.token_hex(16)
-            values, skipped = extra_vars(job.values)
-            if skipped:
-                logger.debug(
-                    "%s: values not passed to Ansible (not identifiers): %s", job.id, skipped
-                )
-            # Generated plays use `madeus_env` as their `environment`, so every task process
-            # on the host carries the token and can be found again on cancellation.
-            values["madeus_env"] = {**job.env, "MADEUS_JOB": token}
-            run = _Run(
-                job,
-                playbook,
-                self._stdin(unsafe_yaml(values)),
-                self._environment(job, token),
-                token,
+            prepared: _Prepared | Outcome = _failed(
+                job, f"the Ansible backend cannot run {kind} (transition {job.id})"
             )
-        except MadeusError as exc:  # a placeholder that does not resolve
-            return _failed(job, str(exc))
-        except OSError as exc:
-            return _failed(job, f"cannot prepare the Ansible run for {job.id}: {exc}")
-        return await self._execute(run)
+        else:
+            try:
+                prepared = self._prepare(job, action)
+            except MadeusError as exc:  # a placeholder that does not resolve
+                prepared = _failed(job, str(exc))
+        if isinstance(prepared, Outcome):
+            gang.expected.discard(job.host.name)
+        else:
+            gang.jobs[job.host.name] = (job, prepared)
+        if gang.complete():
+            del self._gangs[key]
+            if gang.jobs:
+                gang.task = asyncio.get_running_loop().create_task(self._execute(gang))
+        if isinstance(prepared, Outcome):
+            return prepared
+        return await gang.wait(job.host.name)
 
     async def aclose(self) -> None:
+        pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            await pool.aclose()
+        if self._local_inventory is not None:
+            os.close(self._local_inventory)
+            self._local_inventory = None
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
 
-    # --- preparing a run -----------------------------------------------------------------
+    # --- preparing a play ----------------------------------------------------------------
 
-    def _playbook(self, job: Job, action: AnsibleAction) -> Path | Outcome:
+    def _prepare(self, job: Job, action: AnsibleAction) -> _Prepared | Outcome:
+        """What the job's host contributes to the play: the playbook (or the generated play's
+        text) and the values, typed as declared."""
         workdir = job.workdir.absolute()
+        values, skipped = extra_vars(job.values, job.types)
+        if skipped:
+            logger.debug("%s: values not passed to Ansible (not identifiers): %s", job.id, skipped)
+        values["madeus_env"] = dict(job.env)
         if action.form == "playbook":
             assert action.playbook is not None
             playbook = _resolve(job.render(action.playbook), workdir)
             if not playbook.is_file():
                 return _failed(job, f"playbook {playbook} does not exist")
-            return playbook
+            return _Prepared(workdir, values, playbook=playbook)
         play: dict[str, Any] = {
-            "name": f"{job.id} on {job.host.name}",
+            "name": job.id,
             "hosts": "all",
             "gather_facts": self.gather_facts,
             "environment": "{{ madeus_env }}",
@@ -216,9 +230,11 @@ class AnsibleBackend:
             if not tasks.is_file():
                 return _failed(job, f"task file {tasks} does not exist")
             play["tasks"] = [{"ansible.builtin.include_tasks": str(tasks)}]
-        text = yaml.safe_dump([play], sort_keys=False)
+        return _Prepared(workdir, values, text=yaml.safe_dump([play], sort_keys=False))
+
+    def _play_file(self, job: Job, text: str, suffix: str = ".play.yml") -> Path:
         if job.stdout_path is not None:  # beside the job's logs, for the operator to read
-            path = job.stdout_path.with_suffix(".play.yml").absolute()
+            path = job.stdout_path.with_suffix(suffix).absolute()
         else:  # no log directory (library use): a private one of ours, removed by aclose
             if self._tmp is None:
                 self._tmp = Path(tempfile.mkdtemp(prefix="madeus-ansible-"))
@@ -229,25 +245,38 @@ class AnsibleBackend:
             out.write(text)
         return path
 
-    def _inventory_args(self) -> tuple[list[str], list[int]]:
-        """How ansible-playbook gets the inventory: the operator's own sources, with the
-        options needed to read them again (vault, extra variables), so that Ansible sees
-        exactly what it would see from `ansible-playbook -i ...`; without an inventory, the
-        local host alone, as an in-memory file. The file descriptors to pass, to close
-        after."""
+    # --- the worker ----------------------------------------------------------------------
+
+    async def _pool(self, workdir: Path) -> Pool:
+        """The worker for plays whose roles are found from `workdir` (the `.mad` file's
+        directory): one per run in practice."""
+        pool = self._pools.get(workdir)
+        if pool is None:
+            args, fds = self._inventory_args()
+            argv = [sys.executable, "-m", "madeus.ansible_worker", *args]
+            if self.habits is not None:
+                argv += self.habits.ansible_args()
+            env = self._environment(workdir)
+            private = json.dumps(self.inventory.options.private()).encode()
+            pool = self._pools[workdir] = Pool(argv, env, private, pass_fds=fds)
+        await pool.start()
+        return pool
+
+    def _inventory_args(self) -> tuple[list[str], tuple[int, ...]]:
+        """How the worker gets the inventory: the operator's own sources, with the options
+        needed to read them again (vault, extra variables), so that Ansible sees exactly what
+        it would see from `ansible-playbook -i ...`; without an inventory, the local host
+        alone, as an in-memory file."""
         inv = self.inventory
         if not inv.local:
             sources = [a for s in inv.sources for a in ("-i", s)]
-            return [*sources, *inv.options.args()], []
-        fd = _memfd("madeus-inventory", LOCAL_INVENTORY)
-        return ["-i", f"/dev/fd/{fd}", *inv.options.args()], [fd]
+            return [*sources, *inv.options.args()], ()
+        if self._local_inventory is None:
+            self._local_inventory = _memfd("madeus-inventory", LOCAL_INVENTORY)
+        fd = self._local_inventory
+        return ["-i", f"/dev/fd/{fd}", *inv.options.args()], (fd,)
 
-    def _stdin(self, extra_vars: str | None = None) -> bytes:
-        """What `madeus.ansible_cli` reads on standard input: the operator's `-e` and vault
-        password, and madeus's values (never on the command line)."""
-        return json.dumps({**self.inventory.options.private(), "extra_vars": extra_vars}).encode()
-
-    def _environment(self, job: Job, token: str) -> dict[str, str]:
+    def _environment(self, workdir: Path) -> dict[str, str]:
         environ = os.environ
         env = {k: environ[k] for k in _PASSED_ENV if k in environ}
         env.update((k, v) for k, v in environ.items() if k.startswith(("ANSIBLE_", "LC_")))
@@ -255,7 +284,6 @@ class AnsibleBackend:
             [str(Path(sys.executable).parent), *filter(None, [environ.get("PATH")])]
         )
         env.setdefault("PYTHONWARNINGS", "ignore")  # Python's, not Ansible's: noise in logs
-        workdir = job.workdir.absolute()
         roles = [str(workdir), str(workdir / "roles")]
         if environ.get("ANSIBLE_ROLES_PATH"):
             roles.append(environ["ANSIBLE_ROLES_PATH"])
@@ -277,118 +305,145 @@ class AnsibleBackend:
                 "ANSIBLE_SSH_ARGS": " ".join(ssh_args),
                 "ANSIBLE_NOCOLOR": "1",
                 "ANSIBLE_FORCE_COLOR": "0",
-                "MADEUS_JOB": token,
             }
         )
         env.setdefault("ANSIBLE_PIPELINING", "True")
         env.setdefault("ANSIBLE_GATHERING", "implicit" if self.gather_facts else "explicit")
-        env.setdefault("ANSIBLE_FORKS", str(self.forks))
         env.setdefault("ANSIBLE_RETRY_FILES_ENABLED", "False")
         env.setdefault("ANSIBLE_PYTHON_INTERPRETER", "auto_silent")
         return env
 
     # --- running -------------------------------------------------------------------------
 
-    async def _execute(self, run: _Run) -> Outcome:
-        job = run.job
-        events = _Events(job, check=self.habits is not None and self.habits.check)
-        out = OutputSink(job.stdout_path, job.secrets, keep_all=False)
-        err = OutputSink(job.stderr_path, job.secrets, keep_all=False)
-        inventory, inventory_fds = self._inventory_args()
-        read_end, write_end = os.pipe()
-        argv = [
-            *ansible_cli("playbook"),
-            *inventory,
-            *(self.habits.ansible_args() if self.habits is not None else []),
-            "--limit",
-            job.host.name,
-            str(run.playbook),
-        ]
-        env = {**run.env, "MADEUS_EVENTS_FD": str(write_end)}
-        writer_open = True
+    async def _execute(self, gang: _Gang) -> None:
+        """The gang's play; jobs whose values or play differ (a `{host.*}` placeholder in a
+        role's name) make plays of their own, run at the same time."""
+        groups: dict[str, list[tuple[Job, _Prepared]]] = {}
+        for job, prepared in gang.jobs.values():
+            groups.setdefault(prepared.key(), []).append((job, prepared))
+        async with asyncio.TaskGroup() as tg:
+            for members in groups.values():
+                tg.create_task(self._play(gang, members))
 
-        def close_writer() -> None:  # ours: the end of the events is the child's closing it
-            nonlocal writer_open
-            if writer_open:
-                writer_open = False
-                os.close(write_end)
+    async def _play(self, gang: _Gang, members: list[tuple[Job, _Prepared]]) -> None:
+        jobs = [job for job, _ in members]
+        first, prepared = members[0]
+        check = self.habits is not None and self.habits.check
+        events = {job.host.name: _Events(job, check=check) for job in jobs}
+        printed = OutputSink(None, first.secrets, keep_all=False)
+        token = secrets.token_hex(16)
+        stats: dict[str, list[str]] = {}
 
-        self.runs += 1
-        logger.info("%s: ansible-playbook %s", job.id, shlex.join(argv[len(ansible_cli("")) :]))
+        def sink(event: dict[str, Any]) -> None:
+            kind = event.get("e")
+            if kind == "output":
+                text = str(event.get("text") or "").encode()
+                printed.write(text)
+                for each in events.values():
+                    each.printed(text)
+            elif kind == "stats":
+                stats.update({k: list(v) for k, v in event.items() if isinstance(v, list)})
+            elif kind in ("task", "play"):
+                for each in events.values():
+                    each.event(event)
+            else:
+                target = events.get(str(event.get("host", "")))
+                if target is not None:
+                    target.event(event)
+
         try:
-            code = await run_process(
-                argv,
-                input=run.stdin,
-                out=out,
-                err=err,
-                env=env,
-                grace=self.kill_grace,
-                pass_fds=(*inventory_fds, write_end),
-                pipes=[(read_end, events)],
-                after_start=close_writer,
-            )
+            pool = await self._pool(prepared.workdir)
+            playbook = prepared.playbook
+            if playbook is None:
+                playbook = self._play_file(first, prepared.text)
+            values = {**prepared.values, "madeus_env": {**prepared.env, "MADEUS_JOB": token}}
+            hosts = [job.host.name for job in jobs]
+            request = {
+                "playbook": str(playbook),
+                "hosts": hosts,
+                "extra_vars": typed_yaml(values),
+                "token": token,
+                "forks": self.forks or len(jobs),
+            }
+            logger.info("%s: ansible-playbook --limit %s %s", first.id, ",".join(hosts), playbook)
+            self.runs += 1
+            try:
+                code = await pool.play(request, sink, grace=self.kill_grace)
+            except asyncio.CancelledError:
+                await despite_cancellation(self._stop_leftovers(pool, jobs, token))
+                raise
         except asyncio.CancelledError:
-            await despite_cancellation(self._stop_leftovers(run, inventory, inventory_fds))
             raise
+        except BaseException as exc:
+            gang.fail([job.host.name for job in jobs], exc)
+            return
         finally:
-            close_writer()
-            out.close()
-            err.close()
-            events.close()
-            for fd in inventory_fds:
-                os.close(fd)
-        return events.outcome(code, err.tail(STDERR_TAIL_LINES))
+            printed.close()
+            for each in events.values():
+                each.close()
+        tail = printed.tail(STDERR_TAIL_LINES)
+        for job in jobs:
+            gang.done(job.host.name, events[job.host.name].outcome(code, tail, stats))
 
-    async def _stop_leftovers(
-        self, run: _Run, inventory: list[str], inventory_fds: list[int]
-    ) -> None:
-        """What killing ansible-playbook's process group leaves running: its workers (Ansible
-        puts each in a session of its own) with their local processes, and the module
-        processes on the remote host. All carry `MADEUS_JOB=<token>` in their environment."""
-        job = run.job
+    async def _stop_leftovers(self, pool: Pool, jobs: list[Job], token: str) -> None:
+        """What stopping the play's process leaves running: Ansible's workers (each in a
+        session of its own) with their local processes, and the module processes on the
+        remote hosts. All carry `MADEUS_JOB=<token>` in their environment."""
         try:
-            await asyncio.to_thread(kill_marked_processes, run.token, self.kill_grace)
-            if job.host.local:
+            await asyncio.to_thread(kill_marked_processes, token, self.kill_grace)
+            remote = [job.host.name for job in jobs if not job.host.local]
+            if not remote:
                 return
-            env = {k: v for k, v in run.env.items() if k not in ("MADEUS_JOB",)}
-            env["ANSIBLE_STDOUT_CALLBACK"] = "minimal"
-            argv = [
-                *ansible_cli("adhoc"),
-                job.host.name,
-                *inventory,
-                "-m",
-                "ansible.builtin.raw",
-                "-a",
-                remote_kill_script(run.token, self.kill_grace),
+            play = [
+                {
+                    "name": "stop what a cancelled play left running",
+                    "hosts": "all",
+                    "gather_facts": False,
+                    "tasks": [{"ansible.builtin.raw": remote_kill_script(token, self.kill_grace)}],
+                }
             ]
-            said = OutputSink(None, job.secrets, keep_all=True)
+            path = self._play_file(jobs[0], yaml.safe_dump(play, sort_keys=False), ".stop.yml")
+            said = OutputSink(None, jobs[0].secrets, keep_all=True)
+            failed: list[str] = []
+
+            def sink(event: dict[str, Any]) -> None:
+                if event.get("e") == "output":
+                    said.write(str(event.get("text") or "").encode())
+                elif event.get("e") in ("failed", "unreachable"):
+                    failed.append(str(event.get("host")))
+
+            request = {"playbook": str(path), "hosts": remote, "token": secrets.token_hex(16)}
             async with asyncio.timeout(self.kill_grace + 30):
-                code = await run_process(
-                    argv,
-                    input=self._stdin(),
-                    out=said,
-                    err=said,
-                    env=env,
-                    pass_fds=inventory_fds,
-                )
+                code = await pool.play({**request, "forks": len(remote)}, sink, grace=1)
             if code != 0:
                 logger.warning(
                     "%s: stopping remote tasks on %s failed: %s",
-                    job.id,
-                    job.host.name,
+                    jobs[0].id,
+                    ", ".join(failed) or ", ".join(remote),
                     said.text().strip()[-500:],
                 )
         except Exception as exc:  # keep the CancelledError the one that propagates
-            logger.warning("%s: cleaning up after cancellation failed: %s", job.id, exc)
+            logger.warning("%s: cleaning up after cancellation failed: %s", jobs[0].id, exc)
 
 
 @dataclass(frozen=True, slots=True)
-class _Run:
-    job: Job
-    playbook: Path
-    stdin: bytes  # for madeus.ansible_cli: extra variables, vault password
-    env: dict[str, str]
-    token: str  # MADEUS_JOB: marks every process of this run, here and on the host
+class _Prepared:
+    workdir: Path  # where roles are found: the `.mad` file's directory
+    values: dict[str, Any]  # extra variables, `madeus_env` (the job's env) among them
+    playbook: Path | None = None  # the playbook form
+    text: str = ""  # the generated play of the other forms
+
+    @property
+    def env(self) -> dict[str, str]:
+        return dict(self.values.get("madeus_env") or {})
+
+    def key(self) -> str:
+        """Jobs with the same key run as one play."""
+        return json.dumps(
+            [str(self.workdir), str(self.playbook), self.text, self.values],
+            sort_keys=True,
+            default=str,
+        )
 
 
 def _memfd(name: str, data: bytes) -> int:
@@ -408,46 +463,103 @@ def _memfd(name: str, data: bytes) -> int:
     return fd
 
 
+async def _ended(task: asyncio.Task[None]) -> None:
+    with contextlib.suppress(BaseException):
+        await task
+
+
+class _Gang:
+    """The jobs of one transition that started together, waiting for their play: it starts
+    when all have joined, and is stopped when all have been cancelled."""
+
+    def __init__(self, expected: set[str]) -> None:
+        self.expected = expected
+        self.jobs: dict[str, tuple[Job, _Prepared]] = {}
+        self.results: dict[str, asyncio.Future[Outcome]] = {}
+        self.task: asyncio.Task[None] | None = None
+        self.waiting = 0
+
+    def complete(self) -> bool:
+        return self.task is None and set(self.jobs) >= self.expected
+
+    def _future(self, host: str) -> asyncio.Future[Outcome]:
+        found = self.results.get(host)
+        if found is None:
+            found = self.results[host] = asyncio.get_running_loop().create_future()
+        return found
+
+    def done(self, host: str, outcome: Outcome) -> None:
+        found = self._future(host)
+        if not found.done():
+            found.set_result(outcome)
+
+    def fail(self, hosts: list[str], exc: BaseException) -> None:
+        for host in hosts:
+            found = self._future(host)
+            if not found.done():
+                found.set_exception(exc)
+
+    async def wait(self, host: str) -> Outcome:
+        result = self._future(host)
+        self.waiting += 1
+        try:
+            return await asyncio.shield(result)
+        except asyncio.CancelledError:
+            self.waiting -= 1
+            task = self.task
+            if self.waiting == 0 and task is not None and not task.done():
+                task.cancel()
+                await despite_cancellation(_ended(task))
+            raise
+        finally:
+            if result.done() and not result.cancelled():
+                result.exception()  # retrieved, whoever waits
+
+
 @dataclass
 class _Events:
-    """Reads the JSON lines of the `madeus_events` callback: a readable line per result goes
-    to the job's stdout log (secrets redacted); failures are kept for the outcome."""
+    """One host's part of a play: a readable line per event goes to the job's stdout log
+    (secrets redacted); failures, changes, output and times are kept for the outcome."""
 
     job: Job
     check: bool = False  # --check: "changed" means "would change"
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # task, message, detail
     changes: list[str] = field(default_factory=list)  # what changed (or would), with diffs
     last_stdout: str = ""
-    processed: set[str] | None = None  # hosts in the final stats, when they came
     unreachable: bool = False  # the host became unreachable during the run
-    _pending: bytes = b""
+    # When the host's part started, if later than the play (a `serial` batch after the
+    # first), and when it ended, if before the play did (a batch before the last, a failure):
+    # monotonic clock. Otherwise the job's own start and end are the host's.
+    started: float | None = None
+    ended: float | None = None
+    _plays: int = 0  # plays (and batches) started so far
+    _play_at: float | None = None
+    _first_task: bool = True
+    _last: float | None = None  # its last result
     _diff: str = ""
     _log: OutputSink | None = None
+    _err: OutputSink | None = None
 
-    def write(self, data: bytes) -> None:
-        data = self._pending + data
-        *lines, self._pending = data.split(b"\n")
-        for line in lines:
-            if line.strip():
-                self._event(line)
-
-    def _event(self, line: bytes) -> None:
-        try:
-            event = json.loads(line)
-        except ValueError:
-            return
-        if not isinstance(event, dict):
-            return
+    def event(self, event: dict[str, Any]) -> None:
         kind = str(event.get("e", ""))
         task = str(event.get("task") or "")
-        if kind == "task":
+        at = event.get("t")
+        if kind == "play":
+            self._plays += 1
+            self._play_at = at if isinstance(at, float) else None
+            self.ended = self._last  # its part is over, if it had one
+        elif kind == "task":
             self._say(f"TASK [{task}]")
+        elif kind == "start":
+            if self._first_task and self._plays > 1:
+                self.started = self._play_at  # its batch began after others had run
+            self._first_task = False
         elif kind == "diff":  # `--diff`: before the result it belongs to
             self._diff = str(event.get("diff") or "").rstrip()
             self._say(self._diff)
-        elif kind == "stats":
-            self.processed = set(event.get("processed") or ())
         elif kind in ("ok", "changed", "skipped", "failed", "unreachable"):
+            self._last = at if isinstance(at, float) else None
+            self.ended = None
             host = str(event.get("host", ""))
             message = str(event.get("msg") or event.get("reason") or "")
             ignored = " (ignored)" if event.get("ignored") else ""
@@ -469,30 +581,35 @@ class _Events:
                     str(event[k]).rstrip() for k in ("stderr", "module_stderr") if event.get(k)
                 )
                 self.failures.append((task, message, detail))
+                self.ended = self._last  # out of the play from now on
                 self._say("\n".join(filter(None, [f"{task}: {message}", detail])), err=True)
+
+    def printed(self, data: bytes) -> None:
+        """What Ansible printed (warnings, errors): to the job's stderr log."""
+        if self._err is None:
+            self._err = OutputSink(self.job.stderr_path, self.job.secrets, keep_all=False)
+        self._err.write(data)
 
     def _say(self, text: str, *, err: bool = False) -> None:
         job = self.job
         if self._log is None:
             self._log = OutputSink(job.stdout_path, job.secrets, keep_all=False)
         self._log.write((text + "\n").encode())
-        if err and job.stderr_path is not None:
-            sink = OutputSink(job.stderr_path, job.secrets, keep_all=False)
-            sink.write((text + "\n").encode())
-            sink.close()
+        if err:
+            self.printed((text + "\n").encode())
 
     def close(self) -> None:
-        if self._pending.strip():
-            self._event(self._pending)
-        self._pending = b""
-        if self._log is not None:
-            self._log.close()
+        for sink in (self._log, self._err):
+            if sink is not None:
+                sink.close()
 
-    def outcome(self, code: int, stderr_tail: str) -> Outcome:
+    def outcome(self, code: int, printed: str, stats: Mapping[str, list[str]]) -> Outcome:
+        """The host's outcome from the play's exit status and final statistics."""
         job = self.job
         host = job.host.name
-        if code == 0:
-            if self.processed is not None and host not in self.processed:
+        failed = host in stats.get("failures", ()) or host in stats.get("unreachable", ())
+        if code == 0 or (stats and not failed and host in stats.get("processed", ())):
+            if host not in stats.get("processed", [host]):
                 return _failed(
                     job,
                     f"the playbook of {job.id} ran nothing on {host}: check its `hosts:` "
@@ -506,6 +623,8 @@ class _Events:
                 exit_status=0,
                 output=job.redact(self.last_stdout.strip()),
                 message=job.redact(said),
+                started=self.started,
+                ended=self.ended,
             )
         if self.failures:
             task, message, detail = self.failures[-1]
@@ -518,13 +637,15 @@ class _Events:
                 message=job.redact(f'task "{task}" failed on {host}: {first}'),
                 # Unreachable in the middle of the play: what the task did is unknown.
                 uncertain=self.unreachable,
+                started=self.started,
+                ended=self.ended,
             )
         # No task failed: Ansible stopped before (a syntax error, a role not found...). Its
         # own error line says why.
         reason = next(
             (
                 m.group(1).strip()
-                for line in stderr_tail.splitlines()
+                for line in printed.splitlines()
                 if (m := re.match(r"^(?:\[ERROR\]:|ERROR!)\s*(.+)", line)) is not None
             ),
             f"exit status {code}" if code > 0 else f"killed by signal {-code}",
@@ -532,44 +653,9 @@ class _Events:
         return Outcome(
             ok=False,
             exit_status=code,
-            stderr_tail=stderr_tail,
+            stderr_tail=job.redact(printed),
             message=job.redact(f"ansible-playbook failed on {host}: {reason}"),
         )
-
-
-def kill_marked_processes(token: str, grace: float) -> list[int]:
-    """On this machine: SIGTERM the processes whose environment holds `MADEUS_JOB=<token>`,
-    then SIGKILL those left after `grace` seconds. An ssh ControlPersist master is spared:
-    other jobs share it. Returns the PIDs signalled."""
-    needle = f"MADEUS_JOB={token}".encode()
-
-    def marked() -> list[int]:
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
-                continue
-            try:
-                environ = (entry / "environ").read_bytes()
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:  # gone, or not ours
-                continue
-            if needle + b"\0" in environ + b"\0" and not cmdline.startswith(b"ssh: "):
-                found.append(int(entry.name))
-        return found
-
-    signalled = marked()
-    for pid in signalled:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    left = marked()
-    while left and time.monotonic() < deadline:
-        time.sleep(0.05)  # processes give no notice of their end to non-parents
-        left = marked()
-    for pid in left:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-    return signalled
 
 
 def remote_kill_script(token: str, grace: float) -> str:
@@ -586,42 +672,61 @@ def remote_kill_script(token: str, grace: float) -> str:
     )
 
 
-def extra_vars(values: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
-    """The job's values Ansible gets as extra variables: not `host.*` (Ansible has the host's
-    variables itself), and only names Ansible accepts as variables."""
+def extra_vars(
+    values: Mapping[str, str], types: Mapping[str, str] | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """The job's values Ansible gets as extra variables, typed as declared (`int`, `float`,
+    `bool`; text otherwise): not `host.*` (Ansible has the host's variables itself), and only
+    names Ansible accepts as variables."""
     passed: dict[str, Any] = {}
     skipped: list[str] = []
     for name, value in values.items():
         if name.startswith("host."):
             continue
         if _IDENTIFIER.match(name):
-            passed[name] = value
+            passed[name] = typed(value, (types or {}).get(name, "str"))
         else:
             skipped.append(name)
     return passed, skipped
+
+
+def typed(text: str, kind: str) -> Any:
+    """A value as its declared type (values were checked against it when resolved)."""
+    if kind == "int":
+        return int(text)
+    if kind == "float":
+        return float(text)
+    if kind == "bool":
+        return text == "true"
+    return text
+
+
+class _Quoted(yaml.SafeDumper):
+    pass
 
 
 class _Unsafe(str):
     __slots__ = ()
 
 
-class _UnsafeDumper(yaml.SafeDumper):
-    pass
-
-
-_UnsafeDumper.add_representer(
-    _Unsafe, lambda dumper, value: dumper.represent_scalar("!unsafe", str(value))
+_Quoted.add_representer(
+    str, lambda dumper, value: dumper.represent_scalar("tag:yaml.org,2002:str", value, style='"')
+)
+_Quoted.add_representer(
+    _Unsafe, lambda dumper, value: dumper.represent_scalar("!unsafe", str(value), style='"')
 )
 
 
-def unsafe_yaml(values: Mapping[str, Any]) -> str:
-    """YAML for `-e` (one flow mapping), every string tagged `!unsafe`: Ansible would
-    otherwise evaluate `{{ ... }}` in a value (a parameter holding `{{ lookup('pipe', ...) }}`
-    would run)."""
+def typed_yaml(values: Mapping[str, Any]) -> str:
+    """YAML for `-e` (one flow mapping), types kept: every string double-quoted (`"10.10"`
+    stays text), and those holding a brace tagged `!unsafe`, so that Ansible never evaluates
+    `{{ ... }}` in a value (a parameter holding `{{ lookup('pipe', ...) }}` would run). Only
+    those: ansible-core 2.19 reads a tagged scalar's type again from its text (`!unsafe
+    "10.10"` becomes 10.1), which a string with a brace never changes."""
 
     def wrap(value: Any) -> Any:
         if isinstance(value, str):
-            return _Unsafe(value)
+            return _Unsafe(value) if "{" in value else value
         if isinstance(value, Mapping):
             return {str(k): wrap(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
@@ -630,7 +735,7 @@ def unsafe_yaml(values: Mapping[str, Any]) -> str:
 
     text: str = yaml.dump(
         wrap(dict(values)),
-        Dumper=_UnsafeDumper,
+        Dumper=_Quoted,
         sort_keys=False,
         default_flow_style=True,
         width=float("inf"),

@@ -38,6 +38,13 @@ class Job:
     stderr_path: Path | None = None
     workdir: Path = Path(".")  # relative paths in actions are relative to the .mad file
     env: Mapping[str, str] = field(default_factory=dict, compare=False)
+    # The declared types of parameters that are not text (`int`, `float`, `bool`), by name:
+    # backends that take typed values (Ansible's extra variables) convert `values` with them.
+    types: Mapping[str, str] = field(default_factory=dict, compare=False)
+    # The hosts of this transition whose jobs the engine started with this one (this job's
+    # host among them), for backends that run them together (Ansible: one play); empty when
+    # the job runs alone (a retry).
+    batch: tuple[str, ...] = ()
 
     def render(self, text: str) -> str:
         """Substitute `{name}` placeholders as they are (paths, names: never for a shell)."""
@@ -65,6 +72,10 @@ class Outcome:
     # Not ok, and nobody knows whether the action did its work: the connection to the host
     # was lost while it ran. A resume treats it like a cancelled action, not a failed one.
     uncertain: bool = False
+    # When the action really started and ended on the host (`time.monotonic()`), if the
+    # backend knows better than the engine: a play's hosts start and end at their own times.
+    started: float | None = field(default=None, compare=False)
+    ended: float | None = field(default=None, compare=False)
 
 
 class Backend(Protocol):

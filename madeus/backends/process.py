@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -261,3 +262,41 @@ async def terminate(proc: asyncio.subprocess.Process, grace: float) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(grace):
             await proc.wait()
+
+
+def marked_processes(token: str) -> list[int]:
+    """The processes of this machine whose environment holds `MADEUS_JOB=<token>` (a run of
+    Ansible marks its processes so), but ssh ControlPersist masters: other runs share them."""
+    needle = f"MADEUS_JOB={token}".encode() + b"\0"
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:  # gone, or not ours
+            continue
+        if needle in environ + b"\0" and not cmdline.startswith(b"ssh: "):
+            found.append(int(entry.name))
+    return found
+
+
+def signal_processes(pids: Sequence[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def kill_marked_processes(token: str, grace: float) -> list[int]:
+    """SIGTERM the processes marked with `token` (`marked_processes`), then SIGKILL those left
+    after `grace` seconds. Returns the PIDs signalled."""
+    signalled = marked_processes(token)
+    signal_processes(signalled, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    left = marked_processes(token)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)  # processes give no notice of their end to non-parents
+        left = marked_processes(token)
+    signal_processes(left, signal.SIGKILL)
+    return signalled

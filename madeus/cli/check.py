@@ -68,10 +68,15 @@ def find_verifier(name: str = "verify") -> Callable[..., Any] | None:
 
 @reports_errors
 def run(args: argparse.Namespace) -> int:
+    from madeus.frontend.ansible_refs import check_ansible_references
     from madeus.plan import PlanError, build_plan
 
     module = load_module(args.file)
     if module.assembly is None:
+        problems = check_ansible_references(module.components)
+        report(problems)
+        if _has_errors(problems):
+            return EXIT_ERRORS
         # A library of component types: the front end has checked each of them (names,
         # places reached, an acyclic deploy behaviour, ports): nothing to resolve or verify.
         names = ", ".join(c.name for c in module.components)
@@ -81,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         )
         return EXIT_OK
     deployment = resolve_module(args.file, module, args).deployment
+    components = {id(i.component): i.component for i in deployment.instances}
+    references = check_ansible_references(components.values())
     plan_problems: list[Diagnostic] = []
     try:
         build_plan(deployment)
@@ -96,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         diagnostics = list(verify(deployment))
         if plan_problems and not _has_errors(diagnostics):
             diagnostics.extend(plan_problems)
+    diagnostics = [*references, *diagnostics]
     report(diagnostics)
     if _has_errors(diagnostics):
         return EXIT_ERRORS

@@ -136,6 +136,10 @@ class Executor:
         # Ready transitions, oldest first (plan order for ties): FIFO scheduling relies on it.
         self._ready: deque[int] = deque()
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        # The hosts of a transition whose jobs one pump launched, by job (first attempts):
+        # backends may run them together (`Job.batch`).
+        self._batch: dict[int, list[str]] = {}
+        self._launched: dict[int, list[str]] = {}  # this pump's, by transition
         self._tg: asyncio.TaskGroup | None = None
         self._pumping = False
         self._stopping = False
@@ -229,6 +233,7 @@ class Executor:
         if self._pumping:
             return
         self._pumping = True
+        self._launched = {}
         try:
             ready = self._ready
             base = self._p.job_base
@@ -281,6 +286,12 @@ class Executor:
                 f'{{"k":"start","t":{self._tid(i)},"h":{self._jh[self._p.job_host[j]]},'
                 f'"at":{now:.6f}}}\n'
             )
+        if self._inject is None or not self._inject[j]:
+            batch = self._launched.get(i)
+            if batch is None:
+                batch = self._launched[i] = []
+            batch.append(self._host_name(j))
+            self._batch[j] = batch
         assert self._tg is not None
         self._tasks[j] = self._tg.create_task(self._run_job(j, i))
 
@@ -299,6 +310,11 @@ class Executor:
                 else:
                     job = self._make_job(j, i, attempt)
                     status, outcome = await attempt_job(self._backend, job, timeout)
+                    if attempt == 1 and outcome.started is not None:
+                        # The backend knows when the host's part really started (a queue of
+                        # its own, `serial` batches): the trace shows it.
+                        start = outcome.started - self._t0
+                        self._start[j] = min(max(start, self._start[j]), self.now())
                 if status == "ok" or attempt >= tries or self._stopping:
                     break
                 if self._emit is not None:
@@ -312,6 +328,7 @@ class Executor:
                     self._emit(TransitionStarted(self._p.ids[i], host, self.now(), attempt + 1))
         except asyncio.CancelledError:
             self._tasks.pop(j, None)
+            self._batch.pop(j, None)
             now = self.now()
             self._end[j] = now
             self._code[j] = _CANCELLED
@@ -323,7 +340,10 @@ class Executor:
                 self._emit_end(j, i, "cancelled", Outcome(ok=False), attempt, final=True)
             raise
         self._tasks.pop(j, None)
+        self._batch.pop(j, None)
         now = self.now()
+        if outcome.ended is not None:  # the host's part ended before the others'
+            now = min(max(outcome.ended - self._t0, self._start[j]), now)
         self._end[j] = now
         self._job_ended(j, i, _CODES[status], outcome, now)
 
@@ -467,6 +487,8 @@ class Executor:
             stdout_path=stdout_path,
             stderr_path=stderr_path,
             workdir=p.workdir[instance],
+            types=inst_values.types,
+            batch=tuple(self._batch.get(j, ())) if attempt == 1 else (),
         )
 
     def _host_facts(self, h: int) -> dict[str, str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,8 @@ class InstanceValues:
     params: Mapping[str, str]
     secrets: frozenset[str]  # the secret values themselves, for redaction
     secret_params: frozenset[str]  # names of secret parameters
+    # Declared types of the parameters that are not text (int, float, bool), by name.
+    types: Mapping[str, str] = field(default_factory=dict)
 
 
 def to_text(value: object) -> str:
@@ -42,6 +44,7 @@ def resolve_params(deployment: Deployment, environ: Mapping[str, str]) -> dict[s
     resolved: dict[str, InstanceValues] = {}
     for inst in deployment.instances:
         secret_names = frozenset(p.name for p in inst.component.params if p.secret)
+        types = {p.name: p.type for p in inst.component.params if p.type in _TYPED}
         params: dict[str, str] = {}
         for name, value in inst.params.items():
             text = _param_text(value, environ)
@@ -56,12 +59,38 @@ def resolve_params(deployment: Deployment, environ: Mapping[str, str]) -> dict[s
                     )
                 )
                 continue
+            kind = types.get(name)
+            if kind is not None and isinstance(value, EnvRef) and not _fits(text, kind):
+                problems.append(
+                    Diagnostic(
+                        "type-mismatch",
+                        f'instance "{inst.name}": parameter "{name}" is {_ARTICLE[kind]}, '
+                        f'but environment variable "{value.name}" holds {text!r}',
+                        inst.span,
+                    )
+                )
+                continue
             params[name] = text
         secrets = frozenset(params[n] for n in secret_names if params.get(n))
-        resolved[inst.name] = InstanceValues(params, secrets, secret_names)
+        resolved[inst.name] = InstanceValues(params, secrets, secret_names, types)
     if problems:
         raise ParameterError(problems)
     return resolved
+
+
+_TYPED = ("int", "float", "bool")
+_ARTICLE = {"int": "an int", "float": "a float", "bool": "a bool (true or false)"}
+
+
+def _fits(text: str, kind: str) -> bool:
+    """Whether an environment variable's text reads as the parameter's declared type."""
+    if kind == "bool":
+        return text in ("true", "false")
+    try:
+        int(text) if kind == "int" else float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _param_text(value: Value, environ: Mapping[str, str]) -> str | None:

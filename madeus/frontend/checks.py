@@ -118,7 +118,7 @@ def _describe_value(value: Value) -> str:
 # --- positions inside elements -----------------------------------------------------------
 
 
-class _Locator:
+class Locator:
     """Finds a name inside an element's span by re-reading the element's source text."""
 
     def __init__(self, sources: Mapping[str, str]) -> None:
@@ -208,7 +208,7 @@ class _Names:
 class _Checker:
     def __init__(self, sources: Mapping[str, str]) -> None:
         self.found: list[Diagnostic] = []
-        self.locate = _Locator(sources)
+        self.locate = Locator(sources)
         self._port_index: dict[str, dict[str, Port]] = {}
         self._placeholder_cache: dict[str, list[tuple[str, int]]] = {}
 

@@ -5,14 +5,18 @@ Loaded by `ansible-playbook` itself (never imported by madeus), through
 backend sets. Events go to the file descriptor named by `MADEUS_EVENTS_FD` (a pipe madeus
 reads; standard output otherwise), one JSON object per line:
 
+    {"e": "play", "t": MONOTONIC}                  (a play, or a `serial` batch of it, starts)
     {"e": "task", "task": NAME, "handler": BOOL}
+    {"e": "start", "host": H, "task": NAME, "t": MONOTONIC}     (a task starts on a host)
     {"e": "ok" | "changed" | "failed" | "unreachable" | "skipped", "host": H, "task": NAME,
-     "msg": TEXT, "rc": N, "stdout": TEXT, "stderr": TEXT, "ignored": BOOL}
+     "msg": TEXT, "rc": N, "stdout": TEXT, "stderr": TEXT, "ignored": BOOL, "t": MONOTONIC}
     {"e": "diff", "host": H, "task": NAME, "diff": TEXT}   (before its result, with --diff)
     {"e": "stats", "processed": [HOSTS], "failures": [HOSTS], "unreachable": [HOSTS]}
 
-Results of tasks with `no_log` arrive censored by Ansible itself. The pre-2.19 private
-attributes (`_host`, `_task`, `_result`) are read where the public ones are missing.
+`t` is the system's monotonic clock (`time.monotonic()`), which madeus shares: when a host's
+part of the play really started and ended. Results of tasks with `no_log` arrive censored by
+Ansible itself. The pre-2.19 private attributes (`_host`, `_task`, `_result`) are read where
+the public ones are missing.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from typing import Any
 
 from ansible.plugins.callback import CallbackBase
@@ -64,6 +69,7 @@ class CallbackModule(CallbackBase):  # type: ignore[misc]
             "e": kind,
             "host": _field(result, "host").get_name(),
             "task": _field(result, "task").get_name(),
+            "t": time.monotonic(),
         }
         for key in ("msg", "reason", "stdout", "stderr", "module_stderr"):
             if res.get(key):
@@ -85,11 +91,18 @@ class CallbackModule(CallbackBase):  # type: ignore[misc]
             event = {"e": "diff", "host": _field(result, "host").get_name()}
             self._send({**event, "task": _field(result, "task").get_name(), "diff": _text(text)})
 
+    def v2_playbook_on_play_start(self, play: Any) -> None:
+        self._send({"e": "play", "t": time.monotonic()})
+
     def v2_playbook_on_task_start(self, task: Any, is_conditional: bool) -> None:
         self._send({"e": "task", "task": task.get_name()})
 
     def v2_playbook_on_handler_task_start(self, task: Any) -> None:
         self._send({"e": "task", "task": task.get_name(), "handler": True})
+
+    def v2_runner_on_start(self, host: Any, task: Any) -> None:
+        event = {"e": "start", "host": host.get_name(), "task": task.get_name()}
+        self._send({**event, "t": time.monotonic()})
 
     def v2_runner_on_ok(self, result: Any) -> None:
         changed = bool((_field(result, "result") or {}).get("changed"))

@@ -1,0 +1,127 @@
+"""Ansible actions behave as under `ansible-playbook`: the same plays (tests/data/
+ansible_fidelity: run_once, group_by, serial, handlers, delegate_to, facts, `when` on typed
+values) on the same three hosts, run by `madeus deploy` (one play per transition) and by
+`ansible-playbook site.yml` (the plays one after another), leave the same lines in their log,
+in the same order where Ansible fixes one."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data" / "ansible_fidelity"
+VALUES = {"flag": False, "ratio": "10.10", "mode": "0755", "count": 3}
+BIN = Path(sys.executable).parent
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    env["PYTHONWARNINGS"] = "ignore"
+    return env
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
+    """Each side's log lines, in the order they were written."""
+    root = tmp_path_factory.mktemp("fidelity")
+    found: dict[str, list[str]] = {}
+    madeus_out, ansible_out = root / "madeus", root / "ansible"
+    madeus_out.mkdir()
+    ansible_out.mkdir()
+    deploy = subprocess.run(
+        [BIN / "madeus", "deploy", DATA / "fidelity.mad", "-i", DATA / "inventory.yml"],
+        cwd=root,
+        env={**_env(), "FIDELITY_OUT": str(madeus_out)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    reference = subprocess.run(
+        [
+            BIN / "ansible-playbook",
+            "-i",
+            DATA / "inventory.yml",
+            DATA / "site.yml",
+            "-e",
+            json.dumps({**VALUES, "out": str(ansible_out)}),
+        ],
+        cwd=DATA,
+        env={**_env(), "ANSIBLE_ROLES_PATH": str(DATA / "roles")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert reference.returncode == 0, reference.stdout + reference.stderr
+    found["madeus"] = (madeus_out / "log").read_text().splitlines()
+    found["ansible"] = (ansible_out / "log").read_text().splitlines()
+    found["plays"] = sorted(p.name for p in root.glob(".madeus/runs/*/*.play.yml"))
+    (trace,) = root.glob(".madeus/runs/*/trace.json")
+    found["trace"] = [trace.read_text()]
+    return found
+
+
+def test_the_same_tasks_ran_as_often_with_the_same_values(logs: dict[str, list[str]]) -> None:
+    assert sorted(logs["madeus"]) == sorted(logs["ansible"])
+    madeus = logs["madeus"]
+    assert [line for line in madeus if line.startswith("once ")] == ["once h1 of 3"]
+    assert [line for line in madeus if line.startswith("once-delegated")] == ["once-delegated h1"]
+    assert sorted(line for line in madeus if line.startswith("gathered")) == [
+        "gathered h1",
+        "gathered h2",
+        "gathered h3",
+    ]
+
+
+def test_typed_values_and_facts_reach_later_plays(logs: dict[str, list[str]]) -> None:
+    madeus = logs["madeus"]
+    assert "typed h2 10.10 str 0755 str 4 int bool" in madeus
+    assert "flag false h1" in madeus
+    assert not any(line.startswith("flag true") for line in madeus)
+    assert "kept h3 h3-Linux plain-h3 h1-Linux Linux" in madeus
+    assert "used h2 ['h1'] ['h1', 'h2']" in madeus
+    assert not any(line.startswith("used h3") for line in madeus)
+
+
+def test_serial_batches_and_handlers_keep_their_order(logs: dict[str, list[str]]) -> None:
+    for side in ("madeus", "ansible"):
+        lines = logs[side]
+        rolled = [line for line in lines if line.startswith("roll-")]
+        assert rolled == [
+            "roll-start h1 ['h1']",
+            "roll-end h1",
+            "roll-start h2 ['h2']",
+            "roll-end h2",
+            "roll-start h3 ['h3']",
+            "roll-end h3",
+        ], side
+        for host in ("h1", "h2", "h3"):
+            handled = [
+                line.split()[0]
+                for line in lines
+                if line.split()[0] in ("notify", "after", "handler") and line.endswith(host)
+            ]
+            assert handled == ["notify", "after", "handler"], (side, host)
+
+
+def test_one_play_per_transition(logs: dict[str, list[str]]) -> None:
+    """Six transitions have generated plays: one each, over the three hosts."""
+    transitions = ("delegate", "gather", "group", "handle", "once", "typed")
+    assert logs["plays"] == [f"node.{t}@h1.play.yml" for t in transitions]
+
+
+def test_the_trace_shows_when_each_serial_batch_ran(logs: dict[str, list[str]]) -> None:
+    """`serial: 1`: the trace's events of the transition follow the batches, host after host;
+    the other transitions' hosts start and end together."""
+    events = json.loads(logs["trace"][0])["events"]
+    assert len(events) == 24
+    roll = {e["host"]: e for e in events if e["id"] == "node.roll"}
+    assert roll["h1"]["end"] <= roll["h2"]["start"] < roll["h2"]["end"] <= roll["h3"]["start"]
+    once = [e for e in events if e["id"] == "node.once"]
+    for times in ([e["start"] for e in once], [e["end"] for e in once]):
+        assert max(times) - min(times) < 0.1
