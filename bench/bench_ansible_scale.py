@@ -206,23 +206,36 @@ def agents_site() -> list[dict[str, Any]]:
 # --- running -------------------------------------------------------------------------------
 
 
+def busy_cpu_s() -> float:
+    """CPU time the whole machine spent not idle so far (/proc/stat): the emulated hosts run
+    their tasks on the same cores as the controller."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def timed(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> dict[str, float]:
-    """Wall clock and CPU (this process's children: the command and all it waited for)."""
+    """Wall clock and CPU (this process's children: the command and all it waited for), and
+    the whole machine's busy CPU meanwhile (the hosts' side included)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy = busy_cpu_s()
     start = time.perf_counter()
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
+    machine = busy_cpu_s() - busy
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     log.write_text(done.stdout + done.stderr, encoding="utf-8")
     if done.returncode != 0:
         sys.exit(f"failed ({' '.join(cmd)}): see {log}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3)}
+    return {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "machine_cpu_s": round(machine, 3)}
 
 
 def run_case(args: argparse.Namespace, work: Path, tb: Path) -> dict[str, Any]:
     inventory = tb / "inventory.yml"
-    hosts = sorted(yaml.safe_load(inventory.read_text())["all"]["hosts"])
+    from madeus.inventory import load_inventory
+
+    hosts = sorted(load_inventory([str(inventory)]).hosts)
     if args.case == "openstack":
         plan = openstack_plan()
         mad = openstack_files(work, plan, hosts, args.time_scale)
@@ -262,6 +275,7 @@ def run_case(args: argparse.Namespace, work: Path, tb: Path) -> dict[str, Any]:
 
     madeus_wall, ansible_wall = median("madeus", "wall_s"), median("ansible", "wall_s")
     madeus_cpu, ansible_cpu = median("madeus", "cpu_s"), median("ansible", "cpu_s")
+    machine = {side: median(side, "machine_cpu_s") for side in runs}
     makespan = median("madeus", "makespan_s")
     return {
         "case": args.case,
@@ -277,6 +291,7 @@ def run_case(args: argparse.Namespace, work: Path, tb: Path) -> dict[str, Any]:
         "speedup_wall": round(ansible_wall / madeus_wall, 2),
         "madeus_cpu_s": madeus_cpu,
         "ansible_cpu_s": ansible_cpu,
+        "machine_cpu_s": machine,
         "madeus_cpu_per_job_s": round(madeus_cpu / jobs, 4) if jobs else None,
         "extra_cpu_per_job_s": round((madeus_cpu - ansible_cpu) / jobs, 4) if jobs else None,
         "commands": {"madeus": " ".join(madeus), "ansible": " ".join(ansible_cmd)},

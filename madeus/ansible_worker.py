@@ -19,7 +19,9 @@ operator's private options, as for `madeus.ansible_cli`), then requests:
     {"cancel": ID, "grace": SECONDS}      SIGTERM to the child's process group, SIGKILL later
 
 Standard output carries JSON lines: `{"ready": VERSION}` or `{"errors": [...]}` once, then
-per request the child's events (the `madeus_events` callback's lines, with `"r": ID`),
+per request the child's events (the `madeus_events` callback's lines, with `"r": ID`, and
+`{"e": "batch", "hosts": [NAMES], "t": MONOTONIC}` when a play, or a `serial` batch of it,
+starts on those hosts),
 `{"r": ID, "e": "output", "text": ...}` for what Ansible printed, and last `{"r": ID, "e":
 "exit", "code": N}`. The worker ends when its standard input closes, killing the children
 left.
@@ -82,6 +84,7 @@ class Worker:
     def __init__(self, args: list[str], private: dict[str, Any]) -> None:
         self.args = [*args, *(str(a) for a in private.get("args") or ())]
         self.loader, self.inventory = _load(self.args)
+        _warm_up()
         self.kept = _Kept()
         self.children: dict[int, _Child] = {}  # by pid
         self.by_run: dict[str, _Child] = {}
@@ -291,6 +294,17 @@ class Worker:
 
         loader, inventory, kept = self.loader, self.inventory, self.kept
         before = _inventory_snapshot(inventory)
+        restrict = inventory.restrict_to_hosts
+
+        def batch(hosts: Any) -> None:
+            """The playbook executor restricts the inventory to each batch of each play (the
+            play's hosts, or a `serial` batch) before running it: say which hosts, when."""
+            names = [h if isinstance(h, str) else h.name for h in hosts or ()]
+            event = {"e": "batch", "hosts": names, "t": time.monotonic()}
+            os.write(events, (json.dumps(event) + "\n").encode())
+            restrict(hosts)
+
+        inventory.restrict_to_hosts = batch
         recorded: list[tuple[str, str, Any]] = []
 
         class Playbook(PlaybookCLI):  # type: ignore[misc]
@@ -318,6 +332,29 @@ class Worker:
             out.write(json.dumps(state, default=str) + "\n")
         sys.stdout.flush()
         return code
+
+
+def _warm_up() -> None:
+    """Import once, here, what every play imports (the playbook executor, the strategies,
+    connection and callback plugins): each play's fork then finds it loaded."""
+    from ansible.executor.playbook_executor import PlaybookExecutor  # noqa: F401
+    from ansible.plugins.loader import (
+        action_loader,
+        become_loader,
+        callback_loader,
+        connection_loader,
+        shell_loader,
+        strategy_loader,
+    )
+
+    for name in ("linear", "free"):
+        strategy_loader.get(name, class_only=True)
+    for name in ("normal", "command"):
+        action_loader.get(name, class_only=True)
+    # What the playbook executor and the task queue manager load on every run.
+    for loader in (connection_loader, shell_loader, become_loader, callback_loader):
+        for _ in loader.all(class_only=True):
+            pass
 
 
 def _load(args: list[str]) -> tuple[Any, Any]:

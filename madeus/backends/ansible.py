@@ -36,8 +36,10 @@ and each play runs with as many forks as it has hosts (no queue inside Ansible),
 The three forms of `AnsibleAction`:
 - `playbook FILE`: the playbook as written (relative to the `.mad` file's directory);
 - `role R`: a generated play applying `roles: [R]`;
-- `role R tasks T`: a generated play with `include_role: {name: R, tasks_from: T}`;
-- `tasks FILE`: a generated play with `include_tasks: FILE`.
+- `role R tasks T`: a generated play with `import_role: {name: R, tasks_from: T}`;
+- `tasks FILE`: a generated play with `import_tasks: FILE`.
+
+Imports are static, as site.yml's `roles:` are: a dynamic include costs Ansible a step per host.
 
 Extra variables are the job's values (parameters and data ports; `host.*` values are not
 passed, Ansible has the host's own variables), typed as the parameters are declared, strings
@@ -220,16 +222,16 @@ class AnsibleBackend:
             play["roles"] = [job.render(action.role)]
         elif action.role is not None:
             role, tasks_from = job.render(action.role), job.render(action.tasks or "")
-            include = {"name": role, "tasks_from": tasks_from}
+            imported = {"name": role, "tasks_from": tasks_from}
             play["tasks"] = [
-                {"name": f"{role} : {tasks_from}", "ansible.builtin.include_role": include}
+                {"name": f"{role} : {tasks_from}", "ansible.builtin.import_role": imported}
             ]
         else:
             assert action.tasks is not None
             tasks = _resolve(job.render(action.tasks), workdir)
             if not tasks.is_file():
                 return _failed(job, f"task file {tasks} does not exist")
-            play["tasks"] = [{"ansible.builtin.include_tasks": str(tasks)}]
+            play["tasks"] = [{"ansible.builtin.import_tasks": str(tasks)}]
         return _Prepared(workdir, values, text=yaml.safe_dump([play], sort_keys=False))
 
     def _play_file(self, job: Job, text: str, suffix: str = ".play.yml") -> Path:
@@ -343,7 +345,7 @@ class AnsibleBackend:
                     each.printed(text)
             elif kind == "stats":
                 stats.update({k: list(v) for k, v in event.items() if isinstance(v, list)})
-            elif kind in ("task", "play"):
+            elif kind in ("task", "batch"):
                 for each in events.values():
                     each.event(event)
             else:
@@ -532,9 +534,8 @@ class _Events:
     # monotonic clock. Otherwise the job's own start and end are the host's.
     started: float | None = None
     ended: float | None = None
-    _plays: int = 0  # plays (and batches) started so far
-    _play_at: float | None = None
-    _first_task: bool = True
+    matched: bool = False  # a play of the playbook ran on the host
+    _batches: int = 0  # batches started so far (a play without `serial` is one batch)
     _last: float | None = None  # its last result
     _diff: str = ""
     _log: OutputSink | None = None
@@ -544,22 +545,22 @@ class _Events:
         kind = str(event.get("e", ""))
         task = str(event.get("task") or "")
         at = event.get("t")
-        if kind == "play":
-            self._plays += 1
-            self._play_at = at if isinstance(at, float) else None
-            self.ended = self._last  # its part is over, if it had one
+        if kind == "batch":
+            self._batches += 1
+            if self.job.host.name in (event.get("hosts") or ()):
+                if not self.matched and self._batches > 1 and isinstance(at, float):
+                    self.started = at  # its batch began after others had run
+                self.matched = True
+                self.ended = None
+            elif self.matched and self.ended is None:
+                self.ended = at if isinstance(at, float) else None  # its batch is over
         elif kind == "task":
             self._say(f"TASK [{task}]")
-        elif kind == "start":
-            if self._first_task and self._plays > 1:
-                self.started = self._play_at  # its batch began after others had run
-            self._first_task = False
         elif kind == "diff":  # `--diff`: before the result it belongs to
             self._diff = str(event.get("diff") or "").rstrip()
             self._say(self._diff)
         elif kind in ("ok", "changed", "skipped", "failed", "unreachable"):
             self._last = at if isinstance(at, float) else None
-            self.ended = None
             host = str(event.get("host", ""))
             message = str(event.get("msg") or event.get("reason") or "")
             ignored = " (ignored)" if event.get("ignored") else ""
@@ -608,13 +609,13 @@ class _Events:
         job = self.job
         host = job.host.name
         failed = host in stats.get("failures", ()) or host in stats.get("unreachable", ())
-        if code == 0 or (stats and not failed and host in stats.get("processed", ())):
-            if host not in stats.get("processed", [host]):
-                return _failed(
-                    job,
-                    f"the playbook of {job.id} ran nothing on {host}: check its `hosts:` "
-                    "patterns against the host's name and groups",
-                )
+        if code == 0 and not self.matched:
+            return _failed(
+                job,
+                f"the playbook of {job.id} ran nothing on {host}: check its `hosts:` "
+                "patterns against the host's name and groups",
+            )
+        if self.matched and (code == 0 or (stats and not failed)):
             said = "\n".join(self.changes) if self.check else ""
             if self.check and not said:
                 said = "no change"

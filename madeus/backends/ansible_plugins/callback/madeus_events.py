@@ -5,7 +5,6 @@ Loaded by `ansible-playbook` itself (never imported by madeus), through
 backend sets. Events go to the file descriptor named by `MADEUS_EVENTS_FD` (a pipe madeus
 reads; standard output otherwise), one JSON object per line:
 
-    {"e": "play", "t": MONOTONIC}                  (a play, or a `serial` batch of it, starts)
     {"e": "task", "task": NAME, "handler": BOOL}
     {"e": "start", "host": H, "task": NAME, "t": MONOTONIC}     (a task starts on a host)
     {"e": "ok" | "changed" | "failed" | "unreachable" | "skipped", "host": H, "task": NAME,
@@ -90,9 +89,6 @@ class CallbackModule(CallbackBase):  # type: ignore[misc]
         if text.strip():
             event = {"e": "diff", "host": _field(result, "host").get_name()}
             self._send({**event, "task": _field(result, "task").get_name(), "diff": _text(text)})
-
-    def v2_playbook_on_play_start(self, play: Any) -> None:
-        self._send({"e": "play", "t": time.monotonic()})
 
     def v2_playbook_on_task_start(self, task: Any, is_conditional: bool) -> None:
         self._send({"e": "task", "task": task.get_name()})
