@@ -21,9 +21,9 @@ with two host names pointing at it. Prints one JSON object:
 - `parallel`: M jobs at once on one host (channels capped by `max_sessions`): wall time,
   jobs per second, connections opened;
 - `connections_per_run`: connections opened by a run of many jobs over the hosts;
-- `ansible_action_s`: one run of the Ansible backend (an `ansible-playbook` process) of a
+- `ansible_action_s`: one job of the Ansible backend (a play, forked by its worker) of a
   one-task play (`command: true`), over SSH and on the local host: first run and median of
-  the next ones (ControlPersist warm).
+  the next ones (the worker started, ControlPersist warm).
 """
 
 from __future__ import annotations

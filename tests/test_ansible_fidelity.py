@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,55 @@ def test_the_trace_shows_when_each_serial_batch_ran(logs: dict[str, list[str]]) 
     once = [e for e in events if e["id"] == "node.once"]
     for times in ([e["start"] for e in once], [e["end"] for e in once]):
         assert max(times) - min(times) < 0.1
+
+
+def _deploy(root: Path, mad: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    (root / "three.yml").write_text((DATA / "inventory.yml").read_text())
+    (root / "job.mad").write_text(mad)
+    return subprocess.run(
+        [BIN / "madeus", "deploy", "job.mad", "-i", "three.yml", *extra],
+        cwd=root,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_a_retry_runs_the_play_again_on_the_failed_host_alone(tmp_path: Path) -> None:
+    """h2 fails its first attempt; the retry is a play of its own on h2."""
+    (tmp_path / "flaky.yml").write_text(
+        '- ansible.builtin.shell: echo "{{ inventory_hostname }} {{ ansible_play_hosts | length }}"'
+        " >> {{ out }}/log\n"
+        "- ansible.builtin.stat: {path: '{{ out }}/tried'}\n"
+        "  register: tried\n"
+        "- ansible.builtin.file: {path: '{{ out }}/tried', state: touch}\n"
+        "  when: inventory_hostname == 'h2'\n"
+        "- ansible.builtin.fail: {msg: first attempt}\n"
+        "  when: inventory_hostname == 'h2' and not tried.stat.exists\n"
+    )
+    done = _deploy(
+        tmp_path,
+        f'component F(out: str = "{tmp_path}") {{ places a*, b\n'
+        '  transition go: a -> b  ansible tasks "flaky.yml"  retries 1 }\n'
+        "assembly f { f = F on all }\n",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted((tmp_path / "log").read_text().splitlines()) == ["h1 3", "h2 1", "h2 3", "h3 3"]
+
+
+def test_a_timeout_stops_the_play_on_every_host(tmp_path: Path) -> None:
+    marker = f"{os.getpid()}{int(time.time() * 1000) % 10**6:06d}"
+    (tmp_path / "slow.yml").write_text(f"- ansible.builtin.command: sleep 300.{marker}\n")
+    begin = time.monotonic()
+    done = _deploy(
+        tmp_path,
+        "component S { places a*, b\n"
+        '  transition go: a -> b  ansible tasks "slow.yml"  timeout 3s }\n'
+        "assembly s { s = S on all }\n",
+    )
+    assert done.returncode == 1
+    assert "timed out after 3 s" in done.stderr, done.stdout + done.stderr
+    assert time.monotonic() - begin < 60
+    left = subprocess.run(["pgrep", "-f", f"sleep 300.{marker}"], capture_output=True, text=True)
+    assert left.stdout == ""
