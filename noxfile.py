@@ -1,10 +1,11 @@
-"""`nox` runs lint, typecheck and tests; `nox -s tests -- -k engine` passes pytest arguments."""
+"""`nox` runs lint, typecheck, tests, and the Ansible tests with ansible-core 2.17
+(`ansible217`); `nox -s tests -- -k engine` passes pytest arguments."""
 
 from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.sessions = ["lint", "typecheck", "tests", "ansible217"]
 nox.options.reuse_existing_virtualenvs = True
 
 
@@ -25,3 +26,11 @@ def typecheck(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     session.run("pytest", *(session.posargs or ["-q", "--durations=15"]))
+
+
+@nox.session
+def ansible217(session: nox.Session) -> None:
+    """The Ansible tests again with ansible-core 2.17, the release Kolla-Ansible 19 requires."""
+    session.install("-e", ".[test]", "ansible-core>=2.17,<2.18")
+    tests = ["tests/test_ansible_fidelity.py", "tests/test_backends_ansible.py"]
+    session.run("pytest", "-q", *tests, "tests/test_cli_habits.py", *session.posargs)

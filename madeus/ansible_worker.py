@@ -167,20 +167,27 @@ class Worker:
         self.children[pid] = child
         self.by_run[run] = child
 
-    def _read_child(self, child: _Child, fd: int) -> None:
-        try:
-            data = os.read(fd, _CHUNK)
-        except BlockingIOError:
-            return
-        if not data:
-            self._close_fd(child, fd)
-            return
-        if fd == child.output:
-            self._send({"r": child.run, "e": "output", "text": data.decode(errors="replace")})
-            return
-        *lines, child.buffers[fd] = (child.buffers[fd] + data).split(b"\n")
-        for line in lines:
-            self._event(child, line)
+    def _read_child(self, child: _Child, fd: int, *, final: bool = False) -> None:
+        """Forward what the child wrote on `fd`; `final` (the child has ended): all of it, then
+        close it (its leftover processes, Ansible's workers, may hold it open: not waited
+        for)."""
+        while fd in child.open:
+            try:
+                data = os.read(fd, _CHUNK)
+            except BlockingIOError:
+                if final:
+                    self._close_fd(child, fd)
+                return
+            if not data:
+                self._close_fd(child, fd)
+            elif fd == child.output:
+                self._send({"r": child.run, "e": "output", "text": data.decode(errors="replace")})
+            else:
+                *lines, child.buffers[fd] = (child.buffers[fd] + data).split(b"\n")
+                for line in lines:
+                    self._event(child, line)
+            if not final:
+                return
 
     def _event(self, child: _Child, line: bytes) -> None:
         if not line.strip():
@@ -213,24 +220,8 @@ class Worker:
             child = self.children.pop(pid, None)
             if child is None:
                 continue
-            # What the child wrote before it ended is still in the pipes: read it all. Its
-            # leftover processes (Ansible's workers) may hold the pipes open: not waited for.
-            for fd in list(child.open):
-                while fd in child.open:
-                    try:
-                        data = os.read(fd, _CHUNK)
-                    except BlockingIOError:
-                        self._close_fd(child, fd)
-                        break
-                    if not data:
-                        self._close_fd(child, fd)
-                    elif fd == child.output:
-                        text = data.decode(errors="replace")
-                        self._send({"r": child.run, "e": "output", "text": text})
-                    else:
-                        *lines, child.buffers[fd] = (child.buffers[fd] + data).split(b"\n")
-                        for line in lines:
-                            self._event(child, line)
+            for fd in list(child.open):  # what it wrote before it ended
+                self._read_child(child, fd, final=True)
             self.by_run.pop(child.run, None)
             self._send({"r": child.run, "e": "exit", "code": os.waitstatus_to_exitcode(status)})
 
@@ -301,7 +292,7 @@ class Worker:
             play's hosts, or a `serial` batch) before running it: say which hosts, when."""
             names = [h if isinstance(h, str) else h.name for h in hosts or ()]
             event = {"e": "batch", "hosts": names, "t": time.monotonic()}
-            os.write(events, (json.dumps(event) + "\n").encode())
+            _write_all(events, (json.dumps(event) + "\n").encode())
             restrict(hosts)
 
         inventory.restrict_to_hosts = batch
@@ -328,8 +319,7 @@ class Worker:
             "vm": recorded,
             "inventory": _inventory_changes(before, inventory),
         }
-        with os.fdopen(events, "w", encoding="utf-8") as out:
-            out.write(json.dumps(state, default=str) + "\n")
+        _write_all(events, (json.dumps(state, default=str) + "\n").encode())
         sys.stdout.flush()
         return code
 
@@ -385,6 +375,12 @@ def _load(args: list[str]) -> tuple[Any, Any]:
         loader=loader, sources=options.inventory, cache=not getattr(options, "flush_cache", False)
     )
     return loader, inventory
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _variable_manager(

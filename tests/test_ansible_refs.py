@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
+from kolla_helpers import kolla_wheel
 
 from madeus.frontend.ansible_refs import check_ansible_references
 from madeus.frontend.load import load_file
@@ -98,3 +101,38 @@ def test_without_any_roles_path_unknown_roles_are_not_judged(tmp_path: Path) -> 
     found = [d.message for d in check_ansible_references(components, {})]
     assert not any('role "' in message for message in found), found
     assert len(found) == 2  # the playbook and the task file: paths beside the .mad file
+
+
+@pytest.fixture(scope="module")
+def kolla_roles(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The roles of the Kolla-Ansible release docs/openstack.md names (their files only)."""
+    target = tmp_path_factory.mktemp("kolla-roles")
+    with zipfile.ZipFile(kolla_wheel()) as wheel:
+        for name in wheel.namelist():
+            _, found, rest = name.partition("/share/kolla-ansible/ansible/roles/")
+            if found and rest:
+                (target / rest).parent.mkdir(parents=True, exist_ok=True)
+                (target / rest).write_bytes(wheel.read(name))
+    return target
+
+
+def test_the_openstack_assembly_names_roles_and_task_files_of_its_kolla_release(
+    kolla_roles: Path, tmp_path: Path
+) -> None:
+    """Every role and task file the OpenStack assembly names, in every behaviour, exists in
+    Kolla-Ansible's release; a name that does not is caught."""
+    assembly = Path(__file__).parent.parent / "assemblies" / "openstack"
+    components = load_file(assembly / "openstack.mad").components
+    assert check_ansible_references(components, {"ANSIBLE_ROLES_PATH": str(kolla_roles)}) == []
+    (tmp_path / "components").mkdir()
+    for source in (assembly / "components").glob("*.mad"):
+        text = source.read_text().replace('tasks "restart_services"', 'tasks "restart-services"')
+        (tmp_path / "components" / source.name).write_text(text)
+    (tmp_path / "openstack.mad").write_text((assembly / "openstack.mad").read_text())
+    shutil.copytree(assembly / "reconfigure", tmp_path / "reconfigure")  # uninstall.yml
+    broken = load_file(tmp_path / "openstack.mad").components
+    found = check_ansible_references(broken, {"ANSIBLE_ROLES_PATH": str(kolla_roles)})
+    assert [d.message.split(" in ")[0] for d in found] == [
+        'transition "restart" of component "MariaDB": role "mariadb" has no task file '
+        '"restart-services"'
+    ]

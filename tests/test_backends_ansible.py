@@ -333,7 +333,8 @@ def test_playbook_level_errors_are_reported_in_plain_words(project: Path, tmp_pa
     assert outcome.message.startswith(
         "ansible-playbook failed on localhost: the role 'nope' was not found in "
     )
-    assert "Origin:" in outcome.stderr_tail
+    # Where Ansible says the error is: `Origin:` (2.19), `The offending line` (before).
+    assert "Origin:" in outcome.stderr_tail or "The offending line" in outcome.stderr_tail
 
 
 def test_playbook_that_matches_no_host_fails(project: Path, tmp_path: Path) -> None:

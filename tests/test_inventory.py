@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from kolla_helpers import kolla_wheel
 
 from madeus.cli import main
 from madeus.errors import InventoryError, render_all
 from madeus.inventory import Inventory, InventoryOptions, inventory_from_dict, load_inventory
 
-KOLLA_VERSION = "19.8.0"  # the release docs/openstack.md names (2024.2)
 VAULT_PASSWORD = "madeus-test-vault"
 
 
@@ -231,21 +231,9 @@ db:
 def kolla_inventories(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Kolla-Ansible's own example inventories, from its package (downloaded, not installed:
     its ansible-core pin need not match ours)."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "madeus-tests"
-    wheel_dir = cache / f"kolla-ansible-{KOLLA_VERSION}"
-    wheels = list(wheel_dir.glob("*.whl"))
-    if not wheels:
-        subprocess.run(
-            [
-                sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-                "-d", str(wheel_dir), f"kolla-ansible=={KOLLA_VERSION}",
-            ],
-            check=True,
-        )  # fmt: skip
-        wheels = list(wheel_dir.glob("*.whl"))
     target = tmp_path_factory.mktemp("kolla")
     (target / "playbooks").mkdir()
-    with zipfile.ZipFile(wheels[0]) as wheel:
+    with zipfile.ZipFile(kolla_wheel()) as wheel:
         for name in wheel.namelist():
             if name.endswith(("ansible/inventory/multinode", "ansible/inventory/all-in-one")):
                 (target / Path(name).name).write_bytes(wheel.read(name))

@@ -376,6 +376,11 @@ class AnsibleBackend:
                 raise
         except asyncio.CancelledError:
             raise
+        except OSError as exc:  # the play file, the worker's start
+            for job in jobs:
+                message = f"cannot prepare the Ansible run for {job.id}: {exc}"
+                gang.done(job.host.name, _failed(job, message))
+            return
         except BaseException as exc:
             gang.fail([job.host.name for job in jobs], exc)
             return

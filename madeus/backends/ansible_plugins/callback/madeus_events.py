@@ -56,7 +56,9 @@ class CallbackModule(CallbackBase):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         fd = os.environ.get("MADEUS_EVENTS_FD")
-        self._out = os.fdopen(int(fd), "w", encoding="utf-8") if fd else sys.stdout
+        # Not closed with the callback (Ansible may drop it before the play's process ends):
+        # the process writes its last line there too.
+        self._out = os.fdopen(int(fd), "w", encoding="utf-8", closefd=False) if fd else sys.stdout
 
     def _send(self, event: dict[str, Any]) -> None:
         self._out.write(json.dumps(event, default=str) + "\n")
