@@ -178,3 +178,22 @@ def test_a_timeout_stops_the_play_on_every_host(tmp_path: Path) -> None:
     assert time.monotonic() - begin < 60
     left = subprocess.run(["pgrep", "-f", f"sleep 300.{marker}"], capture_output=True, text=True)
     assert left.stdout == ""
+
+
+def test_a_limit_splits_a_transition_into_plays_as_serial_would(tmp_path: Path) -> None:
+    """`--max-parallel 2` on three hosts: a play over the two let in, then one over the third."""
+    (tmp_path / "once.yml").write_text(
+        "- ansible.builtin.shell: echo \"{{ ansible_play_hosts | sort | join(',') }}\""
+        " >> {{ out }}/log\n"
+        "  run_once: true\n"
+    )
+    done = _deploy(
+        tmp_path,
+        f'component O(out: str = "{tmp_path}") {{ places a*, b\n'
+        '  transition go: a -> b  ansible tasks "once.yml" }\n'
+        "assembly o { o = O on all }\n",
+        "--max-parallel",
+        "2",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "log").read_text().splitlines() == ["h1,h2", "h3"]
