@@ -197,3 +197,33 @@ def test_a_limit_splits_a_transition_into_plays_as_serial_would(tmp_path: Path) 
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert (tmp_path / "log").read_text().splitlines() == ["h1,h2", "h3"]
+
+
+def test_destroy_gives_ansible_the_same_typed_values(tmp_path: Path) -> None:
+    """Reconfigurations (here `destroy`) run Ansible actions with values typed as declared,
+    as deployments do."""
+    (tmp_path / "say.yml").write_text(
+        '- ansible.builtin.shell: echo "{{ n | type_debug }} {{ on | type_debug }}"'
+        " >> {{ out }}/log\n"
+        "  run_once: true\n"
+    )
+    mad = (
+        f'component T(out: str = "{tmp_path}", n: int = 3, on: bool = false) {{\n'
+        "  places a*, b\n"
+        '  transition up: a -> b  ansible tasks "say.yml"\n'
+        '  transition down: b -> a  ansible tasks "say.yml"  behaviour uninstall }\n'
+        "assembly t { t = T on all }\n"
+    )
+    assert _deploy(tmp_path, mad).returncode == 0
+    destroyed = subprocess.run(
+        [BIN / "madeus", "destroy", "job.mad", "-i", "three.yml"],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert destroyed.returncode == 0, destroyed.stdout + destroyed.stderr
+    lines = (tmp_path / "log").read_text().splitlines()
+    assert lines[0] == "int bool"
+    assert set(lines[1:]) == {"int bool"}

@@ -378,6 +378,8 @@ def test_extra_vars_leave_out_host_values_and_non_identifiers() -> None:
     values = {"port": "3306", "host.name": "db-1", "host.vars.zone": "a", "bad-name": "x"}
     assert extra_vars(values) == ({"port": "3306"}, ["bad-name"])
     assert extra_vars(values, {"port": "int"}) == ({"port": 3306}, ["bad-name"])
+    # A data port that shadows a typed parameter's name keeps its text.
+    assert extra_vars({"port": "auto"}, {"port": "int"}) == ({"port": "auto"}, [])
 
 
 HOSTILE = [

@@ -697,12 +697,16 @@ def extra_vars(
 
 
 def typed(text: str, kind: str) -> Any:
-    """A value as its declared type (values were checked against it when resolved)."""
-    if kind == "int":
-        return int(text)
-    if kind == "float":
-        return float(text)
-    if kind == "bool":
+    """A value as its declared type (values were checked against it when resolved; one that
+    still does not read as it stays text)."""
+    try:
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+    except ValueError:
+        return text
+    if kind == "bool" and text in ("true", "false"):
         return text == "true"
     return text
 

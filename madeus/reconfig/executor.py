@@ -459,6 +459,7 @@ class ReconfigExecutor:
             stdout_path=stdout_path,
             stderr_path=stderr_path,
             workdir=action_dir(run.ix.component),
+            types=inst_values.types,
         )
 
     def _reached(self, instance: str, place: str) -> None:
