@@ -374,14 +374,12 @@ class AnsibleBackend:
             except asyncio.CancelledError:
                 await despite_cancellation(self._stop_leftovers(pool, jobs, token))
                 raise
-        except asyncio.CancelledError:
-            raise
         except OSError as exc:  # the play file, the worker's start
             for job in jobs:
                 message = f"cannot prepare the Ansible run for {job.id}: {exc}"
                 gang.done(job.host.name, _failed(job, message))
             return
-        except BaseException as exc:
+        except Exception as exc:  # the attempt fails with it (attempt_job says how)
             gang.fail([job.host.name for job in jobs], exc)
             return
         finally:
