@@ -101,7 +101,7 @@ def openstack_plan() -> dict[str, Any]:
     return plan
 
 
-def openstack_files(work: Path, plan: dict[str, Any], hosts: list[str], scale: float) -> Path:
+def openstack_files(work: Path, plan: dict[str, Any], scale: float) -> Path:
     """An assembly with the plan's transitions and dependencies, each an Ansible task file
     sleeping its duration x `scale`: one component per transition, a service port per
     dependency. Returns the `.mad` file."""
@@ -239,7 +239,7 @@ def run_case(args: argparse.Namespace, work: Path, tb: Path) -> dict[str, Any]:
     hosts = sorted(load_inventory([str(inventory)]).hosts)
     if args.case == "openstack":
         plan = openstack_plan()
-        mad = openstack_files(work, plan, hosts, args.time_scale)
+        mad = openstack_files(work, plan, args.time_scale)
         plays = openstack_site(plan, hosts, args.time_scale)
     else:
         mad = agents_files(work)

@@ -17,6 +17,23 @@ from madeus.source import NO_SPAN, Span
 
 ParamType = Literal["str", "int", "float", "bool", "secret"]
 PARAM_TYPES: tuple[ParamType, ...] = ("str", "int", "float", "bool", "secret")
+
+
+def read_typed(text: str, param_type: str) -> str | int | float | bool:
+    """`text` (a value as actions see it: `true`/`false` for booleans) read as `param_type`:
+    a number, a boolean, or the text itself for `str` and `secret`. ValueError when it does
+    not read as one."""
+    if param_type == "int":
+        return int(text)
+    if param_type == "float":
+        return float(text)
+    if param_type == "bool":
+        if text not in ("true", "false"):
+            raise ValueError(f"not a bool: {text!r}")
+        return text == "true"
+    return text
+
+
 PortKind = Literal["service", "data"]
 DEFAULT_BEHAVIOUR = "deploy"
 

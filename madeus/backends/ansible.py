@@ -80,7 +80,7 @@ from madeus.backends.connection import known_hosts_file
 from madeus.backends.process import OutputSink, despite_cancellation, kill_marked_processes
 from madeus.errors import BackendError, MadeusError
 from madeus.inventory import Inventory
-from madeus.model import AnsibleAction
+from madeus.model import AnsibleAction, read_typed
 
 if TYPE_CHECKING:
     from madeus.backends.router import BackendConfig, Habits
@@ -696,17 +696,11 @@ def extra_vars(
 
 def typed(text: str, kind: str) -> Any:
     """A value as its declared type (values were checked against it when resolved; one that
-    still does not read as it stays text)."""
+    still does not read as it, a data port shadowing a parameter's name, stays text)."""
     try:
-        if kind == "int":
-            return int(text)
-        if kind == "float":
-            return float(text)
+        return read_typed(text, kind)
     except ValueError:
         return text
-    if kind == "bool" and text in ("true", "false"):
-        return text == "true"
-    return text
 
 
 class _Quoted(yaml.SafeDumper):

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import itertools
 import json
-import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -21,7 +20,6 @@ from typing import Any
 from madeus.backends.process import despite_cancellation
 from madeus.errors import BackendError
 
-logger = logging.getLogger(__name__)
 EventSink = Callable[[dict[str, Any]], None]
 _LINE_LIMIT = 1 << 26  # an event carries at most 1 MB of a task's output, JSON-escaped
 _STDERR_KEPT = 1 << 14
@@ -48,7 +46,6 @@ class Pool:
         self._stderr = b""
         self._started: asyncio.Future[None] | None = None
         self.version = ""
-        self.plays = 0  # requests served (benchmarks and tests)
 
     async def start(self) -> None:
         """Start the worker (once; concurrent callers wait for the same start)."""
@@ -101,7 +98,6 @@ class Pool:
         exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._sinks[run] = sink
         self._exits[run] = exited
-        self.plays += 1
         try:
             self._send({**request, "run": run})
             return await asyncio.shield(exited)
@@ -183,4 +179,3 @@ class Pool:
         if self._reader is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
-        logger.debug("the Ansible worker served %d plays", self.plays)

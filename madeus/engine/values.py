@@ -15,7 +15,7 @@ from typing import Any
 from madeus.engine.errors import ParameterError
 from madeus.errors import Diagnostic
 from madeus.inventory import Host, Inventory
-from madeus.model import ComponentType, EnvRef, Value
+from madeus.model import ComponentType, EnvRef, Value, read_typed
 from madeus.resolve import Deployment
 
 
@@ -84,10 +84,8 @@ _ARTICLE = {"int": "an int", "float": "a float", "bool": "a bool (true or false)
 
 def _fits(text: str, kind: str) -> bool:
     """Whether an environment variable's text reads as the parameter's declared type."""
-    if kind == "bool":
-        return text in ("true", "false")
     try:
-        int(text) if kind == "int" else float(text)
+        read_typed(text, kind)
     except ValueError:
         return False
     return True
