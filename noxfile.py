@@ -30,7 +30,9 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def ansible217(session: nox.Session) -> None:
-    """The Ansible tests again with ansible-core 2.17, the release Kolla-Ansible 19 requires."""
-    session.install("-e", ".[test]", "ansible-core>=2.17,<2.18")
+    """The Ansible tests again with `madeus[kolla]`: Kolla-Ansible 19.8.0 installed, with the
+    ansible-core it requires (2.17)."""
+    session.install("-e", ".[test,kolla]", "ansible-core>=2.17,<2.18")
     tests = ["tests/test_ansible_fidelity.py", "tests/test_backends_ansible.py"]
+    tests += ["tests/test_kolla_fidelity.py", "tests/test_ansible_refs.py"]
     session.run("pytest", "-q", *tests, "tests/test_cli_habits.py", *session.posargs)

@@ -6,11 +6,10 @@ import os
 import shutil
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
-from kolla_helpers import kolla_wheel
+from kolla_helpers import kolla_share
 
 from madeus.frontend.ansible_refs import check_ansible_references
 from madeus.frontend.load import load_file
@@ -104,26 +103,21 @@ def test_without_any_roles_path_unknown_roles_are_not_judged(tmp_path: Path) -> 
 
 
 @pytest.fixture(scope="module")
-def kolla_roles(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The roles of the Kolla-Ansible release docs/openstack.md names (their files only)."""
-    target = tmp_path_factory.mktemp("kolla-roles")
-    with zipfile.ZipFile(kolla_wheel()) as wheel:
-        for name in wheel.namelist():
-            _, found, rest = name.partition("/share/kolla-ansible/ansible/roles/")
-            if found and rest:
-                (target / rest).parent.mkdir(parents=True, exist_ok=True)
-                (target / rest).write_bytes(wheel.read(name))
-    return target
+def kolla_roles() -> Path:
+    """The roles of the Kolla-Ansible release docs/openstack.md names."""
+    return kolla_share() / "ansible" / "roles"
 
 
 def test_the_openstack_assembly_names_roles_and_task_files_of_its_kolla_release(
     kolla_roles: Path, tmp_path: Path
 ) -> None:
-    """Every role and task file the OpenStack assembly names, in every behaviour, exists in
+    """Every role and task file the OpenStack assemblies name, in every behaviour, exists in
     Kolla-Ansible's release; a name that does not is caught."""
     assembly = Path(__file__).parent.parent / "assemblies" / "openstack"
     components = load_file(assembly / "openstack.mad").components
     assert check_ansible_references(components, {"ANSIBLE_ROLES_PATH": str(kolla_roles)}) == []
+    kolla = load_file(assembly.parent / "kolla" / "kolla.mad").components
+    assert check_ansible_references(kolla, {"ANSIBLE_ROLES_PATH": str(kolla_roles)}) == []
     (tmp_path / "components").mkdir()
     for source in (assembly / "components").glob("*.mad"):
         text = source.read_text().replace('tasks "restart_services"', 'tasks "restart-services"')

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from kolla_helpers import kolla_wheel
+from kolla_helpers import kolla_share
 
 from madeus.cli import main
 from madeus.errors import InventoryError, render_all
@@ -229,17 +229,15 @@ db:
 
 @pytest.fixture(scope="session")
 def kolla_inventories(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Kolla-Ansible's own example inventories, from its package (downloaded, not installed:
-    its ansible-core pin need not match ours)."""
+    """Kolla-Ansible's own example inventories and top-level playbooks (kolla_helpers)."""
     target = tmp_path_factory.mktemp("kolla")
-    (target / "playbooks").mkdir()
-    with zipfile.ZipFile(kolla_wheel()) as wheel:
-        for name in wheel.namelist():
-            if name.endswith(("ansible/inventory/multinode", "ansible/inventory/all-in-one")):
-                (target / Path(name).name).write_bytes(wheel.read(name))
-            elif name.endswith(".yml") and Path(name).parent.name == "ansible":
-                # The top-level playbooks (site.yml and those it imports), not the roles.
-                (target / "playbooks" / Path(name).name).write_bytes(wheel.read(name))
+    ansible = kolla_share() / "ansible"
+    for name in ("multinode", "all-in-one"):
+        shutil.copy(ansible / "inventory" / name, target / name)
+    # The top-level playbooks (site.yml and those it imports), not the roles.
+    shutil.copytree(ansible, target / "playbooks", ignore=lambda d, names: [
+        n for n in names if not (n.endswith(".yml") and Path(d) == ansible)
+    ])  # fmt: skip
     return target
 
 
@@ -530,31 +528,42 @@ def kolla_plays(playbooks: Path, name: str = "site.yml") -> list[dict[str, objec
     return found
 
 
-def kolla_pattern(plays: list[dict[str, object]], action: object, playbooks: Path) -> str:
-    """The host pattern of the play Kolla-Ansible runs `action` (a role's task file, or a
-    playbook) in: its `hosts:`, without the `&enable_X_True` groups Kolla makes at run time."""
+def kolla_pattern(
+    plays: list[dict[str, object]], action: object, playbooks: Path, base: Path
+) -> str:
+    """The host pattern of the plays Kolla-Ansible runs `action` in (a role's play in site.yml,
+    or every play of a playbook, Kolla's or one beside the assembly): their `hosts:`, without
+    the `&enable_X_True` groups Kolla makes at run time."""
     from madeus.model import AnsibleAction
 
     assert isinstance(action, AnsibleAction)
     if action.form == "playbook":
         assert action.playbook is not None
-        hosts = kolla_plays(playbooks, Path(action.playbook).name)[0]["hosts"]
+        path = Path(action.playbook.replace("{kolla}/ansible", "{playbooks}"))
+        path = Path(str(path).replace("{playbooks}", str(playbooks)))
+        path = base / path.name if str(path.parent) == "playbooks" else path
+        found = [p["hosts"] for p in kolla_plays(path.parent, path.name)]
     else:
-        (hosts,) = [p["hosts"] for p in plays if p.get("name") == f"Apply role {action.role}"]
-    names = [hosts] if isinstance(hosts, str) else list(hosts)  # type: ignore[call-overload]
-    return ":".join(h for h in names if not h.startswith("&"))
+        found = [p["hosts"] for p in plays if p.get("name") == f"Apply role {action.role}"]
+        assert len(found) == 1
+    names = [h for hosts in found for h in ([hosts] if isinstance(hosts, str) else hosts)]  # type: ignore[union-attr]
+    return ":".join(dict.fromkeys(h for h in names if not h.startswith("&")))
 
 
+@pytest.mark.parametrize(
+    ("assembly_file", "step"),
+    [("openstack/openstack.mad", None), ("kolla/kolla.mad", "deploy")],
+)
 def test_openstack_lands_where_kolla_ansible_would_put_each_service(
-    kolla_inventories: Path,
+    kolla_inventories: Path, assembly_file: str, step: str | None
 ) -> None:
-    """assemblies/openstack/openstack.mad planned with Kolla-Ansible's own `multinode`: every
-    instance runs on the hosts Ansible (`ansible PATTERN --list-hosts`) gives for the play of
-    Kolla-Ansible's site.yml that applies its role."""
+    """An OpenStack assembly planned with Kolla-Ansible's own `multinode`: every instance runs
+    on the hosts Ansible (`ansible PATTERN --list-hosts`) gives for the plays of Kolla-Ansible
+    that its transition runs (the first one, or its `deploy`)."""
     from madeus import load_file, resolve
 
-    root = Path(__file__).resolve().parent.parent
-    assembly = load_file(root / "assemblies" / "openstack" / "openstack.mad").assembly
+    path = Path(__file__).resolve().parent.parent / "assemblies" / assembly_file
+    assembly = load_file(path).assembly
     assert assembly is not None
     multinode = kolla_inventories / "multinode"
     deployment = resolve(assembly, load_inventory(multinode))
@@ -563,8 +572,9 @@ def test_openstack_lands_where_kolla_ansible_would_put_each_service(
     ansible = Path(sys.executable).parent / "ansible"
     compared = {}
     for instance in deployment.instances:
-        action = instance.component.transitions[0].action
-        pattern = kolla_pattern(plays, action, playbooks)
+        transitions = instance.component.transitions
+        chosen = transitions[0] if step is None else next(t for t in transitions if t.name == step)
+        pattern = kolla_pattern(plays, chosen.action, playbooks, path.parent / "playbooks")
         listed = subprocess.run(
             [str(ansible), "-i", str(multinode), pattern, "--list-hosts"],
             capture_output=True,
@@ -579,7 +589,8 @@ def test_openstack_lands_where_kolla_ansible_would_put_each_service(
         name: kolla for name, (_, kolla) in compared.items()
     }
     # Not one group for all: Kolla spreads the services over its groups.
-    assert compared["haproxy"][1] == ["network01", "network02"]
+    balancer = "haproxy" if "haproxy" in compared else "loadbalancer"
+    assert compared[balancer][1] == ["network01", "network02"]
     assert compared["mariadb"][1] == ["control01", "control02", "control03"]
     assert "compute01" in compared["neutron"][1]
 

@@ -67,7 +67,7 @@ import secrets
 import shutil
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -206,33 +206,16 @@ class AnsibleBackend:
         if skipped:
             logger.debug("%s: values not passed to Ansible (not identifiers): %s", job.id, skipped)
         values["madeus_env"] = dict(job.env)
-        if action.form == "playbook":
-            assert action.playbook is not None
-            playbook = _resolve(job.render(action.playbook), workdir)
-            if not playbook.is_file():
-                return _failed(job, f"playbook {playbook} does not exist")
-            return _Prepared(workdir, values, playbook=playbook)
-        play: dict[str, Any] = {
-            "name": job.id,
-            "hosts": "all",
-            "gather_facts": self.gather_facts,
-            "environment": "{{ madeus_env }}",
-        }
-        if action.role is not None and action.tasks is None:
-            play["roles"] = [job.render(action.role)]
-        elif action.role is not None:
-            role, tasks_from = job.render(action.role), job.render(action.tasks or "")
-            imported = {"name": role, "tasks_from": tasks_from}
-            play["tasks"] = [
-                {"name": f"{role} : {tasks_from}", "ansible.builtin.import_role": imported}
-            ]
-        else:
-            assert action.tasks is not None
-            tasks = _resolve(job.render(action.tasks), workdir)
+        made = action_play(action, job.render, workdir, name=job.id, gather_facts=self.gather_facts)
+        if isinstance(made, Path):
+            if not made.is_file():
+                return _failed(job, f"playbook {made} does not exist")
+            return _Prepared(workdir, values, playbook=made)
+        if action.form == "tasks":
+            tasks = Path(made["tasks"][0]["ansible.builtin.import_tasks"])
             if not tasks.is_file():
                 return _failed(job, f"task file {tasks} does not exist")
-            play["tasks"] = [{"ansible.builtin.import_tasks": str(tasks)}]
-        return _Prepared(workdir, values, text=yaml.safe_dump([play], sort_keys=False))
+        return _Prepared(workdir, values, text=yaml.safe_dump([made], sort_keys=False))
 
     def _play_file(self, job: Job, text: str, suffix: str = ".play.yml") -> Path:
         if job.stdout_path is not None:  # beside the job's logs, for the operator to read
@@ -660,6 +643,40 @@ class _Events:
             stderr_tail=job.redact(printed),
             message=job.redact(f"ansible-playbook failed on {host}: {reason}"),
         )
+
+
+def action_play(
+    action: AnsibleAction,
+    render: Callable[[str], str],
+    workdir: Path,
+    *,
+    name: str,
+    gather_facts: bool = False,
+) -> Path | dict[str, Any]:
+    """What an Ansible action runs: its playbook's path, or the play generated for it (the
+    module docstring). `render` fills the placeholders; relative paths are from `workdir`."""
+    if action.form == "playbook":
+        assert action.playbook is not None
+        return _resolve(render(action.playbook), workdir)
+    play: dict[str, Any] = {
+        "name": name,
+        "hosts": "all",
+        "gather_facts": gather_facts,
+        "environment": "{{ madeus_env }}",
+    }
+    if action.role is not None and action.tasks is None:
+        play["roles"] = [render(action.role)]
+    elif action.role is not None:
+        role, tasks_from = render(action.role), render(action.tasks or "")
+        imported = {"name": role, "tasks_from": tasks_from}
+        play["tasks"] = [
+            {"name": f"{role} : {tasks_from}", "ansible.builtin.import_role": imported}
+        ]
+    else:
+        assert action.tasks is not None
+        tasks = _resolve(render(action.tasks), workdir)
+        play["tasks"] = [{"ansible.builtin.import_tasks": str(tasks)}]
+    return play
 
 
 def remote_kill_script(token: str, grace: float) -> str:
