@@ -4,7 +4,8 @@
     python bench/bare_asyncio.py PLAN.json [--time-scale X]
 
 PLAN.json is `madeus plan --format json` output. What a competent minimal program does:
-integer indices, one dependency counter per transition (an `after_any` group counts once), one
+integer indices, one dependency counter per transition (an entry of `after_one_of`, or an
+older `after_any` group, counts once: when one of its alternatives is complete), one
 task per transition in a TaskGroup, created when its counter reaches zero and sleeping its
 duration (times the scale). Hosts are ignored (one job per transition), and there is no trace, no
 events, no logs: everything the engine does on top of this is overhead measured against it.
@@ -27,16 +28,23 @@ async def run(plan: dict[str, Any], time_scale: float = 1.0) -> float:
     index = {t["id"]: i for i, t in enumerate(transitions)}
     n = len(transitions)
     pending = [0] * n
-    succ: list[list[tuple[int, int]]] = [[] for _ in range(n)]  # (successor, group or -1)
-    done_groups: set[tuple[int, int]] = set()
+    succ: list[list[tuple[int, int]]] = [[] for _ in range(n)]  # (successor, alternative or -1)
+    left: list[int] = []  # per alternative: members still to end
+    entry_of: list[tuple[int, int]] = []  # per alternative: (successor, entry)
+    done_entries: set[tuple[int, int]] = set()
     durations = [float(t["duration"]) * time_scale for t in transitions]
     for i, t in enumerate(transitions):
-        pending[i] = len(t["after"]) + len(t["after_any"])
+        entries = [[[a] for a in g] for g in t.get("after_any", ())]
+        entries += t.get("after_one_of", [])
+        pending[i] = len(t["after"]) + len(entries)
         for dep in t["after"]:
             succ[index[dep]].append((i, -1))
-        for g, group in enumerate(t["after_any"]):
-            for dep in group:
-                succ[index[dep]].append((i, g))
+        for e, entry in enumerate(entries):
+            for alternative in entry:
+                for dep in set(alternative):
+                    succ[index[dep]].append((i, len(left)))
+                left.append(len(set(alternative)))
+                entry_of.append((i, e))
     start = time.monotonic()
     end = start
 
@@ -46,11 +54,12 @@ async def run(plan: dict[str, Any], time_scale: float = 1.0) -> float:
             nonlocal end
             await asyncio.sleep(durations[i])
             end = time.monotonic()
-            for s, g in succ[i]:
-                if g >= 0:
-                    if (s, g) in done_groups:
+            for s, a in succ[i]:
+                if a >= 0:
+                    left[a] -= 1
+                    if left[a] or entry_of[a] in done_entries:
                         continue
-                    done_groups.add((s, g))
+                    done_entries.add(entry_of[a])
                 pending[s] -= 1
                 if pending[s] == 0:
                     tg.create_task(step(s))

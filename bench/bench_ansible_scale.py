@@ -3,6 +3,7 @@
 
     sudo python bench/bench_ansible_scale.py --case openstack [--repeat N] [-o OUT.json]
     sudo python bench/bench_ansible_scale.py --case agents [--repeat N] [-o OUT.json]
+    (either with --module raw: see below)
 
 Both cases bring up a testbed of their own (needs root), run the two sides alternately on the
 same hosts, tear the testbed down, and print one JSON object.
@@ -19,6 +20,10 @@ same hosts, tear the testbed down, and print one JSON object.
   roles of `sleep 1`, two of them in parallel, the last two needing the registry (predicted
   4.0 s). Against it, `ansible-playbook` running the registry's task, then the agents' five
   tasks per host in sequence (strategy free, forks 21).
+
+`--module raw` makes every sleep a `raw` task instead of `command` (both sides): no Python on
+the emulated hosts, whose CPU is this machine's, so that what is measured is the orchestration
+rather than the hosts' module starts (on real hosts, each has CPUs of its own).
 
 Both sides use pipelining and ControlPersist, with the same inventory and known_hosts; each run
 opens its own SSH masters (a control path directory of its own). Per run:
@@ -101,7 +106,14 @@ def openstack_plan() -> dict[str, Any]:
     return plan
 
 
-def openstack_files(work: Path, plan: dict[str, Any], scale: float) -> Path:
+SLEEP = {"command": "ansible.builtin.command", "raw": "ansible.builtin.raw"}
+
+
+def sleep_yaml(name: str, seconds: float, module: str) -> str:
+    return f"- name: {name}\n  {SLEEP[module]}: sleep {seconds:.3f}\n"
+
+
+def openstack_files(work: Path, plan: dict[str, Any], scale: float, module: str) -> Path:
     """An assembly with the plan's transitions and dependencies, each an Ansible task file
     sleeping its duration x `scale`: one component per transition, a service port per
     dependency. Returns the `.mad` file."""
@@ -114,9 +126,7 @@ def openstack_files(work: Path, plan: dict[str, Any], scale: float) -> Path:
     for t in plan["transitions"]:
         name = index[t["id"]]
         seconds = float(t["duration"]) * scale
-        (sleeps / f"{name}.yml").write_text(
-            f"- name: {t['id']}\n  ansible.builtin.command: sleep {seconds:.3f}\n"
-        )
+        (sleeps / f"{name}.yml").write_text(sleep_yaml(t["id"], seconds, module))
         uses = "".join(
             f"    use service d{j} for run\n" for j, _ in enumerate(t.get("after") or ())
         )
@@ -137,7 +147,9 @@ def openstack_files(work: Path, plan: dict[str, Any], scale: float) -> Path:
     return mad
 
 
-def openstack_site(plan: dict[str, Any], hosts: list[str], scale: float) -> list[dict[str, Any]]:
+def openstack_site(
+    plan: dict[str, Any], hosts: list[str], scale: float, module: str
+) -> list[dict[str, Any]]:
     """Kolla's order: bench_kolla_style's site.yml, with the placement above."""
     control = [h for h in hosts if h.startswith("control")]
     placed = {
@@ -150,6 +162,8 @@ def openstack_site(plan: dict[str, Any], hosts: list[str], scale: float) -> list
     plays, _ = site_yml(placed, scale)
     for play in plays:  # one pattern per play, as short as it can be
         play["hosts"] = "all" if set(play["hosts"].split(":")) == set(hosts) else "control"
+        for task in play["tasks"]:
+            task[SLEEP[module]] = task.pop(SLEEP["command"])
     return plays
 
 
@@ -181,17 +195,17 @@ assembly agents {
 """
 
 
-def agents_files(work: Path) -> Path:
+def agents_files(work: Path, module: str) -> Path:
     role = work / "roles" / "sleep" / "tasks"
     role.mkdir(parents=True, exist_ok=True)
-    (role / "main.yml").write_text("- name: sleep\n  ansible.builtin.command: sleep 1\n")
+    (role / "main.yml").write_text(sleep_yaml("sleep", 1, module))
     mad = work / "agents.mad"
     mad.write_text(AGENTS_MAD)
     return mad
 
 
-def agents_site() -> list[dict[str, Any]]:
-    task = {"name": "sleep", "ansible.builtin.command": "sleep 1"}
+def agents_site(module: str) -> list[dict[str, Any]]:
+    task = {"name": "sleep", SLEEP[module]: "sleep 1.000"}
     return [
         {"name": "registry", "hosts": "reg", "gather_facts": False, "tasks": [task]},
         {
@@ -239,11 +253,11 @@ def run_case(args: argparse.Namespace, work: Path, tb: Path) -> dict[str, Any]:
     hosts = sorted(load_inventory([str(inventory)]).hosts)
     if args.case == "openstack":
         plan = openstack_plan()
-        mad = openstack_files(work, plan, args.time_scale)
-        plays = openstack_site(plan, hosts, args.time_scale)
+        mad = openstack_files(work, plan, args.time_scale, args.module)
+        plays = openstack_site(plan, hosts, args.time_scale, args.module)
     else:
-        mad = agents_files(work)
-        plays = agents_site()
+        mad = agents_files(work, args.module)
+        plays = agents_site(args.module)
     site = work / "site.yml"
     site.write_text(yaml.safe_dump(plays, sort_keys=False))
     known = tb / "known_hosts"
@@ -288,6 +302,7 @@ def run_case(args: argparse.Namespace, work: Path, tb: Path) -> dict[str, Any]:
         "hosts": len(hosts),
         "jobs": jobs,
         "time_scale": args.time_scale if args.case == "openstack" else None,
+        "module": args.module,
         "runs": runs,
         "madeus_wall_s": madeus_wall,
         "madeus_makespan_s": makespan,
@@ -316,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--case", choices=("openstack", "agents"), default="openstack")
     parser.add_argument("--time-scale", type=float, default=0.05)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--module", choices=tuple(SLEEP), default="command")
     parser.add_argument("--workdir", type=Path, help="keep the generated files here")
     parser.add_argument("-o", "--output", help="also write the JSON here")
     args = parser.parse_args(argv)

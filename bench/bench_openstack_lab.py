@@ -118,11 +118,20 @@ def sequential_plan(plan: Any, steps: list[list[str]]) -> Any:
     for t in plan.transitions:
         here = position[t.id]
         late = [a for a in t.after if position[a] >= here]
-        late += [" | ".join(g) for g in t.after_any if min(position[a] for a in g) >= here]
+        late += [
+            " | ".join("+".join(a) for a in entry)
+            for entry in t.alternatives()
+            if min(max(position[m] for m in a) for a in entry) >= here
+        ]
         if late:
             raise SystemExit(f"Kolla's order runs {t.id} before {late}: not a valid order")
     chained = [
-        replace(t, after=tuple(steps[position[t.id] - 1]) if position[t.id] else (), after_any=())
+        replace(
+            t,
+            after=tuple(steps[position[t.id] - 1]) if position[t.id] else (),
+            after_any=(),
+            after_one_of=(),
+        )
         for t in plan.transitions
     ]
     return schedule(plan.assembly, chained)

@@ -4,12 +4,16 @@ For each transition of the `deploy` behaviour (docs/semantics.md):
 - `after`: the transitions that must all have ended first: those entering its source place,
   and, for each use port bound to it whose provide group has a single way to be reached, the
   transitions entering that place;
-- `after_any`: groups of which at least one transition must have ended. A provide group is
-  provided once one of its places is reached, and a place is reached once all transitions
-  entering it have ended: an OR of ANDs, which we rewrite as an AND of ORs (min distributes over
-  max), so it fits the plan's `after` / `after_any` shape exactly.
+- `after_one_of`: one entry per other use port bound to it: the alternatives, one per place
+  of the provide group, each the transitions entering that place. A provide group is provided
+  once one of its places is reached, and a place is reached once all transitions entering it
+  have ended: an OR of ANDs, kept as it is (linear in the size of the net).
+Plans read from JSON may also carry `after_any`, the older form (groups of which at least one
+transition must have ended: an AND of ORs, whose size can grow exponentially); every reader
+takes both through `PlanTransition.alternatives()`.
 Predicted times come from an event-driven pass in order of end times (like the engine, with
-declared durations), so OR-groups and zero durations are handled without a topological order.
+declared durations), so alternatives and zero durations are handled without a topological
+order.
 """
 
 from __future__ import annotations
@@ -46,7 +50,16 @@ class PlanTransition:
     hosts: tuple[str, ...]
     after: tuple[str, ...] = ()
     after_any: tuple[tuple[str, ...], ...] = ()
+    after_one_of: tuple[tuple[tuple[str, ...], ...], ...] = ()
     span: Span = field(default=NO_SPAN, compare=False)
+
+    def alternatives(self) -> tuple[tuple[tuple[str, ...], ...], ...]:
+        """Every wait beyond `after`, as `after_one_of` entries: for each, the transition may
+        start once all transitions of one of its alternatives have ended (an `after_any` group
+        is an entry whose alternatives are its members, one each)."""
+        if not self.after_any:
+            return self.after_one_of
+        return tuple(tuple((a,) for a in g) for g in self.after_any) + self.after_one_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +96,7 @@ class Plan:
                     "hosts": list(t.hosts),
                     "after": list(t.after),
                     "after_any": [list(g) for g in t.after_any],
+                    "after_one_of": [[list(a) for a in entry] for entry in t.after_one_of],
                 }
                 for t in self.transitions
             ],
@@ -102,6 +116,10 @@ class Plan:
                 hosts=tuple(t.get("hosts", ())),
                 after=tuple(t.get("after", ())),
                 after_any=tuple(tuple(g) for g in t.get("after_any", ())),
+                after_one_of=tuple(
+                    tuple(tuple(dict.fromkeys(a)) for a in entry)
+                    for entry in t.get("after_one_of", ())
+                ),
             )
             for t in data["transitions"]
         )
@@ -179,14 +197,20 @@ def _instance_transitions(
             entering = shape.entering.get(t.source, ())
             # A place no deploy transition enters is never reached: this one never starts.
             after.update(dict.fromkeys(f"{instance}.{e}" for e in entering) or {_UNREACHED: None})
-        groups: list[frozenset[str]] = []
-        ports = shape.uses.get(t.name)
-        if ports:
-            clauses: list[frozenset[str]] = []
-            for port in ports:
-                clauses.extend(_provider_clauses(deployment, instance, port, shapes))
-            after.update(dict.fromkeys(next(iter(c)) for c in clauses if len(c) == 1))
-            groups = _minimal({c for c in clauses if len(c) > 1 and not (c & after.keys())})
+        entries: list[list[tuple[str, ...]]] = []
+        for port in shape.uses.get(t.name, ()):
+            alternatives = _provider_alternatives(deployment, instance, port, shapes)
+            if alternatives is None:
+                continue
+            if len(alternatives) == 1:
+                after.update(dict.fromkeys(alternatives[0]))
+            else:
+                entries.append(alternatives)
+        one_of: dict[tuple[tuple[str, ...], ...], None] = {}
+        for alternatives in entries:
+            # An alternative already waited for in full satisfies the entry.
+            if not any(after.keys() >= set(a) for a in alternatives):
+                one_of[tuple(alternatives)] = None
         yield PlanTransition(
             id=f"{instance}.{t.name}",
             instance=instance,
@@ -195,7 +219,7 @@ def _instance_transitions(
             duration=float(t.expected),  # `~5s` may reach us as an int
             hosts=hosts,
             after=tuple(after),
-            after_any=tuple(tuple(sorted(g)) for g in groups),
+            after_one_of=tuple(one_of),
             span=t.span,
         )
 
@@ -208,44 +232,43 @@ def _entering(transitions: Iterable[Transition]) -> dict[str, list[str]]:
 
 
 # A port that can never be provided: the waiting transition can never start.
-_NEVER = frozenset({"<never>"})
+_NEVER = "<never>"
 # A transition whose source place is never reached waits for this, which never ends.
 _UNREACHED = "<unreached source place>"
 
 
-def _provider_clauses(
+def _provider_alternatives(
     deployment: Deployment, instance: str, port: str, shapes: dict[int, _Shape]
-) -> list[frozenset[str]]:
-    """CNF clauses (sets of transition ids, at least one of each must end) for `port` to be
-    provided. An unconnected (optional) port and a group holding an initial place give none."""
+) -> list[tuple[str, ...]] | None:
+    """How `port` gets provided: alternatives (transition ids that must all have ended), one
+    per reachable place of the connected provide group, those holding another one's ids left
+    out. None when nothing is waited for: an unconnected (optional) port, a group holding an
+    initial place."""
     link = deployment.provider_of(instance, port)
     if link is None:
-        return []
+        return None
     component = deployment.instance(link.provider).component
     provide = component.port(link.provider_port)
     places: Sequence[str] = getattr(provide, "places", ())
     shape = _shape(component, shapes)
     if any(p in shape.initial for p in places):
-        return []
-    # Each reachable place contributes one conjunction; a place nothing enters is never reached.
-    conjunctions = [
-        [f"{link.provider}.{t}" for t in shape.entering[p]] for p in places if p in shape.entering
-    ]
-    if not conjunctions:
-        return [_NEVER]
-    clauses = {frozenset(choice) for choice in itertools.product(*conjunctions)}
-    return _minimal(clauses)
-
-
-def _minimal(clauses: set[frozenset[str]]) -> list[frozenset[str]]:
-    """Drop clauses implied by smaller ones (absorption)."""
-    if len(clauses) <= 1:
-        return list(clauses)
-    ordered = sorted(clauses, key=lambda c: (len(c), sorted(c)))
-    kept: list[frozenset[str]] = []
-    for clause in ordered:
-        if not any(k <= clause for k in kept):
-            kept.append(clause)
+        return None
+    # Each reachable place is one alternative; a place nothing enters is never reached.
+    alternatives = {
+        tuple(f"{link.provider}.{t}" for t in shape.entering[p]): None
+        for p in places
+        if p in shape.entering
+    }
+    if not alternatives:
+        return [(_NEVER,)]
+    if len(alternatives) == 1:
+        return list(alternatives)
+    ordered = sorted(alternatives, key=len)
+    kept: list[tuple[str, ...]] = []
+    for alternative in ordered:
+        members = set(alternative)
+        if not any(members >= set(k) for k in kept):
+            kept.append(alternative)
     return kept
 
 
@@ -261,23 +284,35 @@ def _schedule(assembly: str, transitions: Sequence[PlanTransition]) -> Plan:
     n = len(transitions)
     index = {t.id: i for i, t in enumerate(transitions)}
     duration = [t.duration for t in transitions]
-    waiting = [len(t.after) + len(t.after_any) for t in transitions]
+    waiting = [0] * n
     and_dependents: list[list[int]] = [[] for _ in range(n)]
-    any_dependents: list[list[tuple[int, int]]] = [[] for _ in range(n)]
+    # Alternatives are numbered across the plan: `left[a]` members still to end, `slot[a]` the
+    # entry it satisfies, `owner[e]` the transition waiting on entry e.
+    alt_dependents: list[list[int]] = [[] for _ in range(n)]
+    left: list[int] = []
+    slot: list[int] = []
+    owner: list[int] = []
     for i, t in enumerate(transitions):
+        entries = t.alternatives()
+        waiting[i] = len(t.after) + len(entries)
         for a in t.after:
             j = index.get(a)
             if j is not None:  # an unknown id is never satisfied: `i` stays blocked
                 and_dependents[j].append(i)
-        for g, group in enumerate(t.after_any):
-            for a in group:
-                j = index.get(a)
-                if j is not None:
-                    any_dependents[j].append((i, g))
+        for entry in entries:
+            for alternative in entry:
+                members = set(alternative)
+                for m in members:
+                    j = index.get(m)
+                    if j is not None:
+                        alt_dependents[j].append(len(left))
+                left.append(len(members))
+                slot.append(len(owner))
+            owner.append(i)
     start = [-1.0] * n
     ended = [False] * n
     cause = [-1] * n
-    satisfied: set[tuple[int, int]] = set()
+    satisfied = bytearray(len(owner))
     order: list[int] = []
     counter = itertools.count()
     heap: list[tuple[float, int, int]] = []
@@ -290,20 +325,18 @@ def _schedule(assembly: str, transitions: Sequence[PlanTransition]) -> Plan:
         now, _, i = pop(heap)
         ended[i] = True
         order.append(i)
-        for d in and_dependents[i]:
+        ready = list(and_dependents[i])
+        for k in alt_dependents[i]:
+            left[k] -= 1
+            if left[k] == 0 and not satisfied[slot[k]]:
+                satisfied[slot[k]] = 1
+                ready.append(owner[slot[k]])
+        for d in ready:
             waiting[d] -= 1
             if waiting[d] == 0:
                 start[d] = now
                 cause[d] = i
                 push(heap, (now + duration[d], next(counter), d))
-        for d, g in any_dependents[i]:
-            if (d, g) not in satisfied:
-                satisfied.add((d, g))
-                waiting[d] -= 1
-                if waiting[d] == 0:
-                    start[d] = now
-                    cause[d] = i
-                    push(heap, (now + duration[d], next(counter), d))
     if len(order) < n:
         done = {transitions[i].id for i in order}
         raise PlanError(
@@ -326,7 +359,8 @@ def _schedule(assembly: str, transitions: Sequence[PlanTransition]) -> Plan:
             path.append(transitions[node].id)
             node = cause[node]
         path.reverse()
-    remaining = _remaining(order, duration, and_dependents, any_dependents)
+    dependents = [and_dependents[i] + [owner[slot[k]] for k in alt_dependents[i]] for i in range(n)]
+    remaining = _remaining(order, duration, dependents)
     # Stable sort: transitions starting together keep their declaration order, which is what
     # a reader of the table or the JSON expects (not the order in which they happen to end).
     ordered = tuple(transitions[i] for i in sorted(range(n), key=start.__getitem__))
@@ -344,26 +378,27 @@ def _pending(t: PlanTransition, done: set[str], index: Mapping[str, int]) -> str
     """What a blocked transition still waits for, in words (names the waiting cycle's links)."""
 
     def name(tid: str) -> str:
-        if tid == next(iter(_NEVER)):
+        if tid == _NEVER:
             return "a provide port whose places no transition reaches"
         if tid == _UNREACHED:
             return "its source place, which no deploy transition reaches"
         return tid if tid in index else f"unknown transition {tid}"
 
     parts = [name(a) for a in t.after if a not in done]
-    parts.extend(
-        "one of " + ", ".join(name(a) for a in group)
-        for group in t.after_any
-        if not any(a in done for a in group)
-    )
+    for entry in t.alternatives():
+        if any(all(a in done for a in alternative) for alternative in entry):
+            continue
+        parts.append(
+            "one of "
+            + ", ".join(
+                name(a[0]) if len(a) == 1 else "(" + " and ".join(map(name, a)) + ")" for a in entry
+            )
+        )
     return "; ".join(parts) if parts else "nothing (inconsistent plan)"
 
 
 def _remaining(
-    order: Sequence[int],
-    duration: Sequence[float],
-    and_dependents: Sequence[list[int]],
-    any_dependents: Sequence[list[tuple[int, int]]],
+    order: Sequence[int], duration: Sequence[float], dependents: Sequence[list[int]]
 ) -> list[float]:
     position = [0] * len(duration)
     for p, i in enumerate(order):
@@ -372,12 +407,9 @@ def _remaining(
     for i in reversed(order):
         here = position[i]
         longest = 0.0
-        # Only dependents that ended after this one can have waited for it (an `after_any`
-        # dependent may have started earlier, thanks to another member of its group).
-        for d in and_dependents[i]:
-            if position[d] > here and remaining[d] > longest:
-                longest = remaining[d]
-        for d, _ in any_dependents[i]:
+        # Only dependents that ended after this one can have waited for it (one waiting for
+        # alternatives may have started earlier, thanks to another alternative).
+        for d in dependents[i]:
             if position[d] > here and remaining[d] > longest:
                 longest = remaining[d]
         remaining[i] = duration[i] + longest

@@ -234,6 +234,7 @@ def test_cli_json_is_the_calibrated_plan_json(
                 "hosts": ["localhost"],
                 "after": [],
                 "after_any": [],
+                "after_one_of": [],
             },
             {
                 "id": "db.start",
@@ -244,6 +245,7 @@ def test_cli_json_is_the_calibrated_plan_json(
                 "hosts": ["localhost"],
                 "after": ["db.install"],
                 "after_any": [],
+                "after_one_of": [],
             },
             {
                 "id": "app.start",
@@ -254,6 +256,7 @@ def test_cli_json_is_the_calibrated_plan_json(
                 "hosts": ["localhost"],
                 "after": ["db.start"],
                 "after_any": [],
+                "after_one_of": [],
             },
         ],
         "predicted_makespan": 5.0,

@@ -274,6 +274,7 @@ def test_plan_json(pair: Path, inventory: Path, capsys: pytest.CaptureFixture[st
                 "hosts": ["c1"],
                 "after": [],
                 "after_any": [],
+                "after_one_of": [],
             },
             {
                 "id": "client.prepare",
@@ -284,6 +285,7 @@ def test_plan_json(pair: Path, inventory: Path, capsys: pytest.CaptureFixture[st
                 "hosts": ["c1"],
                 "after": [],
                 "after_any": [],
+                "after_one_of": [],
             },
             {
                 "id": "client.attach",
@@ -294,6 +296,7 @@ def test_plan_json(pair: Path, inventory: Path, capsys: pytest.CaptureFixture[st
                 "hosts": ["c1"],
                 "after": ["client.prepare", "server.start"],
                 "after_any": [],
+                "after_one_of": [],
             },
         ],
         "predicted_makespan": 2.5,
@@ -331,6 +334,7 @@ def test_plan_openstack(capsys: pytest.CaptureFixture[str]) -> None:
     assert data["predicted_makespan"] == pytest.approx(148.8)
     assert data["critical_path"] == REFERENCE_CRITICAL_PATH
     keys = {"id", "instance", "name", "behaviour", "duration", "hosts", "after", "after_any"}
+    keys.add("after_one_of")
     assert all(set(t) == keys for t in data["transitions"])
     by_id = {t["id"]: t for t in data["transitions"]}
     assert by_id["mariadb.bootstrap"]["after"] == ["mariadb.pull", "mariadb.config"]

@@ -198,6 +198,29 @@ def test_provide_group_of_several_places_waits_for_the_first() -> None:
     assert 1 * SCALE <= starts(trace)["u.go"] < 15 * SCALE
 
 
+def test_a_place_of_a_group_counts_once_every_transition_entering_it_has_ended() -> None:
+    # `both` is reached when `a1` (2) and `a2` (8) have ended, `one` when `b` (5) has: the
+    # service is provided at 5, neither at 2 (a1 alone) nor at 8.
+    prov = component(
+        "Prov",
+        ["init", "both", "one"],
+        [t("a1", "init", "both", 2), t("a2", "init", "both", 8), t("b", "init", "one", 5)],
+        provides=[ProvidePort("svc", "service", ("both", "one"))],
+    )
+    user = component(
+        "User", ["a", "b"], [t("go", "a", "b", 1)], uses=[UsePort("svc", "service", ("go",))]
+    )
+    assembly = Assembly(
+        "oneof",
+        (prov, user),
+        (instance("p", "Prov"), instance("u", "User")),
+        (connect("u", "svc", "p"),),
+    )
+    trace, _ = sim(assembly)
+    check(assembly, trace)
+    assert 5 * SCALE <= starts(trace)["u.go"] < 7 * SCALE
+
+
 def test_zero_duration_chain_runs_without_tasks_and_validates() -> None:
     n = 2000
     chain = component(

@@ -111,6 +111,7 @@ def row(
     after: Sequence[str] = (),
     after_any: Sequence[Sequence[str]] = (),
     hosts: Sequence[str] = ("localhost",),
+    after_one_of: Sequence[Sequence[Sequence[str]]] = (),
 ) -> dict[str, Any]:
     instance, name = tid.split(".")
     return {
@@ -122,6 +123,7 @@ def row(
         "hosts": list(hosts),
         "after": list(after),
         "after_any": [list(g) for g in after_any],
+        "after_one_of": [[list(a) for a in entry] for entry in after_one_of],
     }
 
 
@@ -166,9 +168,9 @@ def test_parallel_transitions_join_at_a_place() -> None:
     assert dict(plan.start) == {"x.a": 0.0, "x.b": 0.0, "x.c": 4.0}
 
 
-def test_provide_group_of_several_places_gives_after_any() -> None:
+def test_provide_group_of_several_places_gives_after_one_of() -> None:
     # The group {x, y} is provided once x is reached (p1 ended) OR y is reached (p2 AND p3
-    # ended): (p1 or p2) and (p1 or p3) once rewritten as an AND of ORs.
+    # ended): one entry, two alternatives.
     provider = component(
         "Prov",
         "i* x y",
@@ -185,12 +187,67 @@ def test_provide_group_of_several_places_gives_after_any() -> None:
             row("p.p1", 2.0),
             row("p.p2", 3.0),
             row("p.p3", 4.0),
-            row("u.go", 10.0, after_any=[["p.p1", "p.p2"], ["p.p1", "p.p3"]]),
+            row("u.go", 10.0, after_one_of=[[["p.p1"], ["p.p2", "p.p3"]]]),
         ],
         "predicted_makespan": 12.0,
         "critical_path": ["p.p1", "u.go"],
     }
     assert plan.start["u.go"] == 2.0
+
+
+def test_a_provide_group_of_fifty_places_stays_linear() -> None:
+    # 50 places entered by 3 transitions each: 3^50 clauses as an AND of ORs; as
+    # alternatives, one entry of 50 alternatives of 3. Place k is reached at 3 + k.
+    places = [f"x{k}" for k in range(50)]
+    transitions = [(f"t{k}_{j}", "i", f"x{k}", 1 + k + j) for k in range(50) for j in range(3)]
+    provider = component("Prov", "i* " + " ".join(places), transitions, provides={"svc": places})
+    user = component("User", "s* e", [("go", "s", "e", 1)], uses={"svc": ["go"]})
+    plan = plan_of(
+        assembly([provider, user], {"p": "Prov", "u": "User"}, ["u.svc p.svc"], name="big")
+    )
+    go = plan.transition("u.go")
+    assert go.after == () and go.after_any == ()
+    (entry,) = go.after_one_of
+    assert len(entry) == 50 and {len(alternative) for alternative in entry} == {3}
+    assert plan.start["u.go"] == 3.0
+    assert plan.predicted_makespan == 52.0  # t49_2: the provider goes on after providing
+    assert Plan.from_json(plan.to_json()) == plan
+
+
+def test_plans_in_the_older_after_any_form_are_read() -> None:
+    data = {
+        "assembly": "old",
+        "transitions": [
+            row("p.a", 2.0),
+            row("p.b", 5.0),
+            row("u.go", 1.0, after_any=[["p.a", "p.b"]]),
+        ],
+    }
+    plan = Plan.from_json(data)
+    assert plan.start["u.go"] == 2.0
+    assert plan.transition("u.go").alternatives() == ((("p.a",), ("p.b",)),)
+
+
+def test_an_alternative_waited_for_in_full_needs_no_entry() -> None:
+    # `go` waits for `p.a` through a single-place port already: the group port whose
+    # alternatives include `(p.a,)` adds nothing.
+    provider = component(
+        "Prov",
+        "i* x y",
+        [("a", "i", "x", 2), ("b", "i", "y", 5)],
+        provides={"one": ["x"], "two": ["x", "y"]},
+    )
+    user = component("User", "s* e", [("go", "s", "e", 1)], uses={"one": ["go"], "two": ["go"]})
+    plan = plan_of(
+        assembly(
+            [provider, user],
+            {"p": "Prov", "u": "User"},
+            ["u.one p.one", "u.two p.two"],
+            name="absorbed",
+        )
+    )
+    assert plan.transition("u.go").after == ("p.a",)
+    assert plan.transition("u.go").after_one_of == ()
 
 
 def test_provide_group_reached_late_by_the_or_branch() -> None:
@@ -402,6 +459,9 @@ def test_blocked_after_any_group_is_named() -> None:
         PlanTransition("x.b", "x", "b", "deploy", 1.0, ("h",), after=("x.a",)),
         PlanTransition("x.c", "x", "c", "deploy", 1.0, ("h",), after_any=(("x.a", "x.b"),)),
         PlanTransition("x.d", "x", "d", "deploy", 1.0, ("h",), after=("x.zz",)),
+        PlanTransition(
+            "x.e", "x", "e", "deploy", 1.0, ("h",), after_one_of=((("x.a", "x.d"), ("x.b",)),)
+        ),
     ]
     with pytest.raises(PlanError) as caught:
         schedule("s", transitions)
@@ -410,6 +470,7 @@ def test_blocked_after_any_group_is_named() -> None:
         'transition "x.b" can never start: it waits for x.a',
         'transition "x.c" can never start: it waits for one of x.a, x.b',
         'transition "x.d" can never start: it waits for unknown transition x.zz',
+        'transition "x.e" can never start: it waits for one of (x.a and x.d), x.b',
     ]
 
 

@@ -36,8 +36,8 @@ def add_parser(subparsers: Any) -> None:
         "plan",
         help="predict the makespan and the critical path",
         description="Compute each transition's dependencies (`after`: all of them; "
-        "`after_any`: one of each group), predict start times from the declared durations "
-        "with unlimited parallelism, and the critical path.",
+        "`after_one_of`: for each, all of one of its alternatives), predict start times "
+        "from the declared durations with unlimited parallelism, and the critical path.",
     )
     add_file_arg(parser)
     add_inventory_arg(parser)

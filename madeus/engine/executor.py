@@ -126,7 +126,8 @@ class Executor:
         n, jobs = len(program.ids), program.jobs
         # Mutable run state: counters, per-job times and status codes.
         self._pending = list(program.pending)
-        self._satisfied = bytearray(program.slots)
+        self._alt_left = list(program.alt_size)
+        self._satisfied = bytearray(len(program.slot_owner))
         self._jobs_left = [program.job_base[i + 1] - program.job_base[i] for i in range(n)]
         self._place_left = list(program.place_left)
         self._start = [math.nan] * jobs
@@ -412,11 +413,14 @@ class Executor:
             pending[s] = count
             if count == 0:
                 ready.append(s)
-        if p.any_succ[i]:
-            satisfied = self._satisfied
-            for s, slot in p.any_succ[i]:
-                if not satisfied[slot]:
+        if p.alt_succ[i]:
+            satisfied, alt_left = self._satisfied, self._alt_left
+            for a in p.alt_succ[i]:
+                alt_left[a] -= 1
+                slot = p.alt_slot[a]
+                if alt_left[a] == 0 and not satisfied[slot]:
                     satisfied[slot] = 1
+                    s = p.slot_owner[slot]
                     count = pending[s] - 1
                     pending[s] = count
                     if count == 0:

@@ -2,9 +2,11 @@
 
 Transitions are numbered in plan order; each (transition, host) pair is a *job*, numbered so that
 the jobs of transition i are `job_base[i] .. job_base[i + 1] - 1`. Dependencies become counters:
-`pending[i]` = len(after) + len(after_any); ending transition i decrements its `and_succ`, and
-the first member of an after_any group to end decrements the waiting transition once (the group's
-`slot` is then marked satisfied).
+`pending[i]` = len(after) + the number of its entries of alternatives
+(`PlanTransition.alternatives()`); ending transition i decrements its `and_succ`, and the
+alternatives it belongs to (`alt_succ`, counted down from `alt_size`); the first alternative
+of an entry to be complete decrements the waiting transition once (the entry's slot is then
+marked satisfied).
 
 Data ports need to know when a place is reached: only the places bound to a data provide port
 are tracked (`reach[i]` = the tracked place transition i enters, or -1).
@@ -45,8 +47,10 @@ class Program:
     transitions: tuple[Transition, ...]  # the model transition of each index
     pending: tuple[int, ...]  # initial dependency counters
     and_succ: tuple[tuple[int, ...], ...]
-    any_succ: tuple[tuple[tuple[int, int], ...], ...]  # (successor, group slot)
-    slots: int  # number of after_any groups in the whole plan
+    alt_succ: tuple[tuple[int, ...], ...]  # alternatives each transition belongs to
+    alt_size: tuple[int, ...]  # per alternative: the transitions that must end
+    alt_slot: tuple[int, ...]  # per alternative: its entry
+    slot_owner: tuple[int, ...]  # per entry: the transition waiting on it
     priority: tuple[float, ...]  # Plan.remaining, per transition
     hosts: tuple[Host, ...]  # every host used, by host index
     job_base: tuple[int, ...]  # len(ids) + 1 entries
@@ -76,22 +80,29 @@ def compile_program(deployment: Deployment, plan: Plan) -> Program:
                 model[(inst.name, t.name)] = t
 
     and_succ: list[list[int]] = [[] for _ in range(n)]
-    any_succ: list[list[tuple[int, int]]] = [[] for _ in range(n)]
+    alt_succ: list[list[int]] = [[] for _ in range(n)]
+    alt_size: list[int] = []
+    alt_slot: list[int] = []
+    slot_owner: list[int] = []
     pending: list[int] = []
-    slots = 0
     host_index: dict[str, int] = {}
     hosts: list[Host] = []
     job_base = [0]
     job_trans: list[int] = []
     job_host: list[int] = []
     for i, step in enumerate(plan.transitions):
-        pending.append(len(step.after) + len(step.after_any))
+        entries = step.alternatives()
+        pending.append(len(step.after) + len(entries))
         for dep in step.after:
             and_succ[index[dep]].append(i)
-        for group in step.after_any:
-            for dep in group:
-                any_succ[index[dep]].append((i, slots))
-            slots += 1
+        for entry in entries:
+            for alternative in entry:
+                members = set(alternative)
+                for dep in members:
+                    alt_succ[index[dep]].append(len(alt_size))
+                alt_size.append(len(members))
+                alt_slot.append(len(slot_owner))
+            slot_owner.append(i)
         for name in step.hosts:
             h = host_index.get(name)
             if h is None:
@@ -151,8 +162,10 @@ def compile_program(deployment: Deployment, plan: Plan) -> Program:
         transitions=tuple(model[(t.instance, t.name)] for t in plan.transitions),
         pending=tuple(pending),
         and_succ=tuple(map(tuple, and_succ)),
-        any_succ=tuple(map(tuple, any_succ)),
-        slots=slots,
+        alt_succ=tuple(map(tuple, alt_succ)),
+        alt_size=tuple(alt_size),
+        alt_slot=tuple(alt_slot),
+        slot_owner=tuple(slot_owner),
         priority=tuple(plan.remaining.get(t.id, t.duration) for t in plan.transitions),
         hosts=tuple(hosts),
         job_base=tuple(job_base),

@@ -1,8 +1,9 @@
 """Check a trace against a plan: did the run follow the deployment semantics (docs/semantics.md)?
 
 A transition ends when its last host ends. Its *ready* time is the latest of: the ends of its
-`after` transitions, and for each `after_any` group the earliest end in the group (0 when it
-waits for nothing). Then, for every event:
+`after` transitions, and for each entry of alternatives (`after_one_of`, or an `after_any`
+group) the earliest time one alternative was complete (0 when it waits for nothing). Then,
+for every event:
 - every transition ran exactly once on each of its hosts, with status ok (or skipped);
 - it started at or after its ready time (never early);
 - it started within `tolerance` seconds of its ready time (never needlessly late).
@@ -70,8 +71,9 @@ def validate(
         at = 0.0
         for dep in t.after:
             at = max(at, end.get(dep, float("inf")))
-        for group in t.after_any:
-            at = max(at, min((end.get(dep, float("inf")) for dep in group), default=0.0))
+        for entry in t.alternatives():
+            complete = (max((end.get(d, float("inf")) for d in alt), default=0.0) for alt in entry)
+            at = max(at, min(complete, default=0.0))
         ready[t.id] = at
         ends: list[float] = []
         for host in t.hosts:

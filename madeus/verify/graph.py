@@ -14,10 +14,10 @@ waits for has fired. The rule "a transition starts when every transition enterin
 source place has ended and, for each use port bound to it, some place of the connected provide
 group has been reached" is exactly the firing rule of this graph (docs/semantics.md, section 3).
 
-Compared with the plan's `after` / `after_any` (one AND-of-ORs per transition), keeping places
-and ports as nodes keeps the graph linear in the size of the net (the CNF of an OR of ANDs can
-be exponential) and gives each wait a source line to cite. Node ids follow `madeus.petri`, so
-the nodes of a counterexample can be highlighted in the net drawing as they are.
+Compared with the plan's `after` / `after_one_of` (transitions only), keeping places and ports
+as nodes gives each wait a source line to cite; both are linear in the size of the net. Node
+ids follow `madeus.petri`, so the nodes of a counterexample can be highlighted in the net
+drawing as they are.
 """
 
 from __future__ import annotations

@@ -82,10 +82,15 @@ def critical_events(trace: Trace, plan: Plan) -> set[tuple[str, str]]:
         if t is None:
             break
         candidates = [ends[a] for a in t.after if a in ends]
-        for group in t.after_any:
-            members = [ends[a] for a in group if a in ends]
-            if members:
-                candidates.append(min(members, key=lambda e: e.end))
+        for entry in t.alternatives():
+            # The alternative complete first: its last member to end.
+            complete = [
+                max((ends[a] for a in alternative), key=lambda e: e.end)
+                for alternative in entry
+                if alternative and all(a in ends for a in alternative)
+            ]
+            if complete:
+                candidates.append(min(complete, key=lambda e: e.end))
         cause = max(candidates, key=lambda e: e.end, default=None)
         ready = cause.end if cause is not None else 0.0
         if current.start - ready > _SLOT_WAIT:

@@ -6,7 +6,7 @@ Views:
 - `net`: the dependency Petri net (`madeus.petri`), one cluster per instance: places (initial
   ones doubled), docks (points), transitions (boxes: name and duration), ports; connections
   between clusters;
-- `plan`: the transition-level DAG of the plan: `after` edges solid, `after_any` edges dashed,
+- `plan`: the transition-level DAG of the plan: `after` edges solid, alternatives dashed,
   the critical path in red with its predicted start and end times;
 - `component:NAME`: one component type's lifecycle, its ports, one colour per behaviour.
 
@@ -736,15 +736,20 @@ def _plan(deployment: Deployment, plan: Plan, highlight: Highlight) -> str:
                 color=RED if hot else GREY,
                 penwidth=2.5 if hot else None,
             )
-        for g, group in enumerate(t.after_any):
-            for a in group:
-                hot = (a, t.id) in on_path
-                dot.edge(
-                    a,
-                    t.id,
-                    style="dashed",
-                    color=RED if hot else GREY,
-                    penwidth=2.5 if hot else None,
-                    label=f"any{g + 1}" if len(t.after_any) > 1 else None,
-                )
+        entries = t.alternatives()
+        for g, entry in enumerate(entries):
+            joint = any(len(alternative) > 1 for alternative in entry)
+            for k, alternative in enumerate(entry):
+                for a in alternative:
+                    hot = (a, t.id) in on_path
+                    label = f"any{g + 1}" if len(entries) > 1 else ""
+                    label += f".{k + 1}" if joint else ""
+                    dot.edge(
+                        a,
+                        t.id,
+                        style="dashed",
+                        color=RED if hot else GREY,
+                        penwidth=2.5 if hot else None,
+                        label=label or None,
+                    )
     return dot.text()
