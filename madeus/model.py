@@ -214,6 +214,12 @@ class ComponentType:
         ports: tuple[Port, ...] = (*self.provides, *self.uses)
         return next((port for port in ports if port.name == name), None)
 
+    def provide(self, name: str) -> ProvidePort | None:
+        return next((port for port in self.provides if port.name == name), None)
+
+    def use(self, name: str) -> UsePort | None:
+        return next((port for port in self.uses if port.name == name), None)
+
 
 # --- assemblies ---------------------------------------------------------------------------
 

@@ -26,7 +26,6 @@ docks; `None` elsewhere), `initial` (places), `span`; docks also have `place` an
 
 from __future__ import annotations
 
-import gc
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -34,6 +33,7 @@ from typing import Any, Literal
 import networkx as nx
 
 from madeus.errors import Diagnostic, MadeusError
+from madeus.memory import gc_paused
 from madeus.resolve import Deployment, Link, ResolvedInstance
 from madeus.source import NO_SPAN, Span
 
@@ -128,18 +128,11 @@ def build_net(deployment: Deployment) -> PetriNet:
     Raise MadeusError when a connection or a port binding names an element the instances do
     not declare (the front end's checks rule that out; a deployment built by hand may not)."""
     acc = _Accumulator()
-    collecting = gc.isenabled()
-    # Hundreds of thousands of small dicts and no cycles: the cyclic collector would run
-    # dozens of times for nothing (a third of the build time at 100,000 transitions).
-    gc.disable()
-    try:
+    with gc_paused():
         for inst in deployment.instances:
             _add_instance(inst, acc)
         for link in deployment.links:
             acc.connect(link)
-    finally:
-        if collecting:
-            gc.enable()
     if acc.problems:
         raise MadeusError(acc.problems)
     return PetriNet(deployment.name, acc.graph())

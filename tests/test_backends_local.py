@@ -369,6 +369,26 @@ def test_router_plugs_backends_by_name(tmp_path: Path) -> None:
     assert recorder.jobs[0].action == ShellAction("hostname")
 
 
+def test_capabilities_are_found_by_their_protocols(tmp_path: Path) -> None:
+    """The router answers the engine's questions (instant, capacity) and asks each backend it
+    built only what that backend's protocols say it can: a plugged backend with none of them
+    has no limit and nothing to connect."""
+    from madeus.backends.ansible import AnsibleBackend
+    from madeus.backends.base import Capacity, Configurable, Connects, HostCapacity, Instant
+    from madeus.backends.ssh import SshBackend
+
+    router = Router(backends={"ssh": Recorder()})
+    assert isinstance(router, Instant) and isinstance(router, Capacity)
+    assert router.capacity(ShellAction("x"), REMOTE) is None
+    assert asyncio.run(router.connect([(ShellAction("x"), REMOTE)])) == []
+    assert not isinstance(Recorder(), Connects | HostCapacity)
+    assert issubclass(SshBackend, Configurable) and issubclass(AnsibleBackend, Configurable)
+    assert not issubclass(LocalBackend, Configurable)
+    ssh = Router().backend("ssh")
+    assert isinstance(ssh, Connects) and isinstance(ssh, HostCapacity)
+    assert Router().capacity(ShellAction("x"), REMOTE) == ssh.host_capacity(REMOTE) == 8
+
+
 def test_router_remote_simulation_sends_sleep_to_ssh(tmp_path: Path) -> None:
     recorder = Recorder()
     router = Router(BackendConfig(simulate="remote", time_scale=0.5), backends={"ssh": recorder})

@@ -8,15 +8,18 @@ action's output to the job's log files, and reports. Cancellation (`CancelledErr
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from madeus.inventory import Host
 from madeus.model import Action
 from madeus.shell import shell_script
 from madeus.template import render
+
+if TYPE_CHECKING:
+    from madeus.backends.router import BackendConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +82,56 @@ class Outcome:
 
 
 class Backend(Protocol):
-    """Runs jobs. Implementations: local, python, simulate, ssh, ansible (and a router)."""
+    """Runs jobs. Implementations: local, python, simulate, ssh, ansible (and a router).
+    What a backend may do beyond that is one of the capabilities below, each a protocol of its
+    own that the engine and the router test with `isinstance`."""
 
     async def run(self, job: Job) -> Outcome: ...
 
     async def aclose(self) -> None: ...
+
+
+# --- capabilities the engine asks its backend for (the router has them) ---------------------
+
+
+@runtime_checkable
+class Instant(Protocol):
+    def instant(self, action: Action | None, duration: float) -> bool:
+        """True when a job would succeed at once without running anything: the engine then
+        completes it synchronously (no task, no log files)."""
+        ...
+
+
+@runtime_checkable
+class Capacity(Protocol):
+    def capacity(self, action: Action | None, host: Host) -> int | None:
+        """How many such jobs can run at once on `host` without waiting in a queue the
+        engine cannot see; None when there is no such limit."""
+        ...
+
+
+# --- capabilities the router asks the backends it builds for ----------------------------------
+
+
+@runtime_checkable
+class HostCapacity(Protocol):
+    def host_capacity(self, host: Host) -> int:
+        """Jobs at once on `host` without waiting for a resource of the backend's own (SSH:
+        the sessions of one connection)."""
+        ...
+
+
+@runtime_checkable
+class Connects(Protocol):
+    async def connect(self, hosts: Iterable[Host]) -> list[str]:
+        """Open the connections to `hosts` before the run: one message per host that cannot
+        be reached."""
+        ...
+
+
+@runtime_checkable
+class Configurable(Protocol):
+    """A backend class built from the run's configuration rather than from keywords."""
+
+    @classmethod
+    def from_config(cls, config: BackendConfig) -> Backend: ...

@@ -30,7 +30,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Literal
 
-from madeus.backends.base import Backend, Job, Outcome
+from madeus.backends.base import Backend, Configurable, Connects, HostCapacity, Job, Outcome
 from madeus.errors import BackendError
 from madeus.inventory import Host, Inventory
 from madeus.model import Action, AnsibleAction, PythonAction, ShellAction, UploadAction
@@ -175,8 +175,8 @@ class Router:
         name = self.route(action, host)
         if name is None:
             return None
-        capacity = getattr(self.backend(name), "capacity", None)
-        return None if capacity is None else int(capacity(host))
+        backend = self.backend(name)
+        return backend.host_capacity(host) if isinstance(backend, HostCapacity) else None
 
     def prepare(self, pairs: Iterable[tuple[Action | None, Host]]) -> None:
         """Build every backend these (action, host) pairs need, before anything runs, so a
@@ -201,9 +201,9 @@ class Router:
                 hosts.setdefault(name, {})[host.name] = host
         problems: list[str] = []
         for name, served in hosts.items():
-            connect = getattr(self.backend(name), "connect", None)
-            if connect is not None:
-                problems.extend(await connect(served.values()))
+            backend = self.backend(name)
+            if isinstance(backend, Connects):
+                problems.extend(await backend.connect(served.values()))
         return problems
 
     def backend(self, name: str) -> Backend:
@@ -225,10 +225,8 @@ class Router:
             raise BackendError(
                 f"the {name} backend ({module_name}) is not available: {exc}"
             ) from None
-        from_config = getattr(cls, "from_config", None)
-        if from_config is not None:
-            built: Backend = from_config(self.config)
-            return built
+        if isinstance(cls, type) and issubclass(cls, Configurable):
+            return cls.from_config(self.config)
         wanted = inspect.signature(cls).parameters
         kwargs = {
             f.name: getattr(self.config, f.name) for f in fields(self.config) if f.name in wanted

@@ -302,7 +302,7 @@ class SshBackend:
         kind = type(action).__name__ if action is not None else "no action"
         return _failed(job, f"the SSH backend cannot run {kind} (transition {job.id})")
 
-    def capacity(self, host: Host) -> int:
+    def host_capacity(self, host: Host) -> int:
         """Commands at once on one host's connection without waiting for a session slot (the
         engine limits each host to this)."""
         return self.max_sessions

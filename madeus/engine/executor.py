@@ -38,9 +38,8 @@ from collections import deque
 from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
 
-from madeus.backends.base import Backend, Job, Outcome
+from madeus.backends.base import Backend, Capacity, Instant, Job, Outcome
 from madeus.engine.errors import Failure, JournalError
 from madeus.engine.events import Event, RunStarted, TransitionEnded, TransitionStarted
 from madeus.engine.journal import Journal
@@ -64,10 +63,6 @@ _INSTANT = Outcome(ok=True)
 # Exponential backoff between attempts: base x 2^(attempt - 1), capped, with jitter.
 DEFAULT_BACKOFF_MAX = 60.0
 _log = logging.getLogger(__name__)
-
-
-class InstantCheck(Protocol):
-    def __call__(self, action: Action | None, duration: float) -> bool: ...
 
 
 class Executor:
@@ -109,11 +104,12 @@ class Executor:
         self._emit = on_event
         self._run_dir = run_dir
         self._predicted = predicted_makespan
-        instant: InstantCheck | None = getattr(backend, "instant", None)
+        instant = backend.instant if isinstance(backend, Instant) else None
         self._instant = [
             instant is not None and instant(t.action, t.expected) for t in program.transitions
         ]
-        host_limits = _host_limits(program, inventory, getattr(backend, "capacity", None))
+        capacity = backend.capacity if isinstance(backend, Capacity) else None
+        host_limits = _host_limits(program, inventory, capacity)
         self._limiter: Limiter | None = None
         self._limits: Limits | None = None
         if max_parallel is not None or any(x is not None for x in host_limits):

@@ -42,6 +42,7 @@ from madeus.model import (
     UsePort,
     Value,
 )
+from madeus.scc import is_cyclic, strongly_connected
 from madeus.shell import unsafe_placeholders
 from madeus.source import Span
 from madeus.template import TemplateError, placeholders
@@ -929,50 +930,20 @@ def _cycles(transitions: Sequence[Transition]) -> list[list[Transition]]:
 
 
 def _strongly_connected(transitions: Sequence[Transition]) -> list[set[str]]:
-    """Tarjan's algorithm, iterative (components can be long chains). Groups of one place
-    count only with a self-loop."""
-    following: dict[str, list[str]] = {}
+    """The groups of places on a cycle (a group of one place only with a self-loop)."""
+    number: dict[str, int] = {}
     for t in transitions:
-        following.setdefault(t.source, []).append(t.target)
-        following.setdefault(t.target, [])
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    on_stack: set[str] = set()
-    stack: list[str] = []
-    groups: list[set[str]] = []
-    for root in following:
-        if root in index:
-            continue
-        work = [(root, 0)]
-        while work:
-            node, child = work.pop()
-            if child == 0:
-                index[node] = low[node] = len(index)
-                stack.append(node)
-                on_stack.add(node)
-            targets = following[node]
-            if child < len(targets):
-                work.append((node, child + 1))
-                target = targets[child]
-                if target not in index:
-                    work.append((target, 0))
-                elif target in on_stack:
-                    low[node] = min(low[node], index[target])
-                continue
-            if low[node] == index[node]:
-                group: set[str] = set()
-                while True:
-                    member = stack.pop()
-                    on_stack.discard(member)
-                    group.add(member)
-                    if member == node:
-                        break
-                if len(group) > 1 or node in following[node]:
-                    groups.append(group)
-            if work:
-                parent = work[-1][0]
-                low[parent] = min(low[parent], low[node])
-    return groups
+        number.setdefault(t.source, len(number))
+        number.setdefault(t.target, len(number))
+    following: list[list[int]] = [[] for _ in number]
+    for t in transitions:
+        following[number[t.source]].append(number[t.target])
+    names = list(number)
+    return [
+        {names[i] for i in group}
+        for group in strongly_connected(len(names), following.__getitem__)
+        if is_cyclic(group, following.__getitem__)
+    ]
 
 
 def _shortest(transitions: Sequence[Transition], start: str, goal: str) -> list[Transition]:

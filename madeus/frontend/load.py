@@ -17,7 +17,8 @@ from dataclasses import dataclass, field, replace
 
 from madeus.errors import CheckError, Diagnostic, ParseError, Related
 from madeus.frontend.checks import check_assembly, check_components, sort_diagnostics
-from madeus.frontend.parse import ImportStmt, ParsedFile, gc_paused, parse_text
+from madeus.frontend.parse import ImportStmt, ParsedFile, parse_text
+from madeus.memory import gc_paused
 from madeus.model import Assembly, ComponentType, Module
 from madeus.source import Span
 

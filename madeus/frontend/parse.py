@@ -18,11 +18,9 @@ top-level item, so one run reports the first error of each broken item.
 
 from __future__ import annotations
 
-import gc
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any, NamedTuple, cast
@@ -32,6 +30,7 @@ from lark.parse_tree_builder import ParseTreeBuilder
 
 from madeus.errors import Diagnostic, ParseError, did_you_mean
 from madeus.frontend.grammar import Tables, tables
+from madeus.memory import gc_paused
 from madeus.model import (
     DEFAULT_BEHAVIOUR,
     Action,
@@ -67,7 +66,6 @@ __all__ = [
     "Tok",
     "decode_string",
     "family_target",
-    "gc_paused",
     "parse_duration",
     "parse_text",
     "scan_tokens",
@@ -748,19 +746,6 @@ def _join(phrases: Sequence[str]) -> str:
 
 
 # --- the parser loop --------------------------------------------------------------------------
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic GC while a model is built: with 10^6 objects alive, each full
-    collection it triggers rescans them all, for nothing, since models hold no cycles."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 @cache

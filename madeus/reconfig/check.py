@@ -186,18 +186,18 @@ def check_trace(
         provider = timelines.get(link.provider)
         if user is None or provider is None:
             continue
-        use = user.component.port(link.user_port)
-        provide = provider.component.port(link.provider_port)
+        use = user.component.use(link.user_port)
+        provide = provider.component.provide(link.provider_port)
         if use is None or provide is None:
             continue
         in_use = _union(
             [
-                *(i for p in getattr(use, "places", ()) for i in user.places.get(p, ())),
-                *(i for t in getattr(use, "transitions", ()) for i in user.running.get(t, ())),
-                *(i for t in getattr(use, "transitions", ()) for i in user.docks.get(t, ())),
+                *(i for p in use.places for i in user.places.get(p, ())),
+                *(i for t in use.transitions for i in user.running.get(t, ())),
+                *(i for t in use.transitions for i in user.docks.get(t, ())),
             ]
         )
-        group = set(getattr(provide, "places", ()))
+        group = set(provide.places)
         internal = [
             t.name
             for t in provider.component.transitions

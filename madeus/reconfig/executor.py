@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from madeus.backends.base import Backend, Job, Outcome
+from madeus.backends.base import Backend, Capacity, Instant, Job, Outcome
 from madeus.backends.router import BackendConfig, Habits, Router, SimulateMode
 from madeus.engine.errors import Failure, JournalError
 from madeus.engine.events import RunEnded, RunStarted
@@ -142,11 +142,11 @@ class ReconfigExecutor:
         self._recorder = recorder
         self._predicted = predicted_makespan
         self._inventory = configuration.inventory
-        self._instant: Callable[[Action | None, float], bool] | None = getattr(
-            backend, "instant", None
+        self._instant: Callable[[Action | None, float], bool] | None = (
+            backend.instant if isinstance(backend, Instant) else None
         )
-        self._capacity: Callable[[Action | None, Host], int | None] | None = getattr(
-            backend, "capacity", None
+        self._capacity: Callable[[Action | None, Host], int | None] | None = (
+            backend.capacity if isinstance(backend, Capacity) else None
         )
         self._limits: dict[tuple[str, type], int | None] = {}
         self._host_running: dict[str, int] = {}

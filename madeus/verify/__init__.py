@@ -22,11 +22,11 @@ z3 is imported only when a check needs it: `import madeus.verify` is cheap.
 
 from __future__ import annotations
 
-import gc
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from madeus.errors import Diagnostic
+from madeus.memory import gc_paused
 from madeus.model import Assembly, Module
 from madeus.resolve import Deployment
 from madeus.verify.deploy import DeployProblem, DeployVerdict, check_deploy
@@ -106,17 +106,10 @@ def analyze(target: Target) -> Analysis:
     local inventory: hosts do not change the verdict). Raise VerifyError only when the model
     is ill-formed in a way the front end would have reported (an unknown port...)."""
     deployment = _deployment(target)
-    collecting = gc.isenabled()
-    # Hundreds of thousands of small tuples and no reference cycles: the cyclic collector
-    # would run many times for nothing (half the time at 100,000 transitions).
-    gc.disable()
-    try:
+    with gc_paused():
         graph = build_wait_graph(deployment)
         deploy = check_deploy(graph)
         safety = check_safety(graph, deploy.fired)
-    finally:
-        if collecting:
-            gc.enable()
     return Analysis(deployment, graph, deploy, safety)
 
 

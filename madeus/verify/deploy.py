@@ -31,12 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from madeus.errors import Diagnostic, VerifyError
-from madeus.verify.graph import (
-    WaitGraph,
-    is_cyclic,
-    propagate,
-    strongly_connected,
-)
+from madeus.scc import is_cyclic, strongly_connected
+from madeus.verify.graph import WaitGraph, propagate
 
 log = logging.getLogger(__name__)
 

@@ -272,8 +272,8 @@ def _step_notes(
 
 
 def _group(src: Sources, provide: Node) -> list[str]:
-    port = src.component(provide.instance).port(provide.name)
-    places: Iterable[str] = getattr(port, "places", ())
+    port = src.component(provide.instance).provide(provide.name)
+    places = port.places if port is not None else ()
     return [f"{provide.instance}.{p}" for p in dict.fromkeys(places)]
 
 

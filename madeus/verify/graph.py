@@ -23,7 +23,7 @@ drawing as they are.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -259,65 +259,6 @@ def propagate(graph: WaitGraph, allowed: Callable[[int], bool] | None = None) ->
             if waiting[d] == 0:
                 queue.append(d)
     return order
-
-
-# --- strongly connected components ----------------------------------------------------------
-
-
-def strongly_connected(
-    size: int, successors: Callable[[int], Sequence[int]], among: Iterable[int] | None = None
-) -> list[list[int]]:
-    """Tarjan's algorithm, iterative (deployments have 100,000s of nodes: no recursion).
-    Components come out successors first: when edges point from a node to what it waits
-    for, every component comes after the components it waits on."""
-    index = [-1] * size
-    low = [0] * size
-    on_stack = bytearray(size)
-    stack: list[int] = []
-    result: list[list[int]] = []
-    counter = 0
-    for root in range(size) if among is None else among:
-        if index[root] != -1:
-            continue
-        work: list[tuple[int, int]] = [(root, 0)]
-        index[root] = low[root] = counter
-        counter += 1
-        stack.append(root)
-        on_stack[root] = 1
-        while work:
-            node, position = work[-1]
-            succ = successors(node)
-            if position < len(succ):
-                work[-1] = (node, position + 1)
-                nxt = succ[position]
-                if index[nxt] == -1:
-                    index[nxt] = low[nxt] = counter
-                    counter += 1
-                    stack.append(nxt)
-                    on_stack[nxt] = 1
-                    work.append((nxt, 0))
-                elif on_stack[nxt] and index[nxt] < low[node]:
-                    low[node] = index[nxt]
-                continue
-            work.pop()
-            if work:
-                parent = work[-1][0]
-                if low[node] < low[parent]:
-                    low[parent] = low[node]
-            if low[node] == index[node]:
-                component = []
-                while True:
-                    member = stack.pop()
-                    on_stack[member] = 0
-                    component.append(member)
-                    if member == node:
-                        break
-                result.append(component)
-    return result
-
-
-def is_cyclic(component: Sequence[int], successors: Callable[[int], Sequence[int]]) -> bool:
-    return len(component) > 1 or component[0] in successors(component[0])
 
 
 def ancestors(graph: WaitGraph, start: Iterable[int]) -> set[int]:

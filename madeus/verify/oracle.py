@@ -29,12 +29,16 @@ The state space grows exponentially with parallelism: this is for small models (
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 from madeus.errors import Diagnostic, VerifyError
 from madeus.model import DEFAULT_BEHAVIOUR, ProvidePort
 from madeus.resolve import Deployment
+
+K = TypeVar("K")
+M = TypeVar("M")
 
 DEFAULT_MAX_STATES = 200_000
 
@@ -150,7 +154,7 @@ def explore(
                 key = (check.instance, check.port, element)
                 if state & bit and key not in violations:
                     violations[key] = Violation(
-                        check.instance, check.port, element, kind, _moves(parent, state)
+                        check.instance, check.port, element, kind, path_to(parent, state)
                     )
         moved = False
         for rule in rules:
@@ -175,13 +179,14 @@ def explore(
         states=len(parent),
         deadlock=deadlock_state is not None,
         terminal_ended=frozenset(terminal),
-        deadlock_moves=() if deadlock_state is None else _moves(parent, deadlock_state),
+        deadlock_moves=() if deadlock_state is None else path_to(parent, deadlock_state),
         violations=tuple(violations[k] for k in sorted(violations)),
     )
 
 
-def _moves(parent: dict[int, tuple[int, Move] | None], state: int) -> tuple[Move, ...]:
-    moves: list[Move] = []
+def path_to(parent: Mapping[K, tuple[K, M] | None], state: K) -> tuple[M, ...]:
+    """The moves of a breadth-first search's tree (`parent`) from its root to `state`."""
+    moves: list[M] = []
     step = parent[state]
     while step is not None:
         previous, move = step

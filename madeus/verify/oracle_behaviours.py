@@ -24,6 +24,7 @@ from madeus.errors import Diagnostic, VerifyError
 from madeus.reconfig.machine import Machine, Move, Problem
 from madeus.reconfig.program import Program
 from madeus.reconfig.state import Configuration
+from madeus.verify.oracle import path_to
 
 DEFAULT_MAX_STATES = 200_000
 
@@ -69,19 +70,19 @@ def explore_program(
             if machine.finished:
                 finished = True
             elif deadlock is None:
-                deadlock = _path(parent, key)
+                deadlock = path_to(parent, key)
             continue
         for move in moves:
             after = machine.copy()
             problems = after.apply(move)
             if after.fatal is not None:
                 if loop is None:
-                    loop = (*_path(parent, key), move)
+                    loop = (*path_to(parent, key), move)
                 continue
             if unsafe is None:
                 found = [p for p in problems if p.kind == "disconnect"] or after.violations()
                 if found:
-                    unsafe, unsafe_problem = (*_path(parent, key), move), found[0]
+                    unsafe, unsafe_problem = (*path_to(parent, key), move), found[0]
             new = after.key()
             if new in parent:
                 continue
@@ -92,14 +93,3 @@ def explore_program(
             parent[new] = (key, move)
             queue.append(after)
     return ProgramOracleResult(len(parent), unsafe, unsafe_problem, loop, deadlock, finished)
-
-
-def _path(parent: dict[object, tuple[object, Move] | None], key: object) -> tuple[Move, ...]:
-    moves: list[Move] = []
-    step = parent[key]
-    while step is not None:
-        previous, move = step
-        moves.append(move)
-        step = parent[previous]
-    moves.reverse()
-    return tuple(moves)
