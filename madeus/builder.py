@@ -31,8 +31,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TypeAlias
 
 from madeus.errors import CheckError, Diagnostic
+from madeus.frontend.build import family_target, split_use_names
 from madeus.frontend.checks import check_assembly, check_components
-from madeus.frontend.parse import family_target, parse_duration, split_use_names
+from madeus.frontend.lexer import parse_duration
 from madeus.model import (
     DEFAULT_BEHAVIOUR,
     Action,

@@ -21,7 +21,8 @@ from madeus.errors import CheckError, MadeusError, ParseError, render_all
 from madeus.frontend import load as load_module
 from madeus.frontend import load_file, load_text, parse_text
 from madeus.frontend.grammar import grammar_text, lark_parser
-from madeus.frontend.parse import decode_string, parse_duration, tokenize
+from madeus.frontend.lexer import decode_string, parse_duration
+from madeus.frontend.parse import tokenize
 from madeus.model import (
     AnsibleAction,
     EnvRef,

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from madeus.errors import Diagnostic, Related, did_you_mean
-from madeus.frontend.parse import decode_string_mapped, scan_tokens
+from madeus.frontend.lexer import decode_string_mapped, scan_tokens
 from madeus.model import (
     PARAM_TYPES,
     Action,

@@ -16,8 +16,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from madeus.errors import CheckError, Diagnostic, ParseError, Related
+from madeus.frontend.build import ImportStmt, ParsedFile
 from madeus.frontend.checks import check_assembly, check_components, sort_diagnostics
-from madeus.frontend.parse import ImportStmt, ParsedFile, parse_text
+from madeus.frontend.parse import parse_text
 from madeus.memory import gc_paused
 from madeus.model import Assembly, ComponentType, Module
 from madeus.source import Span
