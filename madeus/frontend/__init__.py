@@ -1,7 +1,9 @@
 """The front end: `.mad` text to the model, with every mistake reported at its position.
 
 - `grammar.py`: dsl/madeus.lark, compiled once by lark;
-- `parse.py`: one file's text to its imports, component types and assembly;
+- `lexer.py`: the tokens of a file, and the values of its literals;
+- `parse.py`: one file's text to its imports, component types and assembly, calling
+  `build.py` (model objects at each reduction) and `messages.py` (syntax errors in words);
 - `load.py`: an entry file and its imports to a `Module`;
 - `checks.py`: the semantic checks of a model, as diagnostics (shared with the builder).
 """

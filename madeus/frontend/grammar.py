@@ -1,9 +1,9 @@
 """The grammar of `.mad` files: loaded once from `dsl/madeus.lark`, compiled by lark.
 
 The `.lark` file is the single definition of the language. lark turns it into LALR(1)
-tables and tree-shaping callbacks; `parse.py` drives those tables with its own lexer,
-because lark's generic lexer and parser loop are too slow for 100,000-transition files
-(see `parse.py`). `lark_parser()` is the plain lark parser over the same grammar, kept for
+tables and tree-shaping callbacks; `parse.py` drives those tables with its own lexer
+(`lexer.py`), because lark's generic lexer and parser loop are too slow for
+100,000-transition files (see `parse.py`). `lark_parser()` is the plain lark parser over the same grammar, kept for
 tools and for the tests that hold both paths to the same token stream.
 """
 
@@ -20,7 +20,7 @@ from lark import Lark
 
 __all__ = ["Tables", "grammar_text", "lark_parser", "tables"]
 
-# Terminals the hand-written lexer in parse.py produces besides keywords and punctuation.
+# Terminals the hand-written lexer (lexer.py) produces besides keywords and punctuation.
 LEXER_TERMINALS = ("NAME", "STRING", "DURATION", "SIGNED_INT", "SIGNED_NUMBER")
 
 
