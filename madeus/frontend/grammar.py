@@ -3,8 +3,8 @@
 The `.lark` file is the single definition of the language. lark turns it into LALR(1)
 tables and tree-shaping callbacks; `parse.py` drives those tables with its own lexer
 (`lexer.py`), because lark's generic lexer and parser loop are too slow for
-100,000-transition files (see `parse.py`). `lark_parser()` is the plain lark parser over the same grammar, kept for
-tools and for the tests that hold both paths to the same token stream.
+100,000-transition files (see `parse.py`). `lark_parser()` is the plain lark parser over the
+same grammar, kept for tools and for the tests that hold both paths to the same token stream.
 """
 
 from __future__ import annotations

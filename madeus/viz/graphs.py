@@ -691,7 +691,7 @@ def _plan(deployment: Deployment, plan: Plan, highlight: Highlight) -> str:
         plan.assembly,
         f"plan {plan.assembly}: {len(plan.transitions)} transitions, predicted makespan "
         f"{_seconds(plan.predicted_makespan)} (sequential {_seconds(sequential)}); "
-        "critical path in red, dashed: any one of a group",
+        "critical path in red, dashed: any one of a group (all of one altN when numbered)",
         ranksep=0.35,
     )
     by_instance: dict[str, list[str]] = {}
@@ -742,8 +742,9 @@ def _plan(deployment: Deployment, plan: Plan, highlight: Highlight) -> str:
             for k, alternative in enumerate(entry):
                 for a in alternative:
                     hot = (a, t.id) in on_path
-                    label = f"any{g + 1}" if len(entries) > 1 else ""
-                    label += f".{k + 1}" if joint else ""
+                    parts = [f"any{g + 1}"] if len(entries) > 1 else []
+                    parts += [f"alt{k + 1}"] if joint else []
+                    label = " ".join(parts)
                     dot.edge(
                         a,
                         t.id,
