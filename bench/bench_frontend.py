@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
-"""How the front half scales: parse + check, resolve, plan (and the Petri net) on `layers`
+"""How the front half scales: parse + check, resolve, compile (the net), plan on `layers`
 assemblies of growing size, each size in a fresh interpreter so that peak memory is its own.
 
     python bench/bench_frontend.py [--sizes 100 300 1000 3000 10000] [--repeat 1]
 
 Prints one JSON document: a row per size (seconds per stage, peak RSS), the time per component
 of each stage and its growth (log-log slope: 1.0 is linear), and whether the target holds
-(10,000 components, i.e. 100,000 transitions: parse + check + resolve + plan in at most 10 s,
-peak RSS at most 1 GiB).
+(10,000 components, i.e. 100,000 transitions: parse + check + resolve + compile + plan in at
+most 10 s, peak RSS at most 1 GiB).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 SIZES = (100, 300, 1000, 3000, 10000)
-STAGES = ("parse_check", "resolve", "plan", "net")
-TOTAL = ("parse_check", "resolve", "plan")  # what the target counts
+STAGES = ("parse_check", "resolve", "compile", "plan")
+TOTAL = ("parse_check", "resolve", "compile", "plan")  # what the target counts
 TARGET_N = 10_000
 TARGET_SECONDS = 10.0
 TARGET_RSS_MIB = 1024.0
@@ -37,9 +37,9 @@ def measure(path: str) -> dict[str, Any]:
     """Run in the child: time each stage once, after the imports (not part of any stage)."""
     import resource
 
+    from madeus import net
     from madeus.frontend import load_file
-    from madeus.petri import build_net
-    from madeus.plan import build_plan
+    from madeus.plan import plan_of
     from madeus.resolve import resolve
 
     rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -50,27 +50,24 @@ def measure(path: str) -> dict[str, Any]:
     assert module.assembly is not None
     deployment = resolve(module.assembly)
     t2 = clock()
-    plan = build_plan(deployment)
+    compiled = net.compile(deployment)
     t3 = clock()
-    rss_plan = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    net = build_net(deployment)
+    plan = plan_of(compiled)
     t4 = clock()
-    rss_net = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_plan = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "instances": len(deployment.instances),
         "transitions": len(plan.transitions),
-        "net_nodes": len(net),
         "predicted_makespan": plan.predicted_makespan,
         "seconds": {
             "parse_check": t1 - t0,
             "resolve": t2 - t1,
-            "plan": t3 - t2,
-            "net": t4 - t3,
+            "compile": t3 - t2,
+            "plan": t4 - t3,
         },
         # ru_maxrss is in KiB on Linux: the peak of the whole process, imports included.
         "rss_after_imports_mib": rss_start / 1024,
         "peak_rss_mib": rss_plan / 1024,
-        "peak_rss_with_net_mib": rss_net / 1024,
     }
 
 
@@ -119,13 +116,11 @@ def run(sizes: list[int], repeat: int, kind: str) -> dict[str, Any]:
                 "n": n,
                 "instances": runs[0]["instances"],
                 "transitions": runs[0]["transitions"],
-                "net_nodes": runs[0]["net_nodes"],
                 "file_bytes": Path(path).stat().st_size,
                 "seconds": {s: round(v, 4) for s, v in best.items()},
                 "total_seconds": round(sum(best[s] for s in TOTAL), 4),
                 "us_per_component": {s: round(best[s] / n * 1e6, 1) for s in STAGES},
                 "peak_rss_mib": round(max(r["peak_rss_mib"] for r in runs), 1),
-                "peak_rss_with_net_mib": round(max(r["peak_rss_with_net_mib"] for r in runs), 1),
                 "rss_after_imports_mib": round(runs[0]["rss_after_imports_mib"], 1),
             }
             rows.append(row)
@@ -166,8 +161,8 @@ def run(sizes: list[int], repeat: int, kind: str) -> dict[str, Any]:
         "stages": {
             "parse_check": "madeus.frontend.load_file: parse, build the model, semantic checks",
             "resolve": "madeus.resolve.resolve against the default (local) inventory",
-            "plan": "madeus.plan.build_plan: after/after_any, prediction, critical path",
-            "net": "madeus.petri.build_net (not counted in total_seconds)",
+            "compile": "madeus.net.compile: the dependency net",
+            "plan": "madeus.plan.plan_of: after/after_one_of, prediction, critical path",
         },
         "rows": rows,
         # Slope of log(time) over log(N): 1.0 linear, 2.0 quadratic. Small sizes carry fixed

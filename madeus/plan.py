@@ -25,9 +25,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from madeus import net
 from madeus.errors import Diagnostic, MadeusError
 from madeus.memory import gc_paused
-from madeus.model import DEFAULT_BEHAVIOUR, ComponentType, Transition
+from madeus.model import DEFAULT_BEHAVIOUR
+from madeus.net import Net, NetInstance, Provider
 from madeus.resolve import Deployment
 from madeus.source import NO_SPAN, Span
 
@@ -126,57 +128,25 @@ class Plan:
 
 
 def build_plan(deployment: Deployment) -> Plan:
-    """Raise PlanError naming the transitions that can never start, if any."""
-    shapes: dict[int, _Shape] = {}
+    """The plan of `deployment`'s dependency net (`madeus.net`). Raise PlanError naming the
+    transitions that can never start, if any."""
+    return plan_of(net.compile(deployment))
+
+
+def plan_of(compiled: Net) -> Plan:
+    """The plan of a dependency net: the transition-level projection of its waits (module
+    docstring), then the prediction."""
+    if compiled.problems:
+        raise PlanError(compiled.problems)
     transitions: list[PlanTransition] = []
     with gc_paused():
-        for inst in deployment.instances:
-            transitions.extend(
-                _instance_transitions(deployment, inst.name, inst.component, inst.hosts, shapes)
-            )
-        return schedule(deployment.name, transitions)
+        for inst in compiled.instances:
+            transitions.extend(_instance_transitions(compiled, inst))
+        return schedule(compiled.name, transitions)
 
 
-@dataclass(frozen=True, slots=True)
-class _Shape:
-    """What the plan needs of a component type's deploy behaviour, computed once per type
-    (thousands of instances share a few types)."""
-
-    deploy: tuple[Transition, ...]
-    initial: frozenset[str]
-    entering: Mapping[str, tuple[str, ...]]  # place -> names of the transitions entering it
-    uses: Mapping[str, tuple[str, ...]]  # transition -> names of the use ports bound to it
-
-
-def _shape(component: ComponentType, shapes: dict[int, _Shape]) -> _Shape:
-    # Keyed by identity: resolved instances share their ComponentType object, and hashing a
-    # whole component by value would cost more than what it saves.
-    found = shapes.get(id(component))
-    if found is not None:
-        return found
-    deploy = component.transitions_of(DEFAULT_BEHAVIOUR)
-    uses: dict[str, list[str]] = {}
-    for use in component.uses:
-        for name in use.transitions:
-            uses.setdefault(name, []).append(use.name)
-    shape = _Shape(
-        deploy,
-        frozenset(component.initial_places),
-        {p: tuple(ts) for p, ts in _entering(deploy).items()},
-        {t: tuple(ports) for t, ports in uses.items()},
-    )
-    shapes[id(component)] = shape
-    return shape
-
-
-def _instance_transitions(
-    deployment: Deployment,
-    instance: str,
-    component: ComponentType,
-    hosts: tuple[str, ...],
-    shapes: dict[int, _Shape],
-) -> Iterable[PlanTransition]:
-    shape = _shape(component, shapes)
+def _instance_transitions(compiled: Net, inst: NetInstance) -> Iterable[PlanTransition]:
+    shape, instance = inst.shape, inst.name
     for t in shape.deploy:
         after: dict[str, None] = {}
         if t.source not in shape.initial:
@@ -184,8 +154,8 @@ def _instance_transitions(
             # A place no deploy transition enters is never reached: this one never starts.
             after.update(dict.fromkeys(f"{instance}.{e}" for e in entering) or {_UNREACHED: None})
         entries: list[list[tuple[str, ...]]] = []
-        for port in shape.uses.get(t.name, ()):
-            alternatives = _provider_alternatives(deployment, instance, port, shapes)
+        for port in shape.bound.get(t.name, ()):
+            alternatives = _provider_alternatives(compiled.provider.get((instance, port)))
             if alternatives is None:
                 continue
             if len(alternatives) == 1:
@@ -203,18 +173,11 @@ def _instance_transitions(
             name=t.name,
             behaviour=t.behaviour,
             duration=float(t.expected),  # `~5s` may reach us as an int
-            hosts=hosts,
+            hosts=inst.hosts,
             after=tuple(after),
             after_one_of=tuple(one_of),
             span=t.span,
         )
-
-
-def _entering(transitions: Iterable[Transition]) -> dict[str, list[str]]:
-    entering: dict[str, list[str]] = {}
-    for t in transitions:
-        entering.setdefault(t.target, []).append(t.name)
-    return entering
 
 
 # A port that can never be provided: the waiting transition can never start.
@@ -223,27 +186,20 @@ _NEVER = "<never>"
 _UNREACHED = "<unreached source place>"
 
 
-def _provider_alternatives(
-    deployment: Deployment, instance: str, port: str, shapes: dict[int, _Shape]
-) -> list[tuple[str, ...]] | None:
-    """How `port` gets provided: alternatives (transition ids that must all have ended), one
-    per reachable place of the connected provide group, those holding another one's ids left
-    out. None when nothing is waited for: an unconnected (optional) port, a group holding an
-    initial place."""
-    link = deployment.provider_of(instance, port)
-    if link is None:
+def _provider_alternatives(provider: Provider | None) -> list[tuple[str, ...]] | None:
+    """How a use port gets provided: alternatives (transition ids that must all have ended),
+    one per reachable place of the connected provide group, those holding another one's ids
+    left out. None when nothing is waited for: an unconnected (optional) port, a group holding
+    an initial place."""
+    if provider is None:
         return None
-    component = deployment.instance(link.provider).component
-    provide = component.provide(link.provider_port)
-    places = provide.places if provide is not None else ()
-    shape = _shape(component, shapes)
+    shape, name = provider.instance.shape, provider.instance.name
+    places = provider.port.places if provider.port is not None else ()
     if any(p in shape.initial for p in places):
         return None
     # Each reachable place is one alternative; a place nothing enters is never reached.
     alternatives = {
-        tuple(f"{link.provider}.{t}" for t in shape.entering[p]): None
-        for p in places
-        if p in shape.entering
+        tuple(f"{name}.{t}" for t in shape.entering[p]): None for p in places if p in shape.entering
     }
     if not alternatives:
         return [(_NEVER,)]

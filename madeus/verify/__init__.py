@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from madeus import net
 from madeus.errors import Diagnostic
 from madeus.memory import gc_paused
 from madeus.model import Assembly, Module
@@ -107,7 +108,7 @@ def analyze(target: Target) -> Analysis:
     is ill-formed in a way the front end would have reported (an unknown port...)."""
     deployment = _deployment(target)
     with gc_paused():
-        graph = build_wait_graph(deployment)
+        graph = build_wait_graph(net.compile(deployment))
         deploy = check_deploy(graph)
         safety = check_safety(graph, deploy.fired)
     return Analysis(deployment, graph, deploy, safety)

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
 from madeus.errors import Diagnostic, VerifyError
-from madeus.model import DEFAULT_BEHAVIOUR, ComponentType, ProvidePort
-from madeus.resolve import Deployment, Link
+from madeus.net import Net
+from madeus.resolve import Deployment
 
 NodeKind = Literal["transition", "place", "use", "provide"]
 
@@ -84,43 +84,14 @@ class WaitGraph:
         return self.index.get(Node(kind, instance, name))
 
 
-@dataclass(frozen=True, slots=True)
-class _Shape:
-    """What every instance of a component type shares: computed once per type, not per
-    instance (generated assemblies have 10,000 instances of two types)."""
-
-    transitions: tuple[tuple[str, str, tuple[str, ...]], ...]  # name, source, bound use ports
-    places: tuple[tuple[str, bool, tuple[str, ...]], ...]  # name, initial, entering
-    waited_uses: tuple[str, ...]  # use ports bound to a deploy transition
-
-
-def _shape(component: ComponentType) -> _Shape:
-    deploy = component.transitions_of(DEFAULT_BEHAVIOUR)
-    names = {t.name for t in deploy}
-    entering: dict[str, list[str]] = {}
-    for t in deploy:
-        entering.setdefault(t.target, []).append(t.name)
-    bound: dict[str, list[str]] = {}
-    for use in component.uses:
-        for t_name in dict.fromkeys(use.transitions):
-            bound.setdefault(t_name, []).append(use.name)
-    initial = set(component.initial_places)
-    return _Shape(
-        tuple((t.name, t.source, tuple(bound.get(t.name, ()))) for t in deploy),
-        tuple(
-            (p.name, p.name in initial, tuple(entering.get(p.name, ()))) for p in component.places
-        ),
-        tuple(u.name for u in component.uses if any(t in names for t in u.transitions)),
-    )
-
-
-def build_wait_graph(deployment: Deployment) -> WaitGraph:
-    """Raise VerifyError when a connection or binding names something that does not exist
-    (the front end rules this out; a deployment built by hand may not)."""
+def build_wait_graph(compiled: Net) -> WaitGraph:
+    """The wait graph of a dependency net (`madeus.net.compile`): its nodes numbered, with
+    what each waits for. Raise VerifyError when a connection names something that does not
+    exist (the front end rules this out; a deployment built by hand may not)."""
+    deployment = compiled.deployment
+    problems: list[Diagnostic] = list(compiled.problems)
     nodes: list[Node] = []
     index: dict[Node, int] = {}
-    problems: list[Diagnostic] = []
-    shapes: dict[int, _Shape] = {}
 
     def add(node: Node) -> int:
         number = index.get(node)
@@ -131,42 +102,42 @@ def build_wait_graph(deployment: Deployment) -> WaitGraph:
 
     # First every node, then the edges: edges may point into instances declared later.
     pending: list[tuple[int, list[Node], bool, bool]] = []  # node, deps, any_of, never
-    for inst in deployment.instances:
-        component = inst.component
-        shape = shapes.get(id(component))
-        if shape is None:
-            shape = shapes[id(component)] = _shape(component)
-        name = inst.name
-        connected = {u for u in shape.waited_uses if deployment.provider_of(name, u) is not None}
-        for t_name, source, uses in shape.transitions:
-            number = add(Node("transition", name, t_name))
-            waits = [Node("place", name, source)]
+    provider = compiled.provider
+    for inst in compiled.instances:
+        shape, name = inst.shape, inst.name
+        connected = {u for u in shape.waited_uses if (name, u) in provider}
+        for t in shape.deploy:
+            number = add(Node("transition", name, t.name))
+            waits = [Node("place", name, t.source)]
             # An optional port left unconnected: nothing to wait for.
-            waits.extend(Node("use", name, u) for u in uses if u in connected)
+            waits.extend(
+                Node("use", name, u) for u in shape.bound.get(t.name, ()) if u in connected
+            )
             pending.append((number, waits, False, False))
-        for p_name, initial, entering in shape.places:
-            number = add(Node("place", name, p_name))
-            if initial:
+        for place in shape.component.places:
+            number = add(Node("place", name, place.name))
+            if place.name in shape.initial:
                 # Marked and reached from the start, whatever enters it later.
                 pending.append((number, [], False, False))
             else:
-                into = [Node("transition", name, e) for e in entering]
+                into = [Node("transition", name, e) for e in shape.entering.get(place.name, ())]
                 pending.append((number, into, False, not into))
         for u in shape.waited_uses:
-            link = deployment.provider_of(name, u)
-            if link is None:
+            served = provider.get((name, u))
+            if served is None:
                 continue
             number = add(Node("use", name, u))
-            provide = _provide_port(deployment, link, problems)
-            if provide is None:
+            port = served.port
+            if port is None:
                 pending.append((number, [], False, True))
                 continue
-            provider = Node("provide", link.provider, provide.name)
-            known = provider in index
-            p_number = add(provider)
-            pending.append((number, [provider], False, False))
+            provide = Node("provide", served.instance.name, port.name)
+            known = provide in index
+            p_number = add(provide)
+            pending.append((number, [provide], False, False))
             if not known:
-                places = [Node("place", link.provider, p) for p in dict.fromkeys(provide.places)]
+                group = dict.fromkeys(port.places)
+                places = [Node("place", provide.instance, p) for p in group]
                 pending.append((p_number, places, True, not places))
     if problems:
         raise VerifyError(problems)
@@ -202,29 +173,6 @@ def build_wait_graph(deployment: Deployment) -> WaitGraph:
         index,
         tuple(tuple(d) for d in dependents),
     )
-
-
-def _provide_port(
-    deployment: Deployment, link: Link, problems: list[Diagnostic]
-) -> ProvidePort | None:
-    try:
-        component: ComponentType = deployment.instance(link.provider).component
-    except KeyError:
-        problems.append(
-            Diagnostic("unknown-instance", f'unknown instance "{link.provider}"', link.span)
-        )
-        return None
-    port = component.port(link.provider_port)
-    if not isinstance(port, ProvidePort):
-        problems.append(
-            Diagnostic(
-                "unknown-port",
-                f'connection names unknown provide port "{link.provider}.{link.provider_port}"',
-                link.span,
-            )
-        )
-        return None
-    return port
 
 
 # --- the least fixpoint: what fires ---------------------------------------------------------
