@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from madeus.errors import Diagnostic
 from madeus.model import DEFAULT_BEHAVIOUR, ComponentType, ProvidePort, Transition
-from madeus.resolve import Deployment, Link
+from madeus.resolve import Deployment
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +48,6 @@ class Provider:
 
     instance: NetInstance
     port: ProvidePort | None
-    link: Link
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +97,7 @@ def compile(deployment: Deployment) -> Net:
                         link.span,
                     )
                 )
-            provider[(user.name, use)] = Provider(found, port, link)
+            provider[(user.name, use)] = Provider(found, port)
     return Net(deployment.name, tuple(instances), provider, deployment, tuple(problems))
 
 

@@ -16,9 +16,12 @@ from pathlib import Path
 KOLLA_VERSION = "19.8.0"  # the release docs/openstack.md names (2024.2)
 
 
+def _cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "madeus-tests"
+
+
 def kolla_wheel() -> Path:
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "madeus-tests"
-    wheel_dir = cache / f"kolla-ansible-{KOLLA_VERSION}"
+    wheel_dir = _cache() / f"kolla-ansible-{KOLLA_VERSION}"
     wheels = list(wheel_dir.glob("*.whl"))
     if not wheels:
         subprocess.run(
@@ -65,7 +68,7 @@ COLLECTIONS = (
 
 def kolla_collections() -> Path:
     """A collections path (`ANSIBLE_COLLECTIONS_PATH`) with Kolla-Ansible's collections."""
-    cache = kolla_wheel().parent.parent / COLLECTIONS_FROM.replace("==", "-")
+    cache = _cache() / COLLECTIONS_FROM.replace("==", "-")
     target = cache / "collections"
     if (target / "ansible_collections").is_dir():
         return target
