@@ -1,5 +1,6 @@
-"""`nox` runs lint, typecheck, tests, and the Ansible tests with ansible-core 2.17
-(`ansible217`); `nox -s tests -- -k engine` passes pytest arguments."""
+"""`nox` runs lint, typecheck, tests, and the Ansible tests with ansible-core 2.17 and the
+front end's with lark 1.1.9 (`ansible217`); `nox -s tests -- -k engine` passes pytest
+arguments."""
 
 from __future__ import annotations
 
@@ -36,3 +37,7 @@ def ansible217(session: nox.Session) -> None:
     tests = ["tests/test_ansible_fidelity.py", "tests/test_backends_ansible.py"]
     tests += ["tests/test_kolla_fidelity.py", "tests/test_ansible_refs.py"]
     session.run("pytest", "-q", *tests, "tests/test_cli_habits.py", *session.posargs)
+    # This environment is the one with older libraries: the front end with the oldest lark
+    # pyproject.toml accepts, too.
+    session.install("lark==1.1.9")
+    session.run("pytest", "-q", "tests/test_frontend.py", "tests/test_checks.py")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from madeus import net
 from madeus.builder import (
     FamilyBuilder,
     ansible_playbook,
@@ -33,7 +34,6 @@ from madeus.model import (
     PythonAction,
     Target,
 )
-from madeus.petri import build_net
 from madeus.resolve import resolve
 
 REPO = Path(__file__).resolve().parents[1]
@@ -281,7 +281,9 @@ def test_builder_twin_compiles_to_the_same_net(name: str) -> None:
     if loaded is None or built is None:
         assert loaded is built is None
         return
-    assert build_net(resolve(loaded)) == build_net(resolve(built))
+    assert net.nodes_and_edges(net.compile(resolve(loaded))) == net.nodes_and_edges(
+        net.compile(resolve(built))
+    )
 
 
 @pytest.mark.parametrize(

@@ -806,11 +806,14 @@ def test_an_injected_failure_on_one_host(tmp_path: Path) -> None:
 def test_retry_backoff_is_exponential_capped_and_jittered() -> None:
     import random
 
+    from madeus import net
     from madeus.engine.executor import Executor
     from madeus.engine.program import compile_program
+    from madeus.plan import plan_of
 
     deployment = resolve(SMALL)
-    program = compile_program(deployment, build_plan(deployment))
+    compiled = net.compile(deployment)
+    program = compile_program(compiled, plan_of(compiled))
     executor = Executor(
         "x",
         program,

@@ -173,12 +173,12 @@ def test_env_parameters_are_shown_by_name() -> None:
 def test_net_view_nodes_and_edges() -> None:
     dot = to_dot(deployment(), "net")
     _valid_dot(dot)
-    from madeus.petri import build_net
+    from madeus import net
 
-    net = build_net(deployment())
+    nodes, edges = net.nodes_and_edges(net.compile(deployment()))
     # Same node ids as the Petri net, and one drawn edge per net edge.
-    assert _nodes(dot) == set(net.graph.nodes)
-    assert _edges(dot) == set(net.graph.edges)
+    assert _nodes(dot) == {n.id for n in nodes}
+    assert _edges(dot) == {(e.source, e.target) for e in edges}
     assert 'shape="doublecircle"' in _line(dot, "db:place:off")
     assert 'shape="circle"' in _line(dot, "db:place:running")
     assert 'shape="point"' in _line(dot, "db:dock-out:off:pull")

@@ -703,11 +703,14 @@ def test_cli_settling_cut_off_transitions_with_patterns(
 
 
 def test_selectors_take_patterns_and_cancelled(tmp_path: Path) -> None:
+    from madeus import net
     from madeus.engine.api import select_jobs
     from madeus.engine.program import compile_program
+    from madeus.plan import plan_of
 
     deployment = resolve(_two_step(False), INVENTORY)
-    program = compile_program(deployment, build_plan(deployment))
+    compiled = net.compile(deployment)
+    program = compile_program(compiled, plan_of(compiled))
 
     def named(selectors: list[str], state: JournalState | None = None) -> set[str]:
         jobs = select_jobs(program, selectors, "--rerun", state)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from madeus import net
 from madeus.backends.base import Backend
 from madeus.backends.router import BackendConfig, Habits, Router, SimulateMode
 from madeus.engine.errors import DeployError, JournalError, ResumeError
@@ -24,7 +25,7 @@ from madeus.engine.values import resolve_params
 from madeus.errors import BackendError, Diagnostic, MadeusError
 from madeus.inventory import Inventory
 from madeus.model import Assembly
-from madeus.plan import Plan, build_plan
+from madeus.plan import Plan, plan_of
 from madeus.resolve import Deployment
 from madeus.trace import Trace
 
@@ -141,8 +142,9 @@ async def deploy(
     nowhere = hostless(deployment)
     if nowhere:  # its transitions would never run, and what waits for them never start
         raise MadeusError(nowhere)
+    compiled = net.compile(deployment)
     if plan is None:
-        plan = build_plan(deployment)
+        plan = plan_of(compiled)
     if logger.isEnabledFor(logging.INFO):  # counting the jobs costs a pass over the plan
         logger.info(
             "%s: %d transitions, %d jobs, predicted makespan %.3f s",
@@ -154,7 +156,7 @@ async def deploy(
     mode: SimulateMode | None = "local" if simulate is True else (simulate or None)
     scale = time_scale if mode is not None else 1.0
     params = resolve_params(deployment, os.environ if environ is None else environ)
-    program = compile_program(deployment, plan)
+    program = compile_program(compiled, plan)
     directory = Path(run_dir) if run_dir is not None else None
     injected = select_jobs(program, inject_failures, "--inject-failure")
     resumed = ResumePlan()

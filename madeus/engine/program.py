@@ -20,9 +20,9 @@ from pathlib import Path
 
 from madeus.engine.values import action_dir
 from madeus.inventory import Host
-from madeus.model import DEFAULT_BEHAVIOUR, OutputOf, ProvidePort, Transition
+from madeus.model import OutputOf, ProvidePort, Transition
+from madeus.net import Net
 from madeus.plan import Plan
-from madeus.resolve import Deployment
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,15 +69,16 @@ class Program:
         return self.job_base[-1]
 
 
-def compile_program(deployment: Deployment, plan: Plan) -> Program:
+def compile_program(compiled: Net, plan: Plan) -> Program:
+    """What the executor runs: `plan`'s transitions numbered, what each waits for, the jobs
+    (transition x host), and the data ports, read off the dependency net `compiled`."""
     index = {t.id: i for i, t in enumerate(plan.transitions)}
     n = len(plan.transitions)
-    inventory = deployment.inventory
+    inventory = compiled.deployment.inventory
     model: dict[tuple[str, str], Transition] = {}
-    for inst in deployment.instances:
-        for t in inst.component.transitions:
-            if t.behaviour == DEFAULT_BEHAVIOUR:
-                model[(inst.name, t.name)] = t
+    for node in compiled.instances:
+        for t in node.shape.deploy:
+            model[(node.name, t.name)] = t
 
     and_succ: list[list[int]] = [[] for _ in range(n)]
     alt_succ: list[list[int]] = [[] for _ in range(n)]
@@ -117,8 +118,8 @@ def compile_program(deployment: Deployment, plan: Plan) -> Program:
     place_provides: list[tuple[DataProvide, ...]] = []
     initially: list[int] = []
     output_needed: set[int] = set()
-    for inst in deployment.instances:
-        component = inst.component
+    for inst in compiled.instances:
+        component = inst.shape.component
         by_place: dict[str, list[DataProvide]] = {}
         first = inst.hosts[0] if inst.hosts else None
         host = None if first is None else inventory.hosts.get(first) or _bare(first)
@@ -132,13 +133,13 @@ def compile_program(deployment: Deployment, plan: Plan) -> Program:
                     output_needed.add(producer)
             for place in port.places:
                 by_place.setdefault(place, []).append(DataProvide(inst.name, port, host, producer))
-        initial = set(component.initial_places)
+        initial = inst.shape.initial
         for place, provides in by_place.items():
             p = len(place_left)
             entering = [
-                index[f"{inst.name}.{t.name}"]
-                for t in component.transitions_of(DEFAULT_BEHAVIOUR)
-                if t.target == place and f"{inst.name}.{t.name}" in index
+                index[f"{inst.name}.{t}"]
+                for t in inst.shape.entering.get(place, ())
+                if f"{inst.name}.{t}" in index
             ]
             for i in entering:
                 reach[i] = p
@@ -148,14 +149,15 @@ def compile_program(deployment: Deployment, plan: Plan) -> Program:
                 initially.append(p)
 
     data_uses: dict[str, list[DataUse]] = {}
-    for link in deployment.links:
-        user = deployment.instance(link.user).component.port(link.user_port)
-        if user is not None and user.kind == "data":
-            data_uses.setdefault(link.user, []).append(
-                DataUse(link.user_port, link.provider, link.provider_port)
+    users = {inst.name: inst.shape.component for inst in compiled.instances}
+    for (user, use_name), served in compiled.provider.items():
+        use = users[user].use(use_name)
+        if use is not None and use.kind == "data" and served.port is not None:
+            data_uses.setdefault(user, []).append(
+                DataUse(use_name, served.instance.name, served.port.name)
             )
 
-    workdir = {inst.name: action_dir(inst.component) for inst in deployment.instances}
+    workdir = {inst.name: action_dir(inst.shape.component) for inst in compiled.instances}
     return Program(
         ids=tuple(t.id for t in plan.transitions),
         instance_of=tuple(t.instance for t in plan.transitions),

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from madeus.errors import Diagnostic
-from madeus.frontend.lexer import Tok, decode_string, duration_seconds
+from madeus.frontend.lexer import Tok, decode_string, duration_seconds, token_span
 from madeus.model import (
     DEFAULT_BEHAVIOUR,
     Action,
@@ -149,33 +149,48 @@ class ModelBuilder:
     (every token kept, `None` for a missing optional part) and returns a model object."""
 
     def __init__(self, path: str) -> None:
+        self.begin(path)
+
+    def begin(self, path: str) -> None:
+        """Start on a new file: lark binds the callbacks once, to one builder per parser."""
         self.path = path
         self.diagnostics: list[Diagnostic] = []
         self._repeated: list[tuple[str, str, Span]] = []  # (transition, attribute, span)
         self._durations: dict[str, float] = {}  # the same few durations recur all along
+        # The keywords that opened a construct not reduced yet (the parser pushes them; each
+        # construct's callback takes its own off): what a syntax error's message is about.
+        self.opened: list[Tok] = []
 
     # -- spans and small values
 
     def _span(self, first: Any, last: Any) -> Span:
-        if isinstance(first, tuple):
-            line, col = first[2], first[3]
+        # lark types a token's positions as optional; ours always have them.
+        line: int
+        col: int
+        end_line: int
+        end_col: int
+        if isinstance(first, Tok):
+            line, col = first.line, first.column  # type: ignore[assignment]
         else:
             line, col = first.span.line, first.span.col
         if isinstance(last, _Attr):
             last = last.end
-        if isinstance(last, tuple):
-            end_line, end_col = last[4], last[5]
+        if isinstance(last, Tok):
+            end_line, end_col = last.end_line, last.end_column  # type: ignore[assignment]
         else:
             end_line, end_col = last.span.end_line, last.span.end_col
         return Span(self.path, line, col, end_line, end_col)
 
     def _bounds(self, children: list[Any]) -> Span:
-        first = next(c for c in children if c is not None)
-        last = next(c for c in reversed(children) if c is not None)
+        first, last = children[0], children[-1]  # most often present: no search
+        if first is None:
+            first = next(c for c in children if c is not None)
+        if last is None:
+            last = next(c for c in reversed(children) if c is not None)
         return self._span(first, last)
 
     def _tok_span(self, tok: Tok) -> Span:
-        return Span(self.path, tok.line, tok.column, tok.end_line, tok.end_column)
+        return token_span(self.path, tok)
 
     def _problem(self, code: str, message: str, span: Span) -> None:
         self.diagnostics.append(Diagnostic(code, message, span))
@@ -205,11 +220,13 @@ class ModelBuilder:
         return [item for item in c if isinstance(item, ImportStmt | ComponentType | Assembly)]
 
     def import_stmt(self, c: list[Any]) -> ImportStmt:
+        del self.opened[-1:]
         return ImportStmt(decode_string(c[1].value), self._span(c[0], c[1]))
 
     # -- component types
 
     def component(self, c: list[Any]) -> ComponentType:
+        del self.opened[-1:]
         name = c[1].value
         params: tuple[Param, ...] = ()
         places: list[Place] = []
@@ -264,6 +281,7 @@ class ModelBuilder:
         return Param(c[0].value, cast(ParamType, c[2].value), default, self._bounds(c))
 
     def places(self, c: list[Any]) -> _Group:
+        del self.opened[-1:]
         return _Group(tuple(p for p in c if isinstance(p, Place)), self._span(c[0], c[-1]))
 
     def place(self, c: list[Any]) -> Place:
@@ -271,6 +289,7 @@ class ModelBuilder:
         return Place(c[0].value, mark is not None, self._span(c[0], mark or c[0]))
 
     def transition(self, c: list[Any]) -> Transition:
+        del self.opened[-1:]
         name = c[1].value
         attrs: dict[str, Any] = {}
         for attr in c[6:]:
@@ -337,6 +356,7 @@ class ModelBuilder:
         return _Attr("idempotent", said is None or said.value == "true", c[0], said or c[0])
 
     def provide(self, c: list[Any]) -> ProvidePort:
+        del self.opened[-1:]
         kind, name = c[1].value, c[2].value
         port_type = c[4].value if c[4] is not None else None
         value = c[6].value if c[6] is not None else None
@@ -350,6 +370,7 @@ class ModelBuilder:
         return _Lit(cast(Any, OutputOf(c[2].value)), self._span(c[0], c[2]))
 
     def use(self, c: list[Any]) -> _Use:
+        del self.opened[-2:]
         kind, name = c[1].value, c[2].value
         port_type = c[4].value if c[4] is not None else None
         names: _Group = c[-1]
@@ -361,6 +382,7 @@ class ModelBuilder:
     # -- assemblies
 
     def assembly(self, c: list[Any]) -> Assembly:
+        del self.opened[-1:]
         instances = tuple(s for s in c[3:] if isinstance(s, Instance))
         connections = tuple(s for s in c[3:] if isinstance(s, Connection))
         families = tuple(s for s in c[3:] if isinstance(s, Family))
@@ -385,6 +407,7 @@ class ModelBuilder:
         return Target(c[0].value, site, self._bounds(c))
 
     def connect(self, c: list[Any]) -> Connection:
+        del self.opened[-1:]
         return Connection(c[1], c[3], self._span(c[0], c[3]))
 
     def port_ref(self, c: list[Any]) -> PortRef:
@@ -395,6 +418,7 @@ class ModelBuilder:
         return InstanceRef(c[0].value, index, self._bounds(c))
 
     def family(self, c: list[Any]) -> Family:
+        del self.opened[-1:]
         var: str = c[1].value
         over: _Over = c[3]
         body = c[5:-1]

@@ -3,30 +3,34 @@ literal tokens (strings, durations).
 
 Contextual as lark's: a keyword is a keyword only where the parser state accepts it (elsewhere
 it is a name), and a number is a `SIGNED_INT` only where one is expected; those decisions are
-the parser's (`madeus.frontend.parse`), which reads the tables. `tests/test_frontend.py` checks
-that the tokens are the ones lark's own lexer sees.
+the parser's (`madeus.frontend.parse`), which asks lark's parser what its state accepts.
+`tests/test_frontend.py` checks that the tokens are the ones lark's own lexer sees.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Sequence
-from typing import NamedTuple
+from collections.abc import Iterator, Sequence
+from typing import cast
+
+from lark import Token
+
+from madeus.source import Span
+
+# lark's own token class: the parser feeds tokens to lark's LALR parser, which wants them.
+Tok = Token
 
 
-class Tok(NamedTuple):
-    """A token, with lark's attribute names. End columns are exclusive."""
+def token_span(path: str, tok: Tok) -> Span:
+    """Where `tok` is (our tokens always have their positions; lark's type allows None)."""
+    return Span(
+        path,
+        cast(int, tok.line),
+        cast(int, tok.column),
+        cast(int, tok.end_line),
+        cast(int, tok.end_column),
+    )
 
-    type: str
-    value: str
-    line: int
-    column: int
-    end_line: int
-    end_column: int
-
-
-# NamedTuple's own constructor is a Python function: too slow for millions of tokens.
-new_tok: Callable[[type[Tok], tuple[str, str, int, int, int, int]], Tok] = tuple.__new__
 
 # One match per token, blanks before it included; `lastindex` says which class matched
 # (None for the blanks at the very end). Mirrors the terminals of madeus.lark; no DOTALL,

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from madeus.errors import Diagnostic
 from madeus.frontend.lexer import Tok
@@ -29,7 +28,8 @@ _TERMINAL_WORDS = {
     "$END": "the end of the file",
 }
 _VALUE_TERMINALS = frozenset({"STRING", "SIGNED_NUMBER", "TRUE", "FALSE", "ENV"})
-_CONSTRUCTS = frozenset(
+# The keywords that open a construct (a `for` opens a family, or is part of a use port).
+CONSTRUCTS = frozenset(
     {"IMPORT", "COMPONENT", "PLACES", "TRANSITION", "PROVIDE", "USE", "ASSEMBLY", "CONNECT", "FOR"}
 )
 # What a NAME is, by the construct being parsed and the token before it.
@@ -93,17 +93,13 @@ def quote(tok: Tok) -> str:
     return _shown(tok.value) if tok.type == "STRING" else f'"{_shown(tok.value)}"'
 
 
-def open_construct(values: Sequence[Any]) -> str | None:
-    """The keyword that opened the construct being parsed, read off the value stack."""
-    for i in range(len(values) - 1, -1, -1):
-        item = values[i]
-        if isinstance(item, tuple) and item[0] in _CONSTRUCTS:
-            if item[0] == "FOR" and i > 0:
-                before = values[i - 1]
-                # `use ... NAME [optional] for ...`: this `for` belongs to a use port.
-                if isinstance(before, tuple) and before[0] in ("NAME", "OPTIONAL"):
-                    continue
-            return str(item[0])
+def open_construct(opened: Sequence[Tok]) -> str | None:
+    """The keyword that opened the innermost construct being parsed, from the keywords of the
+    constructs not reduced yet."""
+    for i in range(len(opened) - 1, -1, -1):
+        if opened[i].type == "FOR" and i > 0 and opened[i - 1].type == "USE":
+            continue  # `use ... for ...`: this `for` belongs to the use port
+        return str(opened[i].type)
     return None
 
 

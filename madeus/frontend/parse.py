@@ -1,29 +1,31 @@
 """Text to model: one `.mad` file to its imports, component types and assembly.
 
-The grammar (`dsl/madeus.lark`) and lark's LALR tables and tree-shaping callbacks define the
-language. The stages are apart: `lexer.py` (tokens), this module (the loop over the tables),
-`build.py` (the transformer the tables' callbacks call: model objects, no intermediate tree)
-and `messages.py` (syntax errors in plain words). The lexer and the loop are our own: a
-100,000-transition file has two million tokens, which lark's generic lexer and parser take
-about 14 s to turn into a tree, and these about 4 s into the model.
+The grammar (`dsl/madeus.lark`) defines the language; lark compiles it to LALR(1) tables. The
+stages are apart: `lexer.py` (tokens), this module (the loop that feeds them to lark's
+interactive parser), `build.py` (the transformer lark calls at each reduction: model objects,
+no intermediate tree) and `messages.py` (syntax errors in plain words). The lexer is our own:
+a `chain` of 100,000 transitions is a 5 MB file of a million tokens, which lark's own lexer
+turns into a tree in about 9 s, and this lexer and lark's parser into the model in about 3 s
+(bench/README.md).
 
+The lexer is contextual, as lark's: before each token it asks the parser what its state
+accepts (`InteractiveParser.choices`), so that a keyword where a name is expected is a name.
 After a syntax error the parser resumes at the next line that starts a top-level item, so one
 run reports the first error of each broken item.
 """
 
 from __future__ import annotations
 
-import re
+import threading
 from collections.abc import Callable
-from functools import cache
-from typing import Any, cast
+from typing import cast
 
-from lark import Tree
-from lark.parse_tree_builder import ParseTreeBuilder
+from lark import Lark
+from lark.exceptions import UnexpectedToken
 
 from madeus.errors import Diagnostic, ParseError, did_you_mean
 from madeus.frontend.build import Item, ModelBuilder, ParsedFile
-from madeus.frontend.grammar import Tables, tables
+from madeus.frontend.grammar import keywords, model_parser
 from madeus.frontend.lexer import (
     KIND_COMMENT,
     KIND_DURATION,
@@ -35,9 +37,10 @@ from madeus.frontend.lexer import (
     RESUME,
     TOKEN_RE,
     Tok,
-    new_tok,
+    token_span,
 )
 from madeus.frontend.messages import (
+    CONSTRUCTS,
     SyntaxFailure,
     describe,
     expected_phrases,
@@ -52,83 +55,55 @@ __all__ = ["parse_text", "tokenize"]
 
 MAX_SYNTAX_ERRORS = 20
 
-
-# --- the parser loop --------------------------------------------------------------------------
-
-
-@cache
-def _tree_builder() -> ParseTreeBuilder:
-    """lark's tree-shaping wrappers (token filtering, `_rule` inlining, `None` for a missing
-    `[optional]`), to be bound to a fresh `ModelBuilder` for each file."""
-    shape = tables()
-    return ParseTreeBuilder(  # type: ignore[no-untyped-call]
-        list(shape.rules), Tree, False, False, shape.maybe_placeholders
-    )
+# lark binds the builder's methods when it builds the parser (about 40 ms): one parser and
+# one builder per thread, the builder started afresh for each file.
+_local = threading.local()
 
 
-_REPETITION = re.compile(r"__\w+_(?:star|plus)_\d+")
-
-
-def _repetition_callback(rule: Any) -> Callable[[list[Any]], Any] | None:
-    """A faster callback for the helper rules lark makes of `x*` and `x+` (`__r_star_N: x |
-    __r_star_N x`): grow one Tree in place, which the enclosing rule's callback inlines, as
-    lark's own would, minus a generic filtering step per item."""
-    origin = str(rule.origin.name)
-    if _REPETITION.fullmatch(origin) is None:
-        return None
-    expansion = rule.expansion
-    if expansion and str(expansion[0].name) == origin:
-
-        def extend(children: list[Any]) -> Any:
-            run = children[0]
-            run.children.extend(children[1:])
-            return run
-
-        return extend
-
-    def begin(children: list[Any]) -> Any:
-        return Tree(origin, list(children))
-
-    return begin
+def _model_parser() -> tuple[Lark, ModelBuilder, dict[str, str]]:
+    made: tuple[Lark, ModelBuilder, dict[str, str]] | None = getattr(_local, "parser", None)
+    if made is None:
+        builder = ModelBuilder("")
+        parser = model_parser(builder)
+        made = _local.parser = (parser, builder, keywords(parser))
+    return made
 
 
 class _Parser:
-    def __init__(self, text: str, path: str) -> None:
+    def __init__(self, text: str, path: str, seen: list[Tok] | None = None) -> None:
         self.text = text
         self.path = path
-        self.tables: Tables = tables()
-        self.builder = ModelBuilder(path)
-        by_rule = _tree_builder().create_callback(self.builder)  # type: ignore[no-untyped-call]
-        self.callbacks: list[Callable[[list[Any]], Any]] = [
-            _repetition_callback(rule) or by_rule[rule] for rule in self.tables.rules
-        ]
-        self.words = {name: text for text, name in self.tables.keywords.items()}
+        self.lark, self.builder, self.keywords = _model_parser()
+        self.builder.begin(path)
+        self.words = {name: text for text, name in self.keywords.items()}
+        self.seen = seen  # every token fed, for `tokenize`
 
     def run(self, pos: int, line: int) -> list[Item]:
         """Parse from `pos` (the start of line `line`) to the end of the text."""
         text = self.text
-        actions = self.tables.actions
-        sizes = self.tables.sizes
-        origins = self.tables.origins
-        keywords = self.tables.keywords
-        callbacks = self.callbacks
-        end_state = self.tables.end_state
-        state = self.tables.start_state
-        states = [state]
-        values: list[Any] = []
+        keywords = self.keywords
+        parser = self.lark.parse_interactive(start="start")
+        # lark's interactive parser is untyped: its two methods, as they are documented.
+        choices = cast(Callable[[], dict[str, object]], parser.choices)
+        feed = cast(Callable[[Tok], object], parser.feed_token)
+        opened = self.builder.opened
+        opened.clear()
+        seen = self.seen
         line_start = pos
         prev: Tok | None = None
         for match in TOKEN_RE.finditer(text, pos):
             kind = match.lastindex
             if kind == KIND_WORD:
                 value = match.group(kind)
-                row = actions[state]
                 typ = keywords.get(value)
-                if typ is None or (typ not in row and "NAME" in row):
+                if typ is None:
                     typ = "NAME"
+                else:
+                    row = choices()
+                    if typ not in row and "NAME" in row:
+                        typ = "NAME"
             elif kind == KIND_PUNCT:
                 value = match.group(kind)
-                row = actions[state]
                 typ = keywords[value]
             elif kind == KIND_NEWLINES:
                 value = match.group(kind)
@@ -139,40 +114,37 @@ class _Parser:
                 continue
             else:
                 value = match.group(kind)
-                row = actions[state]
-                typ = self._classify(kind, value, row, match.start(kind), line, line_start)
+                typ = self._classify(kind, value, choices(), match.start(kind), line, line_start)
             start = match.start(kind)
             column = start - line_start + 1
-            tok = new_tok(Tok, (typ, value, line, column, line, column + len(value)))
+            end_line, end_column = line, column + len(value)
             if typ == "STRING" and value[0:3] == '"""' and "\n" in value:
-                tok = self._multiline(tok)
-            act = row.get(typ)
-            while act is not None and act < 0:  # reduce, as often as the lookahead asks
-                rule = -1 - act
-                size = sizes[rule]
-                if size:
-                    children = values[-size:]
-                    del values[-size:]
-                    del states[-size:]
-                else:
-                    children = []
-                values.append(callbacks[rule](children))
-                state = actions[states[-1]][origins[rule]]
-                states.append(state)
-                act = actions[state].get(typ)
-            if act is None:
-                raise self._syntax_error(tok, prev, states, values, start)
-            state = act
-            states.append(state)
-            values.append(tok)
+                end_line = line + value.count("\n")
+                end_column = len(value) - value.rfind("\n")
+            tok = Tok(typ, value, start, line, column, end_line, end_column, start + len(value))
+            try:
+                feed(tok)
+            except UnexpectedToken:
+                raise self._syntax_error(tok, prev, choices(), start) from None
+            if typ in CONSTRUCTS:
+                opened.append(tok)
+            if seen is not None:
+                seen.append(tok)
             prev = tok
-            if tok.end_line != line:
-                line = tok.end_line
+            if end_line != line:
+                line = end_line
                 line_start = start + value.rfind("\n") + 1
-        return self._finish(states, values, prev, end_state)
+        # The end of the file is where the last token ends.
+        at = token_span(self.path, prev) if prev is not None else Span(self.path, 1, 1, 1, 1)
+        line, column = at.end_line, at.end_col
+        end = Tok("$END", "", len(text), line, column, line, column + 1, len(text))
+        try:
+            return cast(list[Item], feed(end))
+        except UnexpectedToken:
+            raise self._syntax_error(end, prev, choices(), len(text)) from None
 
     def _classify(
-        self, kind: int, value: str, row: dict[str, int], start: int, line: int, line_start: int
+        self, kind: int, value: str, row: dict[str, object], start: int, line: int, line_start: int
     ) -> str:
         """The terminal of a string, duration or number token (rarer than names and
         punctuation, which the loop handles inline)."""
@@ -187,44 +159,12 @@ class _Parser:
             return "SIGNED_INT" if integral else "SIGNED_NUMBER"
         raise self._lexical_error(start, line, start - line_start + 1, value)
 
-    @staticmethod
-    def _multiline(tok: Tok) -> Tok:
-        value = tok.value
-        end_line = tok.line + value.count("\n")
-        end_column = len(value) - value.rfind("\n")
-        return tok._replace(end_line=end_line, end_column=end_column)
-
-    def _finish(
-        self, states: list[int], values: list[Any], prev: Tok | None, end_state: int
-    ) -> list[Item]:
-        actions = self.tables.actions
-        if prev is not None:
-            line, column = prev.end_line, prev.end_column
-        else:
-            line, column = 1, 1
-        end = new_tok(Tok, ("$END", "", line, column, line, column + 1))
-        act = actions[states[-1]].get("$END")
-        while act is not None and act < 0:
-            rule = -1 - act
-            size = self.tables.sizes[rule]
-            children = values[-size:] if size else []
-            if size:
-                del values[-size:]
-                del states[-size:]
-            values.append(self.callbacks[rule](children))
-            goto = actions[states[-1]][self.tables.origins[rule]]
-            if goto == end_state:
-                return cast(list[Item], values[-1])
-            states.append(goto)
-            act = actions[goto].get("$END")
-        raise self._syntax_error(end, prev, states, values, len(self.text))
-
     def _syntax_error(
-        self, tok: Tok, prev: Tok | None, states: list[int], values: list[Any], offset: int
+        self, tok: Tok, prev: Tok | None, row: dict[str, object], offset: int
     ) -> SyntaxFailure:
-        row = self.tables.actions[states[-1]]
         expected = [s for s in row if s.isupper()]
-        phrases = expected_phrases(expected, open_construct(values), prev, self.words)
+        construct = open_construct(self.builder.opened)
+        phrases = expected_phrases(expected, construct, prev, self.words)
         after = f" after {quote(prev)}" if prev is not None else ""
         if tok.type == "$END" and len(phrases) > 4:
             missing = ', missing "}"' if "RBRACE" in row else ""
@@ -236,8 +176,9 @@ class _Parser:
         if tok.type == "NAME":
             keywords = [w for t in expected if (w := self.words.get(t, "")).isalpha()]
             message += did_you_mean(tok.value, keywords)
-        span = Span(self.path, tok.line, tok.column, tok.end_line, tok.end_column)
-        return SyntaxFailure(Diagnostic("syntax-error", message, span), offset)
+        return SyntaxFailure(
+            Diagnostic("syntax-error", message, token_span(self.path, tok)), offset
+        )
 
     def _lexical_error(self, offset: int, line: int, column: int, char: str) -> SyntaxFailure:
         if char == '"""':
@@ -256,20 +197,8 @@ def tokenize(text: str) -> list[Tok]:
     """The tokens of a syntactically valid text, as the parser sees them (for tests and
     tools). Raises `ParseError` like `parse_text`."""
     seen: list[Tok] = []
-    parser = _Parser(text, "<tokens>")
-    original = parser.callbacks
-    # Record the tokens each reduction consumes, in order.
-    parser.callbacks = [_recording(callback, seen) for callback in original]
-    _parse_or_raise(parser)
-    return sorted(seen, key=lambda t: (t.line, t.column))
-
-
-def _recording(callback: Callable[[list[Any]], Any], seen: list[Tok]) -> Callable[[list[Any]], Any]:
-    def record(children: list[Any]) -> Any:
-        seen.extend(cast(Tok, c) for c in children if isinstance(c, tuple))
-        return callback(children)
-
-    return record
+    _parse_or_raise(_Parser(text, "<tokens>", seen))
+    return seen
 
 
 def _parse_or_raise(parser: _Parser) -> list[Item]:

@@ -68,7 +68,7 @@ class Analysis:
     def diagnostics(self) -> list[Diagnostic]:
         from madeus.verify.explain import Sources, deploy_diagnostics, safety_diagnostic, sort_key
 
-        src = Sources(self.deployment)
+        src = Sources(self.graph.net)
         found = deploy_diagnostics(self.deploy, src)
         found.extend(safety_diagnostic(u, src) for u in self.safety.unsafe)
         found.extend(hostless(self.deployment))
@@ -121,7 +121,7 @@ def verify(target: Target) -> list[Diagnostic]:
 
 
 def problem_elements(target: Target) -> frozenset[str | tuple[str, str]]:
-    """Net node ids (`madeus.petri`) and (source, target) net edges of every problem found:
+    """Net node ids (`madeus.net`) and (source, target) net edges of every problem found:
     the cycles of waits (docks included), the never-reached places and what waits on them, the
     place bindings used before their provider: what `madeus graph --highlight-problems` draws
     in red."""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from madeus.errors import Diagnostic, Related
 from madeus.model import DEFAULT_BEHAVIOUR, ComponentType
-from madeus.resolve import Deployment
+from madeus.net import Net
 from madeus.source import NO_SPAN, Span
 from madeus.verify.deploy import DeployProblem, DeployVerdict
 from madeus.verify.graph import Node, WaitGraph
@@ -101,14 +101,15 @@ class Locator:
 
 
 class Sources:
-    """Where things are declared, for one deployment."""
+    """Where things are declared, for one compiled net."""
 
-    def __init__(self, deployment: Deployment, locator: Locator | None = None) -> None:
-        self.deployment = deployment
+    def __init__(self, compiled: Net, locator: Locator | None = None) -> None:
+        self.net = compiled
+        self.instances = {i.name: i for i in compiled.instances}
         self.locator = locator if locator is not None else Locator()
 
     def component(self, instance: str) -> ComponentType:
-        return self.deployment.instance(instance).component
+        return self.instances[instance].shape.component
 
     def transition(self, instance: str, name: str) -> Span:
         """At the transition's name."""
@@ -127,12 +128,12 @@ class Sources:
         return self.locator.find(port.span, *words) if words else port.span
 
     def link(self, instance: str, use: str) -> Span:
-        link = self.deployment.provider_of(instance, use)
-        return link.span if link is not None else NO_SPAN
+        served = self.net.provider.get((instance, use))
+        return served.span if served is not None else NO_SPAN
 
     def provider(self, instance: str, use: str) -> str:
-        link = self.deployment.provider_of(instance, use)
-        return f"{link.provider}.{link.provider_port}" if link is not None else "?"
+        served = self.net.provider.get((instance, use))
+        return served.label if served is not None else "?"
 
     def entering(self, instance: str, place: str) -> list[str]:
         """`instance.t` of the deploy transitions entering `place`."""

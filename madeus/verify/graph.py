@@ -16,7 +16,7 @@ group has been reached" is exactly the firing rule of this graph (docs/semantics
 
 Compared with the plan's `after` / `after_one_of` (transitions only), keeping places and ports
 as nodes gives each wait a source line to cite; both are linear in the size of the net. Node
-ids follow `madeus.petri`, so the nodes of a counterexample can be highlighted in the net
+ids follow `madeus.net`, so the nodes of a counterexample can be highlighted in the net
 drawing as they are.
 """
 
@@ -44,7 +44,7 @@ class Node(NamedTuple):
 
     @property
     def net_id(self) -> str:
-        """The id of this element in `madeus.petri.build_net`'s graph."""
+        """The id of this element in the net's graph (`madeus.net.nodes_and_edges`)."""
         return f"{self.instance}:{self.kind}:{self.name}"
 
     @property
@@ -59,7 +59,7 @@ class WaitGraph:
     them when `any_of[n]`). Transition nodes come first within each instance, in declaration
     order, so the smallest index is the earliest transition of the assembly."""
 
-    deployment: Deployment = field(compare=False, repr=False)
+    net: Net = field(compare=False, repr=False)
     nodes: tuple[Node, ...] = field(repr=False)
     deps: tuple[tuple[int, ...], ...] = field(repr=False)
     any_of: tuple[bool, ...] = field(repr=False)
@@ -70,6 +70,10 @@ class WaitGraph:
 
     def __len__(self) -> int:
         return len(self.nodes)
+
+    @property
+    def deployment(self) -> Deployment:
+        return self.net.deployment
 
     def weight(self, m: int) -> int:
         """What waiting on node m adds: a transition is waited on until it *ends*, one time
@@ -88,7 +92,6 @@ def build_wait_graph(compiled: Net) -> WaitGraph:
     """The wait graph of a dependency net (`madeus.net.compile`): its nodes numbered, with
     what each waits for. Raise VerifyError when a connection names something that does not
     exist (the front end rules this out; a deployment built by hand may not)."""
-    deployment = compiled.deployment
     problems: list[Diagnostic] = list(compiled.problems)
     nodes: list[Node] = []
     index: dict[Node, int] = {}
@@ -165,7 +168,7 @@ def build_wait_graph(compiled: Net) -> WaitGraph:
         for m in ds:
             dependents[m].append(n)
     return WaitGraph(
-        deployment,
+        compiled,
         tuple(nodes),
         tuple(deps),
         tuple(any_of),

@@ -33,8 +33,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
+from madeus import net
 from madeus.errors import Diagnostic, VerifyError
-from madeus.model import DEFAULT_BEHAVIOUR, ProvidePort
+from madeus.model import DEFAULT_BEHAVIOUR
+from madeus.net import Provider
 from madeus.resolve import Deployment
 
 K = TypeVar("K")
@@ -231,6 +233,9 @@ def _allocate(deployment: Deployment, bits: _Bits) -> None:
 
 
 def _compile(deployment: Deployment) -> tuple[list[_Rule], list[_Check], int, int]:
+    # The lifecycle rules are the oracle's own (the reference the wait graph is tested
+    # against); which provide port serves which use port is the net's, as everywhere.
+    provider = net.compile(deployment).provider
     bits = _Bits()
     _allocate(deployment, bits)
     rules: list[_Rule] = []
@@ -278,7 +283,7 @@ def _compile(deployment: Deployment) -> tuple[list[_Rule], list[_Check], int, in
             guards = []
             for use in component.uses:
                 if t.name in use.transitions:
-                    provided = _provided(deployment, bits, name, use.name)
+                    provided = _provided(provider, bits, name, use.name)
                     if provided is not None:
                         guards.append(provided)
             rules.append(
@@ -304,7 +309,7 @@ def _compile(deployment: Deployment) -> tuple[list[_Rule], list[_Check], int, in
             all_ended |= bits("ended", name, t.name)
         deploy_names = {t.name for t in deploy}
         for use in component.uses:
-            provided = _provided(deployment, bits, name, use.name)
+            provided = _provided(provider, bits, name, use.name)
             if provided is None:
                 continue
             elements: list[tuple[int, str, Literal["place", "transition"]]] = [
@@ -320,15 +325,17 @@ def _compile(deployment: Deployment) -> tuple[list[_Rule], list[_Check], int, in
     return rules, checks, initial, all_ended
 
 
-def _provided(deployment: Deployment, bits: _Bits, instance: str, port: str) -> int | None:
+def _provided(
+    provider: Mapping[tuple[str, str], Provider], bits: _Bits, instance: str, port: str
+) -> int | None:
     """The mask of the reached bits of the provide group connected to `instance.port`; None
-    when the port is not connected. An empty group gives 0: never provided."""
-    link = deployment.provider_of(instance, port)
-    if link is None:
+    when the port is not connected. An empty group (or an unknown port) gives 0: never
+    provided."""
+    served = provider.get((instance, port))
+    if served is None:
         return None
-    provide = deployment.instance(link.provider).component.port(link.provider_port)
     mask = 0
-    if isinstance(provide, ProvidePort):
-        for place in provide.places:
-            mask |= bits("reached", link.provider, place)
+    if served.port is not None:
+        for place in served.port.places:
+            mask |= bits("reached", served.instance.name, place)
     return mask

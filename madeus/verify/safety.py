@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from madeus.errors import Diagnostic, VerifyError
-from madeus.model import ProvidePort
 from madeus.resolve import Link
 from madeus.verify.graph import WaitGraph, ancestors, propagate
 
@@ -69,23 +68,24 @@ class SafetyVerdict:
 def check_safety(
     graph: WaitGraph, fired: frozenset[int], *, shortcuts: bool = True
 ) -> SafetyVerdict:
-    deployment = graph.deployment
+    compiled = graph.net
     order = propagate(graph)
     rank = {n: i for i, n in enumerate(order)}
     unsafe: list[UnsafeUse] = []
     checked = 0
     queries = 0
-    for inst in deployment.instances:
-        component = inst.component
-        for use in component.uses:
+    for inst in compiled.instances:
+        for use in inst.shape.component.uses:
             if not use.places:
                 continue
-            link = deployment.provider_of(inst.name, use.name)
-            if link is None:
-                continue  # optional and unconnected: nothing is used
-            provide = _provide(graph, link)
-            provider = deployment.instance(link.provider).component
-            initial = set(provider.initial_places)
+            served = compiled.provider.get((inst.name, use.name))
+            # Optional and unconnected: nothing is used. (An unknown provide port never gets
+            # here: build_wait_graph refuses the net.)
+            if served is None or served.port is None:
+                continue
+            provide = served.port
+            link = Link(inst.name, use.name, served.instance.name, provide.name, served.span)
+            initial = served.instance.shape.initial
             group = tuple(dict.fromkeys(provide.places))
             group_nodes = [_place(graph, link.provider, x) for x in group]
             for place in dict.fromkeys(use.places):
@@ -123,21 +123,6 @@ def check_safety(
 
 
 _ASK_Z3: tuple[tuple[int, ...], str] = ((), "ask")
-
-
-def _provide(graph: WaitGraph, link: Link) -> ProvidePort:
-    port = graph.deployment.instance(link.provider).component.port(link.provider_port)
-    if not isinstance(port, ProvidePort):
-        raise VerifyError(
-            [
-                Diagnostic(
-                    "unknown-port",
-                    f'connection names unknown provide port "{link.provider}.{link.provider_port}"',
-                    link.span,
-                )
-            ]
-        )
-    return port
 
 
 def _place(graph: WaitGraph, instance: str, place: str) -> int:

@@ -3,7 +3,7 @@
 Views:
 - `assembly`: instances as tables of their ports, connections between ports, instances grouped
   by host group (the instance's target) inside sites when the inventory defines sites;
-- `net`: the dependency Petri net (`madeus.petri`), one cluster per instance: places (initial
+- `net`: the dependency Petri net (`madeus.net`), one cluster per instance: places (initial
   ones doubled), docks (points), transitions (boxes: name and duration), ports; connections
   between clusters;
 - `plan`: the transition-level DAG of the plan: `after` edges solid, alternatives dashed,
@@ -21,7 +21,6 @@ assembly view: the instance, port or connection; the plan view: the transition).
 
 from __future__ import annotations
 
-import itertools
 import shutil
 import subprocess
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -30,8 +29,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from madeus import net
 from madeus.errors import Diagnostic, MadeusError
-from madeus.model import DEFAULT_BEHAVIOUR, ComponentType, EnvRef, Value
+from madeus.model import (
+    DEFAULT_BEHAVIOUR,
+    ComponentType,
+    EnvRef,
+    Place,
+    ProvidePort,
+    Transition,
+    UsePort,
+    Value,
+)
 from madeus.resolve import Deployment, ResolvedInstance
 from madeus.source import Span
 
@@ -141,9 +150,9 @@ def to_dot(
             [Diagnostic("unknown-view", str(error), _file(deployment.assembly.span.path))]
         ) from None
     if view == "assembly":
-        return _assembly(deployment, highlight)
+        return _assembly(net.compile(deployment), highlight)
     if view == "net":
-        return _net(deployment, highlight)
+        return _net(net.compile(deployment), highlight)
     if view == "plan":
         if plan is None:
             from madeus.plan import build_plan
@@ -455,30 +464,25 @@ def _instance_table(inst: ResolvedInstance, highlight: Highlight, on: bool) -> _
     )
 
 
-def _assembly(deployment: Deployment, highlight: Highlight) -> str:
+def _assembly(compiled: net.Net, highlight: Highlight) -> str:
+    deployment = compiled.deployment
     dot = _Dot(
         deployment.name,
         f"assembly {deployment.name}: {len(deployment.instances)} instances, "
-        f"{len(deployment.links)} connections",
+        f"{len(compiled.provider)} connections",
         ranksep=0.6,
     )
     for instances in _each_group(dot, deployment):
         for inst in instances:
             on = inst.name in highlight or _touches(inst.name, highlight)
             dot.node(inst.name, shape="plain", label=_instance_table(inst, highlight, on))
-    for link in deployment.links:
-        pair = (
-            f"{link.provider}:provide:{link.provider_port}",
-            f"{link.user}:use:{link.user_port}",
-        )
-        label = (
-            link.provider_port
-            if link.provider_port == link.user_port
-            else f"{link.provider_port} → {link.user_port}"
-        )
+    for (user, use), served in compiled.provider.items():
+        provider, port = served.instance.name, served.port.name if served.port else "?"
+        pair = (net.provide_id(provider, port), net.use_id(user, use))
+        label = port if port == use else f"{port} → {use}"
         dot.edge(
-            f"{link.provider}|provide_{link.provider_port}|e",
-            f"{link.user}|use_{link.user_port}|w",
+            f"{provider}|provide_{port}|e",
+            f"{user}|use_{use}|w",
             **_hl(pair in highlight, label=label, color=GREY, fontcolor=GREY),
         )
     return dot.text()
@@ -495,141 +499,124 @@ def _behaviour_colours(components: Iterable[ComponentType]) -> dict[str, int]:
     return order
 
 
+_EDGE_LOOK: Final[dict[str, dict[str, AttrValue]]] = {
+    "provide": {"style": "dashed", "color": "#38761d"},
+    "use": {"style": "dashed", "color": "#c46210"},
+    "use-place": {"style": "dotted", "color": "#c46210", "arrowhead": "odot"},
+    "connection": {"color": GREY, "penwidth": 1.2},
+}
+
+
 def _lifecycle(
     dot: _Dot,
-    prefix: str,
-    component: ComponentType,
+    nodes: Sequence[net.Node],
+    edges: Sequence[net.Edge],
     colours: Mapping[str, int],
     highlight: Highlight,
     *,
-    docks: bool,
+    multi: bool,
 ) -> None:
-    """Places, transitions (with their docks when `docks`), ports and bindings of one instance
-    (or of a component type), node ids following `madeus.petri` with `prefix` as instance."""
-    multi = len(component.behaviours) > 1
-    for p in component.places:
-        node = f"{prefix}:place:{p.name}"
-        dot.node(
-            node,
-            **_hl(
-                node in highlight,
-                shape="doublecircle" if p.initial else "circle",
-                label=p.name,
-                fontsize=8,
-                width=0.3,
-                margin=0.02,
-            ),
-        )
-    for t in component.transitions:
-        colour = colours.get(t.behaviour, 0)
-        line = _LINES[colour]
-        tid = f"{prefix}:transition:{t.name}"
-        label = t.name
-        if t.duration is not None:
-            label += f"\n{_seconds(t.duration)}"
-        if multi and t.behaviour != DEFAULT_BEHAVIOUR:
-            label += f"\n[{t.behaviour}]"
-        dot.node(
-            tid,
-            **_hl(
-                tid in highlight,
-                shape="box",
-                style="rounded,filled",
-                fillcolor=_FILLS[colour],
-                color=line,
-                label=label,
-                height=0.3,
-                margin="0.06,0.02",
-            ),
-        )
-        source = f"{prefix}:place:{t.source}"
-        target = f"{prefix}:place:{t.target}"
-        if docks:
-            out = f"{prefix}:dock-out:{t.source}:{t.name}"
-            into = f"{prefix}:dock-in:{t.name}:{t.target}"
-            for dock in (out, into):
-                dot.node(dock, **_hl(dock in highlight, shape="point", width=0.06, color=line))
-            chain: tuple[str, ...] = (source, out, tid, into, target)
-        else:
-            chain = (source, tid, target)
-        for src, dst in itertools.pairwise(chain):
-            # Only the last hop shows an arrow head: a dock is part of its transition's arrow.
-            dot.edge(
-                src,
-                dst,
+    """Nodes and edges of the net (`madeus.net`): places, transitions (with their docks when
+    the net has them), ports, bindings and connections; `multi` when transitions of several
+    behaviours are drawn, to name the behaviour of the others."""
+    places: set[str] = set()
+    for node in nodes:
+        on = node.id in highlight
+        element = node.element
+        if isinstance(element, Place):
+            places.add(node.id)
+            dot.node(
+                node.id,
                 **_hl(
-                    (src, dst) in highlight,
-                    color=line,
-                    arrowhead="normal" if dst == target else "none",
+                    on,
+                    shape="doublecircle" if element.initial else "circle",
+                    label=element.name,
+                    fontsize=8,
+                    width=0.3,
+                    margin=0.02,
                 ),
             )
-    for provide in component.provides:
-        pid = f"{prefix}:provide:{provide.name}"
-        dot.node(
-            pid,
-            **_hl(
-                pid in highlight,
-                shape="rarrow",
-                style="filled,dashed" if provide.kind == "data" else "filled",
-                fillcolor=_PROVIDE_FILL,
-                label=provide.name,
-                fontsize=8,
-                height=0.25,
-                margin="0.04,0.01",
-            ),
-        )
-        for place in provide.places:
-            src = f"{prefix}:place:{place}"
-            dot.edge(src, pid, **_hl((src, pid) in highlight, style="dashed", color="#38761d"))
-    for use in component.uses:
-        uid = f"{prefix}:use:{use.name}"
-        dot.node(
-            uid,
-            **_hl(
-                uid in highlight,
-                shape="larrow",
-                style="filled,dashed" if use.kind == "data" else "filled",
-                fillcolor=_USE_FILL,
-                label=use.name + (" ?" if use.optional else ""),
-                fontsize=8,
-                height=0.25,
-                margin="0.04,0.01",
-            ),
-        )
-        for name in use.transitions:
-            dst = f"{prefix}:transition:{name}"
-            dot.edge(uid, dst, **_hl((uid, dst) in highlight, style="dashed", color="#c46210"))
-        for name in use.places:
-            dst = f"{prefix}:place:{name}"
-            dot.edge(
-                uid,
-                dst,
-                **_hl((uid, dst) in highlight, style="dotted", color="#c46210", arrowhead="odot"),
+        elif isinstance(element, Transition):
+            line = _LINES[colours.get(element.behaviour, 0)]
+            if node.kind != "transition":  # a dock: part of its transition's arrow
+                dot.node(node.id, **_hl(on, shape="point", width=0.06, color=line))
+                continue
+            label = element.name
+            if element.duration is not None:
+                label += f"\n{_seconds(element.duration)}"
+            if multi and element.behaviour != DEFAULT_BEHAVIOUR:
+                label += f"\n[{element.behaviour}]"
+            dot.node(
+                node.id,
+                **_hl(
+                    on,
+                    shape="box",
+                    style="rounded,filled",
+                    fillcolor=_FILLS[colours.get(element.behaviour, 0)],
+                    color=line,
+                    label=label,
+                    height=0.3,
+                    margin="0.06,0.02",
+                ),
             )
+        else:
+            provide = isinstance(element, ProvidePort)
+            optional = isinstance(element, UsePort) and element.optional
+            dot.node(
+                node.id,
+                **_hl(
+                    on,
+                    shape="rarrow" if provide else "larrow",
+                    style="filled,dashed" if element.kind == "data" else "filled",
+                    fillcolor=_PROVIDE_FILL if provide else _USE_FILL,
+                    label=element.name + (" ?" if optional else ""),
+                    fontsize=8,
+                    height=0.25,
+                    margin="0.04,0.01",
+                ),
+            )
+    colour_of = {n.id: n.element.behaviour for n in nodes if isinstance(n.element, Transition)}
+    for edge in edges:
+        on = (edge.source, edge.target) in highlight
+        if edge.kind == "flow":
+            # The transition's colour; only the last hop shows an arrow head.
+            behaviour = colour_of.get(edge.source) or colour_of.get(edge.target)
+            dot.edge(
+                edge.source,
+                edge.target,
+                **_hl(
+                    on,
+                    color=_LINES[colours.get(behaviour or DEFAULT_BEHAVIOUR, 0)],
+                    arrowhead="normal" if edge.target in places else "none",
+                ),
+            )
+        else:
+            dot.edge(edge.source, edge.target, **_hl(on, **_EDGE_LOOK[edge.kind]))
 
 
-def _net(deployment: Deployment, highlight: Highlight) -> str:
-    transitions = sum(len(i.component.transitions) for i in deployment.instances)
+def _net(compiled: net.Net, highlight: Highlight) -> str:
+    transitions = sum(len(i.shape.component.transitions) for i in compiled.instances)
     dot = _Dot(
-        deployment.name,
-        f"net {deployment.name}: {len(deployment.instances)} instances, {transitions} transitions",
+        compiled.name,
+        f"net {compiled.name}: {len(compiled.instances)} instances, {transitions} transitions",
     )
-    colours = _behaviour_colours(i.component for i in deployment.instances)
-    for instances in _each_group(dot, deployment):
+    colours = _behaviour_colours(i.shape.component for i in compiled.instances)
+    by_name = {i.name: i for i in compiled.instances}
+    for instances in _each_group(dot, compiled.deployment):
         for inst in instances:
+            component = by_name[inst.name].shape.component
             with dot.cluster(
-                f"{inst.name} : {inst.component.name}",
+                f"{inst.name} : {component.name}",
                 style="rounded,filled",
                 fillcolor="white",
                 color=RED if _touches(inst.name, highlight) else "#888888",
                 fontsize=9,
                 labelloc="t",
             ):
-                _lifecycle(dot, inst.name, inst.component, colours, highlight, docks=True)
-    for link in deployment.links:
-        src = f"{link.provider}:provide:{link.provider_port}"
-        dst = f"{link.user}:use:{link.user_port}"
-        dot.edge(src, dst, **_hl((src, dst) in highlight, color=GREY, penwidth=1.2))
+                nodes, edges = net.lifecycle(inst.name, component)
+                multi = len(component.behaviours) > 1
+                _lifecycle(dot, nodes, edges, colours, highlight, multi=multi)
+    _lifecycle(dot, [], net.connections(compiled), colours, highlight, multi=False)
     return dot.text()
 
 
@@ -662,7 +649,8 @@ def component_dot(components: Sequence[ComponentType], name: str, where: str, pa
         f"{len(component.transitions)} transitions, behaviours: {', '.join(behaviours)}",
         ranksep=0.35,
     )
-    _lifecycle(dot, component.name, component, colours, frozenset(), docks=False)
+    nodes, edges = net.lifecycle(component.name, component, docks=False)
+    _lifecycle(dot, nodes, edges, colours, frozenset(), multi=len(component.behaviours) > 1)
     if len(behaviours) > 1:
         with dot.cluster("behaviours", style="dashed", color="#bbbbbb", fontsize=8):
             for b in behaviours:
