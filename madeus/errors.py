@@ -105,6 +105,10 @@ class MadeusError(Exception):
         super().__init__("; ".join(d.message for d in self.diagnostics))
 
 
+class StateError(MadeusError):
+    """A deployment's state of record cannot be found, read or written (`madeus.state`)."""
+
+
 class ParseError(MadeusError):
     """The text is not in the language."""
 

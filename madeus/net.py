@@ -30,7 +30,7 @@ from madeus.model import (
     Transition,
     UsePort,
 )
-from madeus.resolve import Deployment
+from madeus.resolve import Deployment, Link
 from madeus.source import NO_SPAN, Span
 
 NodeKind = Literal["place", "dock-out", "transition", "dock-in", "provide", "use"]
@@ -241,6 +241,16 @@ def nodes_and_edges(net: Net) -> tuple[list[Node], list[Edge]]:
         nodes += more_nodes
         edges += more_edges
     return nodes, edges + connections(net)
+
+
+def links(net: Net) -> tuple[Link, ...]:
+    """The connections the net resolved (to ports that exist), as the deployment's links:
+    what a reconfiguration's first configuration starts from."""
+    return tuple(
+        Link(user, use, p.instance.name, p.port.name, p.span)
+        for (user, use), p in net.provider.items()
+        if p.port is not None
+    )
 
 
 def connections(net: Net) -> list[Edge]:

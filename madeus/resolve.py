@@ -52,6 +52,9 @@ class Deployment:
     assembly: Assembly = field(compare=False)
     # What resolving noticed without refusing (a family over sites with no sites...).
     warnings: tuple[Diagnostic, ...] = field(default=(), compare=False)
+    # A part of a deployment (`limit`): the instances it runs on fewer hosts than the whole.
+    # None: the whole deployment.
+    narrowed: frozenset[str] | None = field(default=None, compare=False)
     _by_name: Mapping[str, ResolvedInstance] = field(default_factory=dict, compare=False)
     _provider: Mapping[tuple[str, str], Link] = field(default_factory=dict, compare=False)
 
@@ -341,6 +344,7 @@ def limit(deployment: Deployment, hosts: Iterable[str]) -> Limited:
         inventory=deployment.inventory,
         assembly=deployment.assembly,
         warnings=deployment.warnings,
+        narrowed=frozenset(narrowed),
         _by_name={i.name: i for i in kept},
         _provider={(link.user, link.user_port): link for link in links},
     )

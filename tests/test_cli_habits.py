@@ -327,7 +327,7 @@ def test_become_runs_actions_through_sudo(
     assert code == 0, err
     runs = Path(".madeus/runs")
     assert (sorted(runs.iterdir())[-1] / "w.shell@here.out").read_text().startswith("root\n")
-    code, _, err = run([*base, "-b"], capsys)
+    code, _, err = run([*base, "-b", "--redeploy"], capsys)
     assert code == 0, err
     said = (sorted(runs.iterdir())[-1] / "w.shell@here.out").read_text()
     assert said.startswith("nobody\n")  # sudo -u nobody, with nobody's home (-H)

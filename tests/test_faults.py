@@ -370,7 +370,7 @@ def test_an_immutable_journal_directory_stops_before_anything_runs(tmp_path: Pat
         subprocess.run(["chattr", "-i", str(state)], check=True)
     assert done.returncode == 1
     assert done.stderr.startswith(
-        "madeus: error: cannot use the journal directory .madeus/state/unwritable-"
+        f"madeus: error: cannot use the journal directory {tmp_path}/.madeus/state/unwritable-"
     )
     assert done.stderr.endswith(": Operation not permitted\n")
     assert not (tmp_path / "ran").exists()
@@ -390,7 +390,7 @@ def test_a_read_only_journal_directory_stops_before_anything_runs(tmp_path: Path
         subprocess.run(["umount", str(state)], check=True)
     assert done.returncode == 1
     assert done.stderr.startswith(
-        "madeus: error: cannot use the journal directory .madeus/state/unwritable-"
+        f"madeus: error: cannot use the journal directory {tmp_path}/.madeus/state/unwritable-"
     )
     assert done.stderr.endswith(": Read-only file system\n")
     assert not (tmp_path / "ran").exists()

@@ -113,7 +113,7 @@ def test_key_names_the_file_and_hashes_file_and_inventory(tmp_path: Path) -> Non
     assert state_key(source, None) == state_key(Path("app.mad"), None)  # relative or not
     assert state_key(source, INVENTORY) != key
     assert state_key(mad(tmp_path, "other.mad"), None) != key
-    assert state_dir(source) == Path(".madeus") / "state" / key
+    assert state_dir(source) == tmp_path / ".madeus" / "state" / key  # beside the assembly
 
 
 def test_a_torn_last_record_is_ignored_then_cut(tmp_path: Path) -> None:
@@ -387,7 +387,9 @@ def test_two_deploys_of_one_assembly_cannot_overlap(
     with open_journal(source, None, command=["madeus", "deploy", "app.mad"]):
         assert main(["deploy", str(source), "--no-verify"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("madeus: error: another run holds the journal .madeus/state/app-")
+    assert err.startswith(
+        f"madeus: error: another run holds the journal {tmp_path}/.madeus/state/app-"
+    )
     assert f": pid {os.getpid()} on host " in err
     assert not (tmp_path / ".madeus" / "runs").exists()  # nothing ran
 

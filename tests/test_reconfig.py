@@ -540,6 +540,9 @@ class Journal:
     def end(self, status: str) -> None:
         self.records.append(("end", status))
 
+    def record_state(self, configuration: Configuration) -> None:
+        self.records.append(("state", sorted(i.name for i in configuration.instances)))
+
 
 def test_the_executor_runs_a_program_and_follows_the_rules() -> None:
     state = app_on_db()
@@ -596,6 +599,7 @@ def test_the_executor_runs_a_program_and_follows_the_rules() -> None:
         ("marking", ("db", ["on"])),
         ("marking", ("app", ["running"])),
         ("end", "ok"),
+        ("state", ["app", "db"]),  # the state of record, after the run's end
     ]
 
 
@@ -611,9 +615,7 @@ def test_a_failure_stops_the_program_with_the_partial_trace() -> None:
     backend = Recording(fail={"db.stop"})
     journal = Journal()
     with pytest.raises(ReconfigError) as caught:
-        asyncio.run(
-            reconfigure(state, program, backend=backend, recorder=journal)  # type: ignore[arg-type]
-        )
+        asyncio.run(reconfigure(state, program, backend=backend, recorder=journal))  # type: ignore[arg-type]
     error = caught.value
     assert [f.transition for f in error.failures] == ["db.stop"]
     assert {e.id: e.status for e in error.trace.events} == {
@@ -626,6 +628,7 @@ def test_a_failure_stops_the_program_with_the_partial_trace() -> None:
         ("begin", "reconfigure"),
         ("marking", ("app", ["paused"])),
         ("end", "failed"),
+        ("state", ["app", "db"]),
     ]
 
 

@@ -114,7 +114,8 @@ def test_files_the_tool_writes_are_private(marker: str, tmp_path: Path) -> None:
     old = os.umask(0o002)  # a lax umask: the tool must not rely on it
     try:
         assert main(["deploy", "secrets.mad", "--no-verify"]) == 0
-        assert main(["deploy", "secrets.mad", "--no-verify"]) == 0  # a fresh run: history/
+        # A fresh run: history/
+        assert main(["deploy", "secrets.mad", "--no-verify", "--redeploy"]) == 0
     finally:
         os.umask(old)
     madeus = tmp_path / ".madeus"

@@ -377,6 +377,24 @@ def add_ssh_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_state_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state",
+        metavar="DIR",
+        help="where the states of record are kept (default: $MADEUS_STATE, else .madeus/state "
+        "beside the assembly file)",
+    )
+
+
+def state_base(args: argparse.Namespace, loaded: Loaded, *, simulate: bool = False) -> Path:
+    """The base directory of FILE's state (`madeus.state.locate`), whatever the working
+    directory."""
+    from madeus.state import locate
+
+    override = getattr(args, "state", None)
+    return locate(args.file, loaded.inventory_key, override=override, simulate=simulate)
+
+
 def load(file: str, args: argparse.Namespace | None = None, *, limited: bool = False) -> Loaded:
     """Parse, check and resolve FILE against the inventory the options name; raise
     MadeusError with every problem found. `limited`: restricted to what the hosts of

@@ -27,10 +27,12 @@ from madeus.cli._common import (
     EXIT_ERRORS,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    Loaded,
     add_habit_args,
     add_inventory_arg,
     add_simulate_args,
     add_ssh_args,
+    add_state_arg,
     check_run_args,
     fail,
     habits_of,
@@ -39,6 +41,7 @@ from madeus.cli._common import (
     positive_int,
     report,
     reports_errors,
+    state_base,
     time_scale,
 )
 
@@ -73,6 +76,12 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("file", metavar="FILE", help="the .mad file holding the assembly")
     add_inventory_arg(parser)
+    add_state_arg(parser)
+    parser.add_argument(
+        "--redeploy",
+        action="store_true",
+        help="run the whole deployment again even when its state of record says nothing changed",
+    )
     add_habit_args(parser)
     add_simulate_args(parser)
     parser.add_argument("--trace", metavar="OUT.json", help="also write the trace to OUT.json")
@@ -179,6 +188,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     loaded = load_existing(args.file, args, limited=True)
     deployment = loaded.deployment
+    # A rehearsal (--simulate) or a run with injected failures is asked for its own sake.
+    asked = args.resume or args.check or args.redeploy or args.simulate or args.inject_failure
+    if not asked and _nothing_to_do(args, loaded):
+        return EXIT_OK
     # Verify before planning: on a deadlock the verifier names the waiting cycle, where the
     # plan could only say which transitions never start.
     if not args.no_verify:
@@ -202,7 +215,12 @@ def run(args: argparse.Namespace) -> int:
     journal = (
         None
         if args.check
-        else open_journal(args.file, loaded.inventory_key, simulate=bool(args.simulate))
+        else open_journal(
+            args.file,
+            loaded.inventory_key,
+            simulate=bool(args.simulate),
+            base=state_base(args, loaded, simulate=bool(args.simulate)),
+        )
     )
     with journal if journal is not None else contextlib.nullcontext():
         if journal is not None:
@@ -290,6 +308,30 @@ def run(args: argparse.Namespace) -> int:
 
 def _nothing() -> None:
     return None
+
+
+def _nothing_to_do(args: argparse.Namespace, loaded: Loaded) -> bool:
+    """Say so and return True when the state of record already has what the files describe;
+    otherwise note what changed since it (a first deployment: nothing to say)."""
+    from madeus.cli.plan import compare
+
+    change = compare(args, loaded)
+    record = change.record
+    if record is None:
+        return False
+    if not change.changes and record.complete:
+        print(
+            f"No changes: the deployment matches its state of record ({change.where}, updated "
+            f"{record.updated_at}); nothing to do (--redeploy runs it all again)"
+        )
+        return True
+    if change.changes:
+        print(
+            f"note: changes since the state of record ({change.changes.summary()}); "
+            "deploying the whole assembly again",
+            file=sys.stderr,
+        )
+    return False
 
 
 async def _interruptible(work: Coroutine[Any, Any, object], force: Callable[[], None]) -> bool:

@@ -14,20 +14,26 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from madeus.cli._common import (
     EXIT_OK,
+    Loaded,
     add_file_arg,
     add_habit_args,
     add_inventory_arg,
+    add_state_arg,
     reports_errors,
+    state_base,
 )
 from madeus.errors import Diagnostic, MadeusError
 from madeus.source import Span
 
 if TYPE_CHECKING:
     from madeus.plan import Plan
+    from madeus.state import Changes, Record
     from madeus.trace import Trace
 
 
@@ -51,6 +57,12 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "-o", "--output", metavar="OUT", help="write to OUT instead of standard output"
     )
+    parser.add_argument(
+        "--detailed-exitcode",
+        action="store_true",
+        help="exit 0 when there is nothing to change, 2 when there are changes (1: errors)",
+    )
+    add_state_arg(parser)
     parser.add_argument(
         "--reconfigure",
         metavar="SCRIPT.py",
@@ -78,18 +90,43 @@ def run(args: argparse.Namespace) -> int:
     from madeus.cli.check import load_existing
     from madeus.plan import build_plan
 
-    plan = build_plan(load_existing(args.file, args, limited=True).deployment)
+    loaded = load_existing(args.file, args, limited=True)
+    change = compare(args, loaded)
+    if change.record is not None and not change.changes and change.record.complete:
+        return _write(args, _nothing_to_change(args, loaded, change))
+    plan = build_plan(loaded.deployment)
     declared: Plan | None = None
     traces: list[Trace] = []
     if args.durations_from:
         declared, traces = plan, [_load_trace(path) for path in args.durations_from]
         plan = _calibrated(plan, traces, args.durations_from)
     if args.format == "json":
-        text = json.dumps(plan.to_json(), indent=2) + "\n"
+        document = plan.to_json()
+        if change.record is not None:  # nothing deployed yet: the plan JSON alone
+            document["changes"] = change.to_json()
+        text = json.dumps(document, indent=2) + "\n"
     else:
-        text = render_text(plan, declared)
+        text = change.render() + render_text(plan, declared)
         if declared is not None:
             text += render_calibration(plan, declared, traces, args.durations_from)
+    code = _write(args, text)
+    return EXIT_CHANGES if code == EXIT_OK and args.detailed_exitcode else code
+
+
+def _nothing_to_change(args: argparse.Namespace, loaded: Loaded, change: Compared) -> str:
+    if args.format == "json":
+        document = {
+            "assembly": loaded.deployment.name,
+            "transitions": [],
+            "predicted_makespan": 0.0,
+            "critical_path": [],
+            "changes": change.to_json(),
+        }
+        return json.dumps(document, indent=2) + "\n"
+    return change.render()
+
+
+def _write(args: argparse.Namespace, text: str) -> int:
     if args.output is None:
         print(text, end="")
         return EXIT_OK
@@ -102,6 +139,70 @@ def run(args: argparse.Namespace) -> int:
             [Diagnostic("output", f"cannot write: {error.strerror or error}", where)]
         ) from None
     return EXIT_OK
+
+
+EXIT_CHANGES = 2  # --detailed-exitcode: there are changes
+
+
+@dataclass(frozen=True, slots=True)
+class Compared:
+    """The deployment the files describe against its state of record."""
+
+    record: Record | None
+    changes: Changes
+    where: Path  # the state file (it may not exist)
+    partial: bool  # --limit: only what the limit keeps was compared
+
+    def to_json(self) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "state": str(self.where) if self.record is not None else None,
+            "complete": self.record.complete if self.record is not None else False,
+            **self.changes.to_json(),
+        }
+        return document
+
+    def render(self) -> str:
+        if self.record is None:
+            return ""  # nothing deployed yet: the plan is the whole deployment
+        record = self.record
+        head = f"state: {self.where} (updated {record.updated_at})\n"
+        if not self.changes:
+            if record.complete:
+                return head + "No changes: the deployment matches its state of record.\n"
+            last = record.runs[-1].get("status") if record.runs else None
+            if last != "ok":
+                return head + (
+                    f"No changes to the files, but the last run did not complete "
+                    f"({last or 'stopped'}): `madeus deploy --resume` continues it; "
+                    "`madeus deploy` starts again from the beginning:\n\n"
+                )
+            return head + (
+                "No changes to the files, but not every instance is deployed (a "
+                "reconfiguration left them elsewhere): `madeus deploy` deploys the whole "
+                "assembly again:\n\n"
+            )
+        scope = " (within --limit)" if self.partial else ""
+        lines = [f"changes{scope}: {self.changes.summary()}", *self.changes.lines()]
+        return (
+            head
+            + "\n".join(lines)
+            + "\n\n`madeus deploy` runs the whole assembly again (what changes is not run "
+            "apart yet):\n\n"
+        )
+
+
+def compare(args: argparse.Namespace, loaded: Loaded) -> Compared:
+    """Compare FILE and the inventory with the state of record (`madeus.state`)."""
+    from madeus.engine.journal import state_key
+    from madeus.state import STATE_FILE, changes, recorded
+
+    simulate = bool(getattr(args, "simulate", False))
+    base = state_base(args, loaded, simulate=simulate)
+    directory = base / state_key(args.file, loaded.inventory_key, simulate=simulate)
+    record = recorded(loaded.deployment, directory)
+    partial = bool(getattr(args, "limit", None))
+    found = changes(record, loaded.deployment, partial=partial)
+    return Compared(record, found, directory / STATE_FILE, partial)
 
 
 def _load_trace(path: str) -> Trace:

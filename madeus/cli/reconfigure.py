@@ -32,12 +32,14 @@ from madeus.cli._common import (
     add_inventory_arg,
     add_simulate_args,
     add_ssh_args,
+    add_state_arg,
     check_run_args,
     fail,
     habits_of,
     inventory_words,
     report,
     reports_errors,
+    state_base,
     time_scale,
 )
 from madeus.errors import Diagnostic
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """The options `reconfigure` and `destroy` share."""
     add_inventory_arg(parser)
+    add_state_arg(parser)
     add_habit_args(parser)
     add_simulate_args(parser, ". Reads and writes the journal of simulated runs")
     parser.add_argument("--trace", metavar="OUT.json", help="also write the trace to OUT.json")
@@ -122,8 +125,12 @@ def run_program(
     try:
         from madeus.reconfig.state import open_state_journal
 
+        simulate = bool(args.simulate)
         journal: Journal | None = open_state_journal(
-            file, loaded.inventory_key, simulate=bool(args.simulate)
+            file,
+            loaded.inventory_key,
+            simulate=simulate,
+            base=state_base(args, loaded, simulate=simulate),
         )
     except ImportError:  # pragma: no cover - a build without the journal
         journal = None
@@ -370,7 +377,9 @@ def run_plan(args: argparse.Namespace) -> int:
     loaded = load_existing(args.file, args)
     state = None  # with --limit: the program is checked against it, below
     try:
-        state = read_configuration(loaded.deployment, args.file, loaded.inventory_key)
+        state = read_configuration(
+            loaded.deployment, args.file, loaded.inventory_key, base=state_base(args, loaded)
+        )
     except ImportError:  # pragma: no cover - a build without the journal
         state = None
     origin = "the journal"

@@ -14,7 +14,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from madeus.cli._common import EXIT_OK, add_inventory_arg, reports_errors
+from madeus.cli._common import EXIT_OK, add_inventory_arg, add_state_arg, reports_errors, state_base
 
 if TYPE_CHECKING:
     from madeus.engine.journal import JobRecord, JournalState, LockHolder
@@ -32,6 +32,7 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("file", metavar="FILE", help="the .mad file holding the assembly")
     add_inventory_arg(parser)
+    add_state_arg(parser)
     parser.add_argument(
         "--simulate",
         action="store_true",
@@ -51,7 +52,10 @@ def run(args: argparse.Namespace) -> int:
 
     loaded = load_existing(args.file, args)
     plan = build_plan(loaded.deployment)
-    state, holder, directory = read_journal(args.file, loaded.inventory_key, simulate=args.simulate)
+    base = state_base(args, loaded, simulate=args.simulate)
+    state, holder, directory = read_journal(
+        args.file, loaded.inventory_key, simulate=args.simulate, base=base
+    )
     rows = []
     for t in plan.transitions:
         for host in t.hosts:

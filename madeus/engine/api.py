@@ -6,7 +6,7 @@ import asyncio
 import fnmatch
 import logging
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +22,7 @@ from madeus.engine.limits import Scheduling
 from madeus.engine.program import Program, compile_program
 from madeus.engine.runlog import log_stem, make_private_dir, new_run_id, write_private_json
 from madeus.engine.values import resolve_params
-from madeus.errors import BackendError, Diagnostic, MadeusError
+from madeus.errors import BackendError, Diagnostic, MadeusError, StateError
 from madeus.inventory import Inventory
 from madeus.model import Assembly
 from madeus.plan import Plan, plan_of
@@ -234,7 +234,14 @@ async def deploy(
             for tid, host in resumed.assumed:
                 journal.record_end(tid, host, "ok", assumed=True, at=0.0, flush=False)
             journal.flush()
-        trace = await _run(executor, on_event, directory, journal)
+        record = None
+        if journal is not None:
+            from madeus.state import write_deployed
+
+            def record() -> None:
+                write_deployed(journal, deployment)
+
+        trace = await _run(executor, on_event, directory, journal, record)
     finally:
         await router.aclose()
     if executor.journal_error is not None:
@@ -245,10 +252,14 @@ async def deploy(
 
 
 async def _run(
-    executor: Executor, on_event: EventSink | None, directory: Path | None, journal: Journal | None
+    executor: Executor,
+    on_event: EventSink | None,
+    directory: Path | None,
+    journal: Journal | None,
+    record: Callable[[], None] | None = None,
 ) -> Trace:
     """Run; whatever happens (success, failure, cancellation), write the trace of what ran,
-    close the run in the journal and send RunEnded."""
+    close the run in the journal, `record` the state it left, and send RunEnded."""
     status: Literal["ok", "failed", "interrupted"] = "interrupted"
     try:
         await executor.run()
@@ -259,8 +270,12 @@ async def _run(
         if journal is not None and executor.journal_error is None:
             try:
                 journal.end_run(status, at=executor.now())
+                if record is not None:
+                    record()
             except JournalError as exc:
                 executor.journal_error = exc
+            except StateError as exc:
+                executor.journal_error = JournalError(exc.diagnostics)
         if directory is not None:
             trace.write(directory / "trace.json", mode=0o600)
         if on_event is not None:

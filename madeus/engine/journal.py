@@ -1,12 +1,14 @@
 """The journal: what a deployment did, durable at every start and end (docs/reliability.md).
 
-One directory per assembly file and inventory, `.madeus/state/<key>/` (0700):
+One directory per assembly file and inventory, `.madeus/state/<key>/` beside the assembly file
+(or under `--state DIR` / `$MADEUS_STATE`: `base_dir`), 0700:
 
     journal.jsonl   one JSON object per line, appended; written and fdatasync'd once per
                     event-loop turn by the engine (group commit), so a start record is on disk
                     before its job runs and an end record before its successors start
     lock            flock'd by the run that owns the journal; holds who that is (JSON)
     history/        the journals of earlier deployments (the HISTORY_KEEP latest)
+    state.json      the state of record the last run left (`madeus.state`)
 
 Records (`k` is the kind; `at` is seconds from the start of the run, monotonic clock):
 
@@ -53,6 +55,7 @@ __all__ = [
     "DEFAULT_STATE",
     "HISTORY_KEEP",
     "JOURNAL_FILE",
+    "STATE_ENV",
     "JobRecord",
     "Journal",
     "JournalError",
@@ -60,6 +63,7 @@ __all__ = [
     "JournalState",
     "LockHolder",
     "RunRecord",
+    "base_dir",
     "open_journal",
     "read_journal",
     "read_lock_holder",
@@ -68,7 +72,8 @@ __all__ = [
     "state_key",
 ]
 
-DEFAULT_STATE = Path(".madeus") / "state"
+DEFAULT_STATE = Path(".madeus") / "state"  # beside the assembly file (`base_dir`)
+STATE_ENV = "MADEUS_STATE"
 JOURNAL_FILE = "journal.jsonl"
 LOCK_FILE = "lock"
 HISTORY_DIR = "history"
@@ -118,14 +123,27 @@ def state_key(
     return f"{stem}-{digest}" + ("-simulate" if simulate else "")
 
 
+def base_dir(
+    mad_path: str | os.PathLike[str], override: str | os.PathLike[str] | None = None
+) -> Path:
+    """Where the states of this assembly's deployments are kept: `override` (`--state`),
+    else `$MADEUS_STATE`, else `.madeus/state` in the assembly file's directory: never the
+    working directory, so that a deployment has one state wherever madeus runs from."""
+    chosen = override if override is not None else os.environ.get(STATE_ENV) or None
+    if chosen is not None:
+        return Path(chosen)
+    return Path(os.path.dirname(os.path.abspath(os.fspath(mad_path)))) / DEFAULT_STATE
+
+
 def state_dir(
     mad_path: str | os.PathLike[str],
     inventory: InventoryKey = None,
     *,
-    base: str | os.PathLike[str] = DEFAULT_STATE,
+    base: str | os.PathLike[str] | None = None,
     simulate: bool = False,
 ) -> Path:
-    return Path(base) / state_key(mad_path, inventory, simulate=simulate)
+    root = base_dir(mad_path) if base is None else Path(base)
+    return root / state_key(mad_path, inventory, simulate=simulate)
 
 
 # --- what the journal says ----------------------------------------------------------------
@@ -220,6 +238,24 @@ def read_state(path: str | os.PathLike[str]) -> JournalState:
 
 def _parse(data: bytes, where: str) -> tuple[list[dict[str, Any]], int, bool]:
     """The records, the length of the valid prefix, and whether a torn tail was dropped."""
+    # The whole lines at once, in one call of json's C decoder (100,000 records: 0.1 s rather
+    # than 0.5 s); any doubt (a line that is not one object) and the lines are read one by one.
+    end = data.rfind(b"\n") + 1
+    lines = [line for line in data[:end].split(b"\n") if line.strip()]
+    try:
+        found = json.loads(b"[" + b",".join(lines) + b"]")
+    except ValueError:
+        found = None
+    if (
+        isinstance(found, list)
+        and len(found) == len(lines)
+        and all(isinstance(record, dict) for record in found)
+    ):
+        return found, end, end < len(data)
+    return _parse_lines(data, where)
+
+
+def _parse_lines(data: bytes, where: str) -> tuple[list[dict[str, Any]], int, bool]:
     records: list[dict[str, Any]] = []
     valid = 0
     bad_line = 0
@@ -682,7 +718,7 @@ def open_journal(
     mad_path: str | os.PathLike[str],
     inventory: InventoryKey = None,
     *,
-    base: str | os.PathLike[str] = DEFAULT_STATE,
+    base: str | os.PathLike[str] | None = None,
     command: Sequence[str] | None = None,
     simulate: bool = False,
 ) -> Journal:
@@ -745,7 +781,7 @@ def read_journal(
     mad_path: str | os.PathLike[str],
     inventory: InventoryKey = None,
     *,
-    base: str | os.PathLike[str] = DEFAULT_STATE,
+    base: str | os.PathLike[str] | None = None,
     simulate: bool = False,
 ) -> tuple[JournalState, LockHolder | None, Path]:
     """The journal of this assembly and inventory, without taking the lock (for `madeus

@@ -692,6 +692,7 @@ async def reconfigure(
                 stopped = "failed"
             try:
                 recorder.end(stopped)
+                recorder.record_state(executor.machine.to_configuration())
             except JournalError as exc:
                 executor.journal_error = exc
     if executor.journal_error is not None:

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from madeus import net
 from madeus.inventory import LOCAL_HOST, Inventory
-from madeus.model import DEFAULT_BEHAVIOUR, ComponentType, Value
+from madeus.model import DEFAULT_BEHAVIOUR, ComponentType, Transition, Value
 from madeus.resolve import Deployment, Link
 from madeus.source import NO_SPAN, Span
 
@@ -99,7 +100,7 @@ def final_places(component: ComponentType) -> frozenset[str]:
 def _base(deployment: Deployment, origin: Origin) -> dict[str, Any]:
     return {
         "assembly": deployment.name,
-        "links": deployment.links,
+        "links": net.links(net.compile(deployment)),
         "components": {c.name: c for c in deployment.assembly.components},
         "inventory": deployment.inventory,
         "origin": origin,
@@ -155,10 +156,13 @@ class JournalView(Protocol):
 def from_journal(deployment: Deployment, journal: JournalView) -> Configuration:
     """The configuration the journal describes. Instances the journal lists but the assembly
     does not (added by a program) are placed on the local machine: the journal keeps their
-    type only. Connections are the assembly's (the journal does not record connections)."""
+    type only. Connections are the assembly's (the journal does not record connections).
+    `read_configuration` and `journal_configuration` then restore both from the state of
+    record (`madeus.state.restore`)."""
     components = {c.name: c for c in deployment.assembly.components}
     listed = journal.instances
     instances: list[InstanceState] = []
+    shapes: dict[int, _Deploy] = {}  # by component type (instances share theirs)
     for inst in deployment.instances:
         if listed is not None and inst.name not in listed:
             continue  # removed by a program
@@ -176,8 +180,19 @@ def from_journal(deployment: Deployment, journal: JournalView) -> Configuration:
                 )
             )
             continue
+        shape = shapes.get(id(inst.component))
+        if shape is None:
+            shape = shapes[id(inst.component)] = _Deploy.of(inst.component)
         instances.append(
-            _derive(inst.name, inst.component, inst.hosts, inst.params, inst.span, journal.ended)
+            _derive(
+                inst.name,
+                inst.component,
+                inst.hosts,
+                inst.params,
+                inst.span,
+                journal.ended,
+                shape,
+            )
         )
     present = {i.name for i in instances}
     for name, type_name in (listed or {}).items():
@@ -188,10 +203,36 @@ def from_journal(deployment: Deployment, journal: JournalView) -> Configuration:
         params = {p.name: p.default for p in component.params if p.default is not None}
         instances.append(InstanceState(name, component, (LOCAL_HOST,), frozenset(marking), params))
     present = {i.name for i in instances}
-    links = tuple(lk for lk in deployment.links if lk.user in present and lk.provider in present)
     base = _base(deployment, "journal")
-    base["links"] = links
+    base["links"] = tuple(
+        lk for lk in base["links"] if lk.user in present and lk.provider in present
+    )
     return Configuration(instances=tuple(instances), data=dict(journal.data), **base)
+
+
+@dataclass(frozen=True, slots=True)
+class _Deploy:
+    """A component type's deploy behaviour, as `_derive` reads it (once per type)."""
+
+    transitions: tuple[Transition, ...]
+    entering: Mapping[str, tuple[str, ...]]
+    leaving: Mapping[str, tuple[str, ...]]
+    initial: frozenset[str]
+
+    @staticmethod
+    def of(component: ComponentType) -> _Deploy:
+        deploy = component.transitions_of(DEFAULT_BEHAVIOUR)
+        entering: dict[str, list[str]] = {}
+        leaving: dict[str, list[str]] = {}
+        for t in deploy:
+            entering.setdefault(t.target, []).append(t.name)
+            leaving.setdefault(t.source, []).append(t.name)
+        return _Deploy(
+            deploy,
+            {p: tuple(ts) for p, ts in entering.items()},
+            {p: tuple(ts) for p, ts in leaving.items()},
+            frozenset(component.initial_places),
+        )
 
 
 def _derive(
@@ -201,30 +242,26 @@ def _derive(
     params: Mapping[str, Value],
     span: Span,
     ended_jobs: frozenset[tuple[str, str]],
+    shape: _Deploy | None = None,
 ) -> InstanceState:
     """Where the ended deploy transitions leave the tokens. A transition ended when it ended on
     every host of the instance. A reached place whose leaving transitions have not ended keeps
     its token when none of them ended (the place is still where the instance is), else those
     not ended wait in their output docks (a resumed deploy runs them)."""
-    deploy = component.transitions_of(DEFAULT_BEHAVIOUR)
+    deploy = shape if shape is not None else _Deploy.of(component)
     ended = {
         t.name
-        for t in deploy
+        for t in deploy.transitions
         if hosts and all((f"{name}.{t.name}", h) in ended_jobs for h in hosts)
     }
-    entering: dict[str, list[str]] = {}
-    leaving: dict[str, list[str]] = {}
-    for t in deploy:
-        entering.setdefault(t.target, []).append(t.name)
-        leaving.setdefault(t.source, []).append(t.name)
-    reached = set(component.initial_places)
-    reached.update(p for p, ts in entering.items() if all(t in ended for t in ts))
-    by_name = {t.name: t for t in deploy}
-    in_docks = {t for t in ended if by_name[t].target not in reached}
+    reached = set(deploy.initial)
+    reached.update(p for p, ts in deploy.entering.items() if all(t in ended for t in ts))
+    targets = {t.name: t.target for t in deploy.transitions if t.name in ended}
+    in_docks = {t for t, target in targets.items() if target not in reached}
     marking: set[str] = set()
     out_docks: set[str] = set()
     for p in reached:
-        out = leaving.get(p, [])
+        out = deploy.leaving.get(p, ())
         if not any(t in ended for t in out):
             marking.add(p)
         else:
@@ -254,12 +291,17 @@ def open_state_journal(
     inventory: InventoryKey,
     *,
     simulate: bool = False,
+    base: str | os.PathLike[str] | None = None,
 ) -> Journal:
     """Open (and lock) the journal of this assembly file and inventory (`simulate`: the
-    journal of its simulated runs, which a rehearsal reads and writes)."""
+    journal of its simulated runs, which a rehearsal reads and writes) under `base`
+    (default: `madeus.state.locate`)."""
     from madeus.engine.journal import open_journal
+    from madeus.state import locate
 
-    return open_journal(mad_path, inventory, simulate=simulate)
+    if base is None:
+        base = locate(mad_path, inventory, simulate=simulate)
+    return open_journal(mad_path, inventory, simulate=simulate, base=base)
 
 
 def read_configuration(
@@ -268,15 +310,19 @@ def read_configuration(
     inventory: InventoryKey,
     *,
     simulate: bool = False,
+    base: str | os.PathLike[str] | None = None,
 ) -> Configuration | None:
     """The configuration the journal describes, read without taking its lock; None when the
     journal records nothing (never deployed)."""
     from madeus.engine.journal import read_journal
+    from madeus.state import locate
 
-    state, _, _ = read_journal(mad_path, inventory, simulate=simulate)
+    if base is None:
+        base = locate(mad_path, inventory, simulate=simulate)
+    state, _, directory = read_journal(mad_path, inventory, simulate=simulate, base=base)
     if nothing_recorded(state):
         return None
-    return from_journal(deployment, state)
+    return _restored(from_journal(deployment, state), directory)
 
 
 def journal_configuration(deployment: Deployment, journal: Journal) -> Configuration | None:
@@ -284,7 +330,15 @@ def journal_configuration(deployment: Deployment, journal: Journal) -> Configura
     state = journal.state()
     if nothing_recorded(state):
         return None
-    return from_journal(deployment, state)
+    return _restored(from_journal(deployment, state), journal.directory)
+
+
+def _restored(configuration: Configuration, directory: Path) -> Configuration:
+    """With what the state of record keeps and the journal does not (`madeus.state.restore`):
+    the hosts and parameters of added instances, the connections the last run left."""
+    from madeus.state import load, restore
+
+    return restore(configuration, load(directory))
 
 
 class Recorder:
@@ -317,3 +371,14 @@ class Recorder:
 
     def end(self, status: str) -> None:
         self.journal.end_run(status)
+
+    def record_state(self, configuration: Configuration) -> None:
+        """Write the state of record (`madeus.state`) the program left."""
+        from madeus.engine.journal import JournalError
+        from madeus.errors import StateError
+        from madeus.state import write_configuration
+
+        try:
+            write_configuration(self.journal, configuration)
+        except StateError as exc:
+            raise JournalError(exc.diagnostics) from None
