@@ -8,6 +8,8 @@ Cases (each with its target; `ok` says whether it held in this run):
   makespan / (0.02 x predicted) <= 1.02.
 - `hop_1ms`: a `chain` of 1,000 transitions of 1 ms: makespan <= 1.2 s, beside a bare asyncio
   loop sleeping 1 ms 1,000 times in the same process.
+- `hop_1ms_cli`: the same chain through `madeus deploy --simulate` (the journal written as the
+  run goes), beside the library without a journal, alternating: makespan <= 1.2 s.
 - `hop_zero`: a `chain` of 10,000 zero-duration transitions: trace makespan <= 1 s.
 - `throughput`: `layers` 10,000 (100,000 zero-duration transitions) under simulate: <= 10 s
   wall and <= 1 GiB peak RSS, each measured in a fresh interpreter: `madeus deploy` end to end
@@ -125,6 +127,38 @@ def hop_1ms(tmp: Path, repeat: int) -> dict[str, Any]:
         "ratio": min(madeus) / min(loops),
         "target_s": 1.2,
         "ok": min(madeus) <= 1.2,
+    }
+
+
+def hop_1ms_cli(tmp: Path, repeat: int) -> dict[str, Any]:
+    """The `hop_1ms` chain through the command line (`madeus deploy --simulate`: its journal
+    written as it goes) beside the library without a journal, alternating, best of each."""
+    path = _write(tmp, "chain", 1000, 0.001)
+    deployment = _deployment(path)
+    trace = tmp / "hop-cli-trace.json"
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from madeus.cli import main; sys.exit(main())",
+        "deploy",
+        str(path),
+        "--simulate",
+        "--no-verify",
+        "-q",
+        "--trace",
+        str(trace),
+    ]
+    library, cli = [], []
+    for _ in range(repeat):
+        library.append(_simulate(deployment).makespan)
+        subprocess.run(command, stdout=subprocess.DEVNULL, check=True, cwd=tmp)
+        cli.append(json.loads(trace.read_text())["makespan"])
+    return {
+        "library_makespan_s": min(library),
+        "cli_makespan_s": min(cli),
+        "ratio": min(cli) / min(library),
+        "target_s": 1.2,
+        "ok": min(cli) <= 1.2,
     }
 
 
@@ -251,6 +285,7 @@ def scheduling(tmp: Path, repeat: int) -> dict[str, Any]:
 CASES: dict[str, Callable[[Path, int], dict[str, Any]]] = {
     "fidelity": fidelity,
     "hop_1ms": hop_1ms,
+    "hop_1ms_cli": hop_1ms_cli,
     "hop_zero": hop_zero,
     "throughput": throughput,
     "fanout": fanout,

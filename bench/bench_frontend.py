@@ -4,7 +4,9 @@ assemblies of growing size, each size in a fresh interpreter so that peak memory
 
     python bench/bench_frontend.py [--sizes 100 300 1000 3000 10000] [--repeat 1]
 
-Prints one JSON document: a row per size (seconds per stage, peak RSS), the time per component
+Prints one JSON document: a row per size (seconds per stage, peak RSS; apart, under `state`,
+what `madeus plan` adds with a state of record: the record of the deployment and the change
+against a record lacking a tenth of the instances), the time per component
 of each stage and its growth (log-log slope: 1.0 is linear), and whether the target holds
 (10,000 components, i.e. 100,000 transitions: parse + check + resolve + compile + plan in at
 most 10 s, peak RSS at most 1 GiB).
@@ -68,7 +70,30 @@ def measure(path: str) -> dict[str, Any]:
         # ru_maxrss is in KiB on Linux: the peak of the whole process, imports included.
         "rss_after_imports_mib": rss_start / 1024,
         "peak_rss_mib": rss_plan / 1024,
+        # Not in the total: what `madeus plan` adds when the deployment has a state of record.
+        "state": _state_stages(path, deployment),
     }
+
+
+def _state_stages(path: str, deployment: Any) -> dict[str, Any]:
+    """The record of the complete deployment, then the change against a record that lacks a
+    tenth of the instances (the change `madeus plan` shows: a tenth of them to add)."""
+    from dataclasses import replace
+
+    from madeus.engine.journal import JournalState
+    from madeus.reconfig.state import deployed
+    from madeus.state import changes, record_of
+
+    clock = time.perf_counter
+    t0 = clock()
+    record = record_of(
+        deployed(deployment), JournalState(), file=path, inventory=None, complete=True
+    )
+    t1 = clock()
+    older = replace(record, instances=record.instances[: len(record.instances) * 9 // 10])
+    found = changes(older, deployment)
+    t2 = clock()
+    return {"record_s": t1 - t0, "changes_s": t2 - t1, "to_add": len(found.added)}
 
 
 def _child(path: str) -> dict[str, Any]:
@@ -122,6 +147,11 @@ def run(sizes: list[int], repeat: int, kind: str) -> dict[str, Any]:
                 "us_per_component": {s: round(best[s] / n * 1e6, 1) for s in STAGES},
                 "peak_rss_mib": round(max(r["peak_rss_mib"] for r in runs), 1),
                 "rss_after_imports_mib": round(runs[0]["rss_after_imports_mib"], 1),
+                "state": {
+                    "record_s": round(min(r["state"]["record_s"] for r in runs), 4),
+                    "changes_s": round(min(r["state"]["changes_s"] for r in runs), 4),
+                    "to_add": runs[0]["state"]["to_add"],
+                },
             }
             rows.append(row)
             print(

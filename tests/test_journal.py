@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -204,10 +206,16 @@ def test_last_stop_reads_the_tail(tmp_path: Path) -> None:
 # --- the engine writes it ----------------------------------------------------------------------
 
 
-def chain(n: int, *, action: bool = True) -> Assembly:
+def chain(n: int, *, action: bool = True, idempotent: bool | None = None) -> Assembly:
     places = tuple(Place(f"p{k}", initial=k == 0) for k in range(n + 1))
     transitions = tuple(
-        Transition(f"t{k}", f"p{k}", f"p{k + 1}", ShellAction("true") if action else None)
+        Transition(
+            f"t{k}",
+            f"p{k}",
+            f"p{k + 1}",
+            ShellAction("true") if action else None,
+            idempotent=idempotent,
+        )
         for k in range(n)
     )
     component = ComponentType("Chain", places=places, transitions=transitions)
@@ -262,15 +270,15 @@ def test_a_start_record_is_on_disk_before_the_job_runs(tmp_path: Path) -> None:
 def test_group_commit_writes_once_per_loop_turn(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    flushes: list[int] = []
+    flushes: list[int] = []  # records per write
     with open_journal(mad(tmp_path), None) as journal:
-        original = journal.flush
+        original = journal.write
 
-        def counted() -> None:
-            flushes.append(len(journal._buffer))
-            original()
+        def counted(data: bytes) -> None:
+            flushes.append(data.count(b"\n"))
+            original(data)
 
-        monkeypatch.setattr(journal, "flush", counted)
+        monkeypatch.setattr(journal, "write", counted)
         probe = DurabilityProbe(journal)
         asyncio.run(deploy(resolve(fan(200)), backend=probe, journal=journal))
         state = journal.state()
@@ -289,18 +297,104 @@ def test_zero_time_jobs_are_journaled_without_slowing_down(tmp_path: Path) -> No
     assert not state.running
 
 
+class GateKeeper:
+    """A backend that notes, when each job runs, whether `gate` is open."""
+
+    def __init__(self, gate: threading.Event, opener: str | None = None) -> None:
+        self.gate = gate
+        self.opener = opener
+        self.seen: list[tuple[str, bool]] = []
+
+    async def run(self, job: Job) -> Outcome:
+        self.seen.append((job.id, self.gate.is_set()))
+        if job.id == self.opener:
+            self.gate.set()
+        await asyncio.sleep(0)
+        return Outcome(ok=True)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _held(journal: Journal, gate: threading.Event, log: list[bool]) -> None:
+    """Make the writes that hold a start record wait for `gate` (10 s at most), noting whether
+    it opened."""
+    original = journal.write
+
+    def held(data: bytes) -> None:
+        if b'"k":"start"' in data:
+            log.append(gate.wait(10))
+        original(data)
+
+    journal.write = held  # type: ignore[method-assign]
+
+
+def test_the_disk_never_holds_the_event_loop(tmp_path: Path) -> None:
+    """Idempotent actions do not wait for their start records: with the journal's first write
+    held back, the whole chain still runs (its last job opens the gate), then everything is
+    written. Were the write on the loop, nothing would run until it gave up."""
+    gate = threading.Event()
+    opened: list[bool] = []
+    with open_journal(mad(tmp_path), None) as journal:
+        _held(journal, gate, opened)
+        keeper = GateKeeper(gate, opener="c.t4")
+        asyncio.run(deploy(resolve(chain(5, idempotent=True)), backend=keeper, journal=journal))
+        state = journal.state()
+    assert keeper.seen == [(f"c.t{k}", False) for k in range(5)]
+    assert opened and all(opened)
+    assert state.ended == {(f"c.t{k}", "localhost") for k in range(5)}
+
+
+def test_an_action_that_is_not_idempotent_waits_for_its_start_record(tmp_path: Path) -> None:
+    gate = threading.Event()
+    opened: list[bool] = []
+    timer = threading.Timer(0.2, gate.set)
+    with open_journal(mad(tmp_path), None) as journal:
+        _held(journal, gate, opened)
+        keeper = GateKeeper(gate)
+        timer.start()
+        try:
+            asyncio.run(deploy(resolve(chain(3)), backend=keeper, journal=journal))
+        finally:
+            timer.cancel()
+    # Each job ran after the write that held its start record: never before the gate opened.
+    assert keeper.seen == [(f"c.t{k}", True) for k in range(3)]
+
+
+def test_a_job_stopped_while_its_start_record_is_written_never_ran(tmp_path: Path) -> None:
+    """Cancelled while waiting for the disk: its start is withdrawn (`unstart`), so a resume
+    does not ask whether its action ran."""
+    gate = threading.Event()
+    opened: list[bool] = []
+    with open_journal(mad(tmp_path), None) as journal:
+        _held(journal, gate, opened)
+        keeper = GateKeeper(gate)
+
+        async def stopped() -> None:
+            run = asyncio.ensure_future(deploy(resolve(chain(2)), backend=keeper, journal=journal))
+            await asyncio.sleep(0.05)
+            run.cancel()
+            gate.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await run
+
+        asyncio.run(stopped())
+        state = journal.state()
+    assert keeper.seen == []  # nothing ran
+    assert not state.running and not state.ended
+
+
 class FailingJournal(Journal):
     """Writes `allowed` flushes, then the disk is full."""
 
     allowed = 3
 
-    def flush(self) -> None:
-        if self._buffer and self.allowed <= 0:
-            self._buffer.clear()
+    def write(self, data: bytes) -> None:
+        if data and self.allowed <= 0:
             raise JournalError(f"cannot write the journal {self.path}: No space left on device")
-        if self._buffer:
+        if data:
             self.allowed -= 1
-        super().flush()
+        super().write(data)
 
 
 def test_a_journal_that_cannot_be_written_stops_the_run(tmp_path: Path) -> None:

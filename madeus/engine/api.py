@@ -221,6 +221,7 @@ async def deploy(
             data=resumed.data,
             inject=injected,
             inject_scale=scale if mode is not None else 0.0,
+            rehearsal=mode == "local",
         )
         if directory is not None:
             make_private_dir(directory)

@@ -18,9 +18,14 @@ else still runs. Cancellation, including Ctrl-C, reaches each job's task, which 
 `cancelled` and re-raises.
 
 The journal (optional) gets a record at every start and end. Records are buffered and written
-with one write and one fdatasync per event-loop turn (group commit): the flush is scheduled
-with `call_soon` when the first record of a turn is buffered, which is before the task of any
-job started in that turn is created, so a job's start record is on disk before its action runs.
+by one thread of the journal's own, one write and one fdatasync for everything buffered since
+the previous one (group commit), so the event loop never waits for the disk and a hop (a
+successor starting when its predecessor ends) is not delayed by it. A job whose action is not
+safe to run again (`Transition.safe_to_rerun`: declared `idempotent`, or Ansible's) waits,
+before its action runs, until its start record is durable (in a rehearsal,
+`simulate="local"`, nothing runs on a host and nothing waits): after a crash the journal
+knows of every such action that may have run. A job stopped while it waits
+withdraws its start record (`unstart`): its action never ran.
 A resumed run skips the jobs the journal says have ended (`skip`): they "end" as soon as they
 are ready, with status `skipped`, their recorded output, and no journal record.
 """
@@ -28,16 +33,19 @@ are ready, with status `skipped`, their recorded output, and no journal record.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
 import os
 import random
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from queue import SimpleQueue
 
 from madeus.backends.base import Backend, Capacity, Instant, Job, Outcome
 from madeus.engine.errors import Failure, JournalError
@@ -90,11 +98,13 @@ class Executor:
         inject: Collection[int] = (),
         inject_scale: float = 0.0,
         rng: random.Random | None = None,
+        rehearsal: bool = False,
     ) -> None:
         """`skip`: jobs already ended (a resumed run); `outputs` (transition index -> output
         of its first host) and `data` ((instance, port) -> value) come with them. `inject`:
         jobs that fail without running their action (rehearsals), after their declared
-        duration times `inject_scale` (the simulation's time scale; 0: at once)."""
+        duration times `inject_scale` (the simulation's time scale; 0: at once). `rehearsal`:
+        the backend changes nothing on any host (`simulate="local"`)."""
         self.assembly = assembly
         self._p = program
         self._backend = backend
@@ -170,6 +180,15 @@ class Executor:
         self._journal = journal
         self.journal_error: JournalError | None = None
         self._flush_scheduled = False
+        self._jotted = 0  # records buffered so far, in order
+        self._durable = 0  # of them, how many are on disk (set by the journal thread)
+        self._writer: _JournalThread | None = None
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._start_seq = [0] * jobs  # the number of a job's start record
+        self._must_wait = [
+            journal is not None and not rehearsal and not t.safe_to_rerun
+            for t in program.transitions
+        ]
         self._jt: list[str | None] = [None] * n  # JSON-encoded transition ids, on first use
         self._jh = [json.dumps(h.name) for h in program.hosts]
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -196,6 +215,8 @@ class Executor:
                     self.skipped,
                 )
             )
+        if self._journal is not None:
+            self._writer = _JournalThread(self._journal, self._loop, self._on_durable)
         try:
             for p in self._p.initially_reached:
                 self._reach_place(p)
@@ -211,11 +232,8 @@ class Executor:
                 for j in self._tasks:
                     if self._code[j] == _RUNNING:
                         i = self._p.job_trans[j]
-                        self._jot(
-                            f'{{"k":"unstart","t":{self._tid(i)},'
-                            f'"h":{self._jh[self._p.job_host[j]]}}}\n'
-                        )
-            self._flush_journal()
+                        self._jot(self._unstart_record(j, i))
+            self._drain_journal()
         self.finished = not self.failures and self._ended == len(self._p.ids)
         if self.journal_error is not None:
             return
@@ -283,6 +301,7 @@ class Executor:
                 f'{{"k":"start","t":{self._tid(i)},"h":{self._jh[self._p.job_host[j]]},'
                 f'"at":{now:.6f}}}\n'
             )
+            self._start_seq[j] = self._jotted
         if self._inject is None or not self._inject[j]:
             batch = self._launched.get(i)
             if batch is None:
@@ -296,7 +315,11 @@ class Executor:
         tries = 1 + max(self._p.transitions[i].retries, 0)
         timeout = self._p.transitions[i].timeout
         attempt = 0
+        acting = False
         try:
+            if self._must_wait[i] and self._durable < self._start_seq[j]:
+                await self._until_durable(self._start_seq[j])
+            acting = True
             while True:
                 attempt += 1
                 self._attempts[j] = min(attempt, 255)
@@ -332,7 +355,9 @@ class Executor:
             if self._limiter is not None:
                 self._limiter.release(j)
             if self._journal is not None:
-                self._jot(self._end_record(j, i, "cancelled", now, None))
+                # Stopped before its action ran: the start is withdrawn, not a cancelled end.
+                done = self._end_record(j, i, "cancelled", now, None)
+                self._jot(done if acting else self._unstart_record(j, i))
             if self._emit is not None:
                 self._emit_end(j, i, "cancelled", Outcome(ok=False), attempt, final=True)
             raise
@@ -561,25 +586,85 @@ class Executor:
         return output
 
     def _jot(self, line: str) -> None:
-        """Buffer a journal record; the first one of a loop turn schedules the flush."""
+        """Buffer a journal record; the first one of a loop turn schedules its write."""
         if self._journal is None or self.journal_error is not None:
             return
         self._journal.append(line)
+        self._jotted += 1
         if not self._flush_scheduled and self._loop is not None:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush_journal)
 
     def _flush_journal(self) -> None:
+        """Hand what is buffered to the journal thread (it writes what it was handed meanwhile
+        in one go)."""
         self._flush_scheduled = False
+        journal = self._journal
+        if journal is None or self.journal_error is not None:
+            return
+        if self._writer is None:  # not running: write here
+            self._drain_journal()
+            return
+        data = journal.take()
+        if data:
+            self._writer.hand(data, self._jotted)
+
+    async def _until_durable(self, seq: int) -> None:
+        assert self._loop is not None and self._writer is not None
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._waiters.append((seq, future))
+        self._writer.wanted = True  # the thread wakes the loop when its write ends
+        self._on_durable()  # it may have ended meanwhile
+        await future
+
+    def _on_durable(self, error: JournalError | None = None) -> None:
+        """On the loop, when the journal thread wrote (or failed to) and a job waits."""
+        if error is not None:
+            if self.journal_error is None:
+                self._journal_failed(error)
+            return
+        assert self._writer is not None or not self._waiters
+        durable = self._writer.durable if self._writer is not None else self._jotted
+        self._durable = max(self._durable, durable)
+        waiting = []
+        for seq, future in self._waiters:
+            if seq <= self._durable:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                waiting.append((seq, future))
+        self._waiters = waiting
+        if self._writer is not None:
+            self._writer.wanted = bool(waiting)
+
+    def _drain_journal(self) -> None:
+        """At the end of a run: let the journal thread finish, then write the rest here."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            error = writer.close()
+            if error is not None and self.journal_error is None:
+                # A write failed: nothing may be appended after the records it lost.
+                self._journal_failed(error)
         if self._journal is None or self.journal_error is not None:
             return
         try:
             self._journal.flush()
+            self._durable = self._jotted
         except JournalError as exc:
-            # Without a journal nothing may run: stop as after a failure.
-            self.journal_error = exc
-            if not self._stopping:
-                self._stop()
+            self._journal_failed(exc)
+
+    def _journal_failed(self, exc: JournalError) -> None:
+        # Without a journal nothing may run: stop as after a failure.
+        self.journal_error = exc
+        for _, future in self._waiters:
+            if not future.done():
+                future.cancel()
+        self._waiters = []
+        if not self._stopping:
+            self._stop()
+
+    def _unstart_record(self, j: int, i: int) -> str:
+        return f'{{"k":"unstart","t":{self._tid(i)},"h":{self._jh[self._p.job_host[j]]}}}\n'
 
     # --- events and trace ---------------------------------------------------------------
 
@@ -630,6 +715,60 @@ class Executor:
         events.sort(key=lambda e: e.start)
         makespan = max((e.end for e in events), default=0.0)
         return Trace(self.assembly, self.started_at, makespan, tuple(events), self._limits)
+
+
+class _JournalThread:
+    """Writes what the loop hands it, in order, everything handed meanwhile in one write and
+    one fdatasync. It wakes the loop only when a job waits for durability (`wanted`): a wakeup
+    in the middle of a job's sleep would cost it a millisecond of asyncio's timer rounding."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        loop: asyncio.AbstractEventLoop,
+        on_durable: Callable[[JournalError | None], None],
+    ) -> None:
+        self._journal = journal
+        self._loop = loop
+        self._on_durable = on_durable
+        self._queue: SimpleQueue[tuple[bytes, int] | None] = SimpleQueue()
+        self.durable = 0  # records on disk (a plain int: set here, read on the loop)
+        self.wanted = False
+        self.error: JournalError | None = None
+        self._thread = threading.Thread(target=self._run, name="madeus-journal", daemon=True)
+        self._thread.start()
+
+    def hand(self, data: bytes, upto: int) -> None:
+        self._queue.put((data, upto))
+
+    def close(self) -> JournalError | None:
+        """Write what was handed, stop; the error that stopped the writes, if one did."""
+        self._queue.put(None)
+        self._thread.join()
+        return self.error
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while not self._queue.empty():
+                batch.append(self._queue.get())
+            handed = [item for item in batch if item is not None]
+            if handed and self.error is None:
+                try:
+                    self._journal.write(b"".join(data for data, _ in handed))
+                except JournalError as exc:
+                    self.error = exc
+                    self._wake(exc)
+                else:
+                    self.durable = handed[-1][1]
+                    if self.wanted:
+                        self._wake(None)
+            if None in batch:  # closed: everything handed before is written
+                return
+
+    def _wake(self, error: JournalError | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the run is over
+            self._loop.call_soon_threadsafe(self._on_durable, error)
 
 
 def _host_limits(

@@ -3,9 +3,9 @@
 One directory per assembly file and inventory, `.madeus/state/<key>/` beside the assembly file
 (or under `--state DIR` / `$MADEUS_STATE`: `base_dir`), 0700:
 
-    journal.jsonl   one JSON object per line, appended; written and fdatasync'd once per
-                    event-loop turn by the engine (group commit), so a start record is on disk
-                    before its job runs and an end record before its successors start
+    journal.jsonl   one JSON object per line, appended; written and fdatasync'd by the
+                    engine's journal thread, everything buffered meanwhile at once (group
+                    commit); a non-idempotent action runs once its start record is on disk
     lock            flock'd by the run that owns the journal; holds who that is (JSON)
     history/        the journals of earlier deployments (the HISTORY_KEEP latest)
     state.json      the state of record the last run left (`madeus.state`)
@@ -628,11 +628,22 @@ class Journal:
 
     def flush(self) -> None:
         """Write the buffered records in one write and fdatasync them."""
-        if not self._buffer:
-            return
-        self._check_open()
+        if self._buffer:
+            self._check_open()
+            self.write(self.take())
+
+    def take(self) -> bytes:
+        """The buffered records, to `write` elsewhere (the engine's journal thread); the
+        buffer is empty after."""
         data = "".join(self._buffer).encode("utf-8")
         self._buffer.clear()
+        return data
+
+    def write(self, data: bytes) -> None:
+        """Append `data` (whole records) and fdatasync it: durable on return. One writer at a
+        time: the records are appended in the order they were taken."""
+        if not data:
+            return
         try:
             if self._fd is None:
                 self._fd = self._open_file()
