@@ -130,24 +130,17 @@ def hop_1ms(tmp: Path, repeat: int) -> dict[str, Any]:
     }
 
 
+# `madeus` in a fresh interpreter of this Python (the package as this checkout has it).
+_CLI = [sys.executable, "-c", "import sys; from madeus.cli import main; sys.exit(main())"]
+
+
 def hop_1ms_cli(tmp: Path, repeat: int) -> dict[str, Any]:
     """The `hop_1ms` chain through the command line (`madeus deploy --simulate`: its journal
     written as it goes) beside the library without a journal, alternating, best of each."""
     path = _write(tmp, "chain", 1000, 0.001)
     deployment = _deployment(path)
     trace = tmp / "hop-cli-trace.json"
-    command = [
-        sys.executable,
-        "-c",
-        "import sys; from madeus.cli import main; sys.exit(main())",
-        "deploy",
-        str(path),
-        "--simulate",
-        "--no-verify",
-        "-q",
-        "--trace",
-        str(trace),
-    ]
+    command = [*_CLI, "deploy", str(path), "--simulate", "--no-verify", "-q", "--trace", str(trace)]
     library, cli = [], []
     for _ in range(repeat):
         library.append(_simulate(deployment).makespan)
@@ -204,15 +197,7 @@ def throughput(tmp: Path, repeat: int) -> dict[str, Any]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
     subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from madeus.cli import main; sys.exit(main())",
-            "deploy",
-            str(path),
-            "--simulate",
-            "--no-verify",
-        ],
+        [*_CLI, "deploy", str(path), "--simulate", "--no-verify"],
         stdout=subprocess.DEVNULL,
         check=True,
         cwd=tmp,
