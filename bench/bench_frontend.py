@@ -5,11 +5,11 @@ assemblies of growing size, each size in a fresh interpreter so that peak memory
     python bench/bench_frontend.py [--sizes 100 300 1000 3000 10000] [--repeat 1]
 
 Prints one JSON document: a row per size (seconds per stage, peak RSS; apart, under `state`,
-what `madeus plan` adds with a state of record: the record of the deployment and the change
-against a record lacking a tenth of the instances), the time per component
-of each stage and its growth (log-log slope: 1.0 is linear), and whether the target holds
-(10,000 components, i.e. 100,000 transitions: parse + check + resolve + compile + plan in at
-most 10 s, peak RSS at most 1 GiB).
+what `madeus plan` adds with a state of record: the record of the deployment, `state.json`
+written and read back, and the change against a record lacking a tenth of the instances),
+the time per component of each stage and its growth (log-log slope: 1.0 is linear), and
+whether the target holds (10,000 components, i.e. 100,000 transitions: parse + check +
+resolve + compile + plan in at most 10 s, peak RSS at most 1 GiB).
 """
 
 from __future__ import annotations
@@ -76,13 +76,14 @@ def measure(path: str) -> dict[str, Any]:
 
 
 def _state_stages(path: str, deployment: Any) -> dict[str, Any]:
-    """The record of the complete deployment, then the change against a record that lacks a
-    tenth of the instances (the change `madeus plan` shows: a tenth of them to add)."""
+    """The record of the complete deployment, written to `state.json` and read back, then the
+    change against a record that lacks a tenth of the instances (the change `madeus plan`
+    shows: a tenth of them to add)."""
     from dataclasses import replace
 
     from madeus.engine.journal import JournalState
     from madeus.reconfig.state import deployed
-    from madeus.state import changes, record_of
+    from madeus.state import changes, load, record_of, save
 
     clock = time.perf_counter
     t0 = clock()
@@ -90,10 +91,25 @@ def _state_stages(path: str, deployment: Any) -> dict[str, Any]:
         deployed(deployment), JournalState(), file=path, inventory=None, complete=True
     )
     t1 = clock()
-    older = replace(record, instances=record.instances[: len(record.instances) * 9 // 10])
+    with tempfile.TemporaryDirectory(prefix="madeus-state-") as directory:
+        written = save(record, directory)
+        t2 = clock()
+        size = written.stat().st_size
+        again = load(directory)
+        t3 = clock()
+    assert again is not None
+    older = replace(again, instances=again.instances[: len(again.instances) * 9 // 10])
+    t4 = clock()
     found = changes(older, deployment)
-    t2 = clock()
-    return {"record_s": t1 - t0, "changes_s": t2 - t1, "to_add": len(found.added)}
+    t5 = clock()
+    return {
+        "record_s": t1 - t0,
+        "save_s": t2 - t1,
+        "load_s": t3 - t2,
+        "file_bytes": size,
+        "changes_s": t5 - t4,
+        "to_add": len(found.added),
+    }
 
 
 def _child(path: str) -> dict[str, Any]:
@@ -148,8 +164,11 @@ def run(sizes: list[int], repeat: int, kind: str) -> dict[str, Any]:
                 "peak_rss_mib": round(max(r["peak_rss_mib"] for r in runs), 1),
                 "rss_after_imports_mib": round(runs[0]["rss_after_imports_mib"], 1),
                 "state": {
-                    "record_s": round(min(r["state"]["record_s"] for r in runs), 4),
-                    "changes_s": round(min(r["state"]["changes_s"] for r in runs), 4),
+                    **{
+                        k: round(min(r["state"][k] for r in runs), 4)
+                        for k in ("record_s", "save_s", "load_s", "changes_s")
+                    },
+                    "file_bytes": runs[0]["state"]["file_bytes"],
                     "to_add": runs[0]["state"]["to_add"],
                 },
             }

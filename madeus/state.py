@@ -42,12 +42,13 @@ from madeus.engine.journal import (
     base_dir,
     state_key,
 )
-from madeus.engine.runlog import FILE_MODE, make_private_dir
+from madeus.engine.runlog import make_private_dir, open_private
 from madeus.errors import Diagnostic, StateError
 from madeus.model import EnvRef, Value
 from madeus.reconfig.state import Configuration, InstanceState, final_places, from_journal
 from madeus.resolve import Deployment, Link, ResolvedInstance
 from madeus.source import Span
+from madeus.trace import dumps_lines
 
 __all__ = [
     "STATE_ENV",
@@ -331,15 +332,12 @@ def save(record: Record, directory: str | os.PathLike[str]) -> Path:
     never half of one, even after a crash."""
     target = Path(directory) / STATE_FILE
     temporary = target.with_name(f".{STATE_FILE}.{os.getpid()}.tmp")
-    data = _dumps(record.to_json()).encode()
     try:
         make_private_dir(Path(directory))
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with os.fdopen(open_private(temporary), "w", encoding="utf-8") as out:
+            out.write(dumps_lines(record.to_json()))
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(temporary, target)
         folder = os.open(directory, os.O_RDONLY)
         try:
@@ -357,19 +355,6 @@ def save(record: Record, directory: str | os.PathLike[str]) -> Path:
             ]
         ) from None
     return target
-
-
-def _dumps(document: dict[str, Json]) -> str:
-    """One field per line and one item of a list per line: readable, and written by json's C
-    encoder (an indented dump takes 0.4 s for 10,000 instances, this a tenth of it)."""
-    lines = []
-    for key, value in document.items():
-        if isinstance(value, list) and value:
-            items = ",\n  ".join(json.dumps(v, sort_keys=True) for v in value)
-            lines.append(f"{json.dumps(key)}: [\n  {items}]")
-        else:
-            lines.append(f"{json.dumps(key)}: {json.dumps(value, sort_keys=True)}")
-    return "{" + ",\n ".join(lines) + "}\n"
 
 
 def load(path: str | os.PathLike[str]) -> Record | None:

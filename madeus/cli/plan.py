@@ -193,12 +193,12 @@ class Compared:
 
 def compare(args: argparse.Namespace, loaded: Loaded) -> Compared:
     """Compare FILE and the inventory with the state of record (`madeus.state`)."""
-    from madeus.engine.journal import state_key
+    from madeus.engine.journal import state_dir
     from madeus.state import STATE_FILE, changes, recorded
 
     simulate = bool(getattr(args, "simulate", False))
     base = state_base(args, loaded, simulate=simulate)
-    directory = base / state_key(args.file, loaded.inventory_key, simulate=simulate)
+    directory = state_dir(args.file, loaded.inventory_key, base=base, simulate=simulate)
     record = recorded(loaded.deployment, directory)
     partial = bool(getattr(args, "limit", None))
     found = changes(record, loaded.deployment, partial=partial)
