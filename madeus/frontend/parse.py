@@ -3,10 +3,10 @@
 The grammar (`dsl/madeus.lark`) defines the language; lark compiles it to LALR(1) tables. The
 stages are apart: `lexer.py` (tokens), this module (the loop that feeds them to lark's
 interactive parser), `build.py` (the transformer lark calls at each reduction: model objects,
-no intermediate tree) and `messages.py` (syntax errors in plain words). The lexer is our own:
-a `chain` of 100,000 transitions is a 5 MB file of a million tokens, which lark's own lexer
-turns into a tree in about 9 s, and this lexer and lark's parser into the model in about 3 s
-(bench/README.md).
+no intermediate tree) and `messages.py` (syntax errors in plain words). The lexer is our own,
+one regular expression for every token: lark's generic lexer and tree are several times
+slower on files of a million tokens (a `chain` of 100,000 transitions; bench/README.md has
+the parser's figures).
 
 The lexer is contextual, as lark's: before each token it asks the parser what its state
 accepts (`InteractiveParser.choices`), so that a keyword where a name is expected is a name.
