@@ -10,6 +10,7 @@ Naming:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -183,6 +184,16 @@ Port = ProvidePort | UsePort
 
 
 @dataclass(frozen=True, slots=True)
+class OnChange:
+    """`on change of PARAMS: BEHAVIOURS`: a deployed instance whose parameter in `params`
+    changes runs `behaviours`, in this order (`madeus apply`)."""
+
+    params: tuple[str, ...]
+    behaviours: tuple[str, ...]
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class ComponentType:
     name: str
     params: tuple[Param, ...] = ()
@@ -191,6 +202,7 @@ class ComponentType:
     provides: tuple[ProvidePort, ...] = ()
     uses: tuple[UsePort, ...] = ()
     span: Span = field(default=NO_SPAN, compare=False, repr=False)
+    on_change: tuple[OnChange, ...] = ()
 
     @property
     def initial_places(self) -> tuple[str, ...]:
@@ -209,6 +221,20 @@ class ComponentType:
 
     def place(self, name: str) -> Place | None:
         return next((p for p in self.places if p.name == name), None)
+
+    def behaviours_on_change(self, params: Iterable[str]) -> tuple[str, ...] | None:
+        """The behaviours to run when `params` change: those of every `on change of` naming
+        one of them, in declaration order, each once; None when a parameter has none (the
+        instance is then redeployed)."""
+        changed = set(params)
+        covered = {p for o in self.on_change for p in o.params}
+        if not changed <= covered:
+            return None
+        found: dict[str, None] = {}
+        for o in self.on_change:
+            if changed.intersection(o.params):
+                found.update(dict.fromkeys(o.behaviours))
+        return tuple(found)
 
     def port(self, name: str) -> Port | None:
         ports: tuple[Port, ...] = (*self.provides, *self.uses)

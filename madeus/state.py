@@ -197,6 +197,11 @@ def _desired(inst: ResolvedInstance | InstanceState) -> InstanceRecord:
     return InstanceRecord(inst.name, inst.component.name, tuple(inst.hosts), params)
 
 
+def recorded_params(inst: ResolvedInstance | InstanceState) -> Mapping[str, Json]:
+    """An instance's parameters as the record keeps them (secrets as references)."""
+    return _desired(inst).params
+
+
 def _connections(compiled: net.Net) -> tuple[ConnectionRecord, ...]:
     return tuple(
         sorted(
@@ -527,7 +532,11 @@ def restore(configuration: Configuration, record: Record | None) -> Configuratio
         if inst.name in declared or was is None or was.type != inst.type:
             instances.append(inst)
             continue
-        params = {k: v for k, v in ((k, _value(v)) for k, v in was.params.items()) if v is not None}
+        params = {
+            k: v
+            for k, v in ((k, recorded_value(v)) for k, v in was.params.items())
+            if v is not None
+        }
         instances.append(replace(inst, hosts=tuple(was.hosts) or inst.hosts, params=params))
     present = {i.name for i in instances}
     kept = {(c.user, c.use, c.provider, c.provide) for c in record.connections}
@@ -543,7 +552,7 @@ def _key(link: Link) -> tuple[str, str, str, str]:
     return (link.user, link.user_port, link.provider, link.provider_port)
 
 
-def _value(recorded: Json) -> Value | None:
+def recorded_value(recorded: Json) -> Value | None:
     """A recorded parameter back as a model value; None for a secret written in the file."""
     if isinstance(recorded, dict):
         if "env" in recorded:

@@ -440,9 +440,15 @@ def test_deploy_journals_and_status_shows_it(
     assert ("mariadb.pull", "control-1", "done") in lines
     assert ("nova.upgrade_db", "control-1", "failed") in lines
     assert ("nova.cell_setup", "control-1", "not") in lines  # not started
-    assert out.rstrip().splitlines()[-1].endswith("(46 jobs)")
+    jobs, instances = out.split("\ninstances (state of record, updated ")
+    assert jobs.rstrip().splitlines()[-1].endswith("(46 jobs)")
+    # Then where each instance is, from the state of record: nova stopped half way.
+    where = {line.split()[0]: line.split()[2:4] for line in instances.splitlines()[1:]}
+    assert where["mariadb"] == ["deployed", "on"]
+    assert where["nova"][0] == "in"
     assert main(["status", *args, "--simulate", "--format", "json"]) == 0
     report = json.loads(capsys.readouterr().out)
+    assert {i["name"]: i["deployed"] for i in report["instances"]}["mariadb"] is True
     by_job = {(j["id"], j["host"]): j["state"] for j in report["jobs"]}
     assert by_job[("nova.upgrade_db", "control-1")] == "failed"
     assert by_job[("nova.restart", "control-1")] == "not started"

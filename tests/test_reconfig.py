@@ -807,7 +807,7 @@ def test_the_examples_of_the_guides_run(
 ) -> None:
     for doc, heading in (
         ("api.md", "## Reconfiguration programs"),
-        ("reconfiguration.md", "## 4. The Python API"),
+        ("reconfiguration.md", "## 5. The Python API"),
     ):
         text = (REPO / "docs" / doc).read_text(encoding="utf-8")
         section = text.split(heading, 1)[1].split("\n## ", 1)[0]

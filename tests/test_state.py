@@ -191,10 +191,14 @@ def test_plan_shows_what_changed_as_terraform_does(
         "connect": ["other.api -> server.api"],
         "disconnect": ["client.api -> server.api"],
     }
-    # deploy says what changed before running it all again
-    code, _, err = deploy(file, capsys)
-    assert code == 0
-    assert "note: changes since the state of record (1 to add, 1 to change, 1 to remove" in err
+    # deploy runs the change: the server has no `on change of`, so it is redeployed; the
+    # client it serves uninstalls first, and the new user deploys once the server runs again
+    code, out, err = deploy(file, capsys)
+    assert code == 0, err
+    assert "server: motto, port changed and Server declares no `on change of` for it" in out
+    assert (Path.cwd() / "stopped.txt").read_text() == "stop\n"
+    assert (Path.cwd() / "attached.txt").read_text() == "attach\ndetach\nattach\n"
+    assert (Path.cwd() / "started-9090.txt").exists()
     assert cli(["plan", str(file), "--detailed-exitcode"], capsys)[0] == 0
 
 

@@ -215,11 +215,27 @@ def test_a_user_resuming_while_its_provider_is_stopped_waits_or_breaks_safety() 
     moves = [str(m) for m in verdict.unsafe.moves]
     assert moves[-1] == "reach client.running"
     assert "end server.stop" in moves or "leave server.on" in moves
-    message = verify_program(state, bad)[0].message
-    assert message == (
+    first = verify_program(state, bad)[0]
+    assert first.message == (
         'unsafe program: "client.api" is in use (place "client.running" is marked) while '
         '"server.api" is not provided'
     )
+    # When the server comes back, the refusal proposes the missing wait, verified: the client
+    # resumes once the server is done.
+    forgot = program(
+        state,
+        ("push", ("client", "stop")),
+        ("push", ("server", "stop")),
+        ("push", ("server", "update")),
+        ("push", ("client", "update")),
+        ("wait_all", ()),
+    )
+    first = verify_program(state, forgot)[0]
+    assert first.related[-1].message == (
+        "proposed fix: wait('server') before push('client', 'update'): with it the program "
+        "verifies"
+    )
+    assert not any("proposed fix" in r.message for r in verify_program(state, bad)[0].related)
 
 
 def test_a_behaviour_that_loops_is_refused() -> None:

@@ -27,7 +27,6 @@ from madeus.cli._common import (
     EXIT_ERRORS,
     EXIT_INTERRUPTED,
     EXIT_OK,
-    Loaded,
     add_habit_args,
     add_inventory_arg,
     add_simulate_args,
@@ -48,6 +47,7 @@ from madeus.cli._common import (
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
+    from madeus.cli.plan import Compared
     from madeus.engine.errors import DeployError
     from madeus.engine.events import Event, RunEnded, TransitionEnded
     from madeus.engine.journal import Journal
@@ -67,13 +67,19 @@ def _positive_seconds(text: str) -> float:
 
 
 def add_parser(subparsers: Any) -> None:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+    deploy: argparse.ArgumentParser = subparsers.add_parser(
         "deploy",
-        help="run a deployment (or simulate it)",
+        help="run a deployment (or simulate it); with a state of record, the change",
         description="Run every transition of the assembly as soon as its dependencies allow, "
         "locally, over SSH or through Ansible. Logs, the plan and the trace of each run go to "
-        ".madeus/runs/<run-id>/.",
+        ".madeus/runs/<run-id>/. When the deployment has a state of record and the files "
+        "changed, run the change as `madeus apply` does (--redeploy: everything again).",
     )
+    add_options(deploy)
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """The options of `deploy` and `apply` (one verb: apply is deploy with a state)."""
     parser.add_argument("file", metavar="FILE", help="the .mad file holding the assembly")
     add_inventory_arg(parser)
     add_state_arg(parser)
@@ -188,10 +194,21 @@ def run(args: argparse.Namespace) -> int:
         return 2
     loaded = load_existing(args.file, args, limited=True)
     deployment = loaded.deployment
+    # With a state of record, `apply` (and `deploy` when the files changed) runs the change.
     # A rehearsal (--simulate) or a run with injected failures is asked for its own sake.
-    asked = args.resume or args.check or args.redeploy or args.simulate or args.inject_failure
-    if not asked and _nothing_to_do(args, loaded):
-        return EXIT_OK
+    whole = args.resume or args.redeploy
+    asked = whole or args.check or args.simulate or args.inject_failure
+    if (args.verb == "apply" and not whole) or not asked:
+        from madeus.cli.plan import compare
+
+        change = compare(args, loaded)
+        if change.record is not None:
+            if not change.changes and change.record.complete:
+                _nothing_to_do(change)
+                return EXIT_OK
+            from madeus.cli.apply import apply_change
+
+            return apply_change(args, loaded, change)
     # Verify before planning: on a deadlock the verifier names the waiting cycle, where the
     # plan could only say which transitions never start.
     if not args.no_verify:
@@ -310,28 +327,13 @@ def _nothing() -> None:
     return None
 
 
-def _nothing_to_do(args: argparse.Namespace, loaded: Loaded) -> bool:
-    """Say so and return True when the state of record already has what the files describe;
-    otherwise note what changed since it (a first deployment: nothing to say)."""
-    from madeus.cli.plan import compare
-
-    change = compare(args, loaded)
+def _nothing_to_do(change: Compared) -> None:
     record = change.record
-    if record is None:
-        return False
-    if not change.changes and record.complete:
-        print(
-            f"No changes: the deployment matches its state of record ({change.where}, updated "
-            f"{record.updated_at}); nothing to do (--redeploy runs it all again)"
-        )
-        return True
-    if change.changes:
-        print(
-            f"note: changes since the state of record ({change.changes.summary()}); "
-            "deploying the whole assembly again",
-            file=sys.stderr,
-        )
-    return False
+    assert record is not None
+    print(
+        f"No changes: the deployment matches its state of record ({change.where}, updated "
+        f"{record.updated_at}); nothing to do (--redeploy runs it all again)"
+    )
 
 
 async def _interruptible(work: Coroutine[Any, Any, object], force: Callable[[], None]) -> bool:

@@ -64,6 +64,11 @@ def add_parser(subparsers: Any) -> None:
     )
     add_state_arg(parser)
     parser.add_argument(
+        "--simulate",
+        action="store_true",
+        help="compare with the state of the simulated runs (`deploy --simulate`) instead",
+    )
+    parser.add_argument(
         "--reconfigure",
         metavar="SCRIPT.py",
         help="predict a reconfiguration program instead (SCRIPT.py defines reconfigure(r)): "
@@ -94,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
     change = compare(args, loaded)
     if change.record is not None and not change.changes and change.record.complete:
         return _write(args, _nothing_to_change(args, loaded, change))
+    if change.record is not None and args.durations_from is None:
+        return _plan_change(args, loaded, change)
     plan = build_plan(loaded.deployment)
     declared: Plan | None = None
     traces: list[Trace] = []
@@ -124,6 +131,29 @@ def _nothing_to_change(args: argparse.Namespace, loaded: Loaded, change: Compare
         }
         return json.dumps(document, indent=2) + "\n"
     return change.render()
+
+
+def _plan_change(args: argparse.Namespace, loaded: Loaded, change: Compared) -> int:
+    """The change against the state of record and the program that makes it (`apply`)."""
+    from madeus.cli.apply import synthesised
+
+    assert change.record is not None
+    found = synthesised(change.record, loaded, partial=change.partial)
+    if found.diagnostics:
+        raise MadeusError(list(found.diagnostics))
+    if args.format == "json":
+        prediction = found.prediction
+        document: dict[str, Any] = {"assembly": loaded.deployment.name, "transitions": []}
+        if prediction is not None:
+            document = prediction.to_plan().to_json()
+        document["changes"] = change.to_json()
+        document["program"] = [str(ins) for ins in found.program]
+        document["notes"] = list(found.synthesis.notes)
+        text = json.dumps(document, indent=2) + "\n"
+    else:
+        text = change.render() + found.render()
+    code = _write(args, text)
+    return EXIT_CHANGES if code == EXIT_OK and args.detailed_exitcode else code
 
 
 def _write(args: argparse.Namespace, text: str) -> int:
@@ -174,21 +204,15 @@ class Compared:
                 return head + (
                     f"No changes to the files, but the last run did not complete "
                     f"({last or 'stopped'}): `madeus deploy --resume` continues it; "
-                    "`madeus deploy` starts again from the beginning:\n\n"
+                    "`madeus apply` takes every instance to its deployed places:\n\n"
                 )
             return head + (
                 "No changes to the files, but not every instance is deployed (a "
-                "reconfiguration left them elsewhere): `madeus deploy` deploys the whole "
-                "assembly again:\n\n"
+                "reconfiguration left them elsewhere): `madeus apply` takes them back:\n\n"
             )
         scope = " (within --limit)" if self.partial else ""
         lines = [f"changes{scope}: {self.changes.summary()}", *self.changes.lines()]
-        return (
-            head
-            + "\n".join(lines)
-            + "\n\n`madeus deploy` runs the whole assembly again (what changes is not run "
-            "apart yet):\n\n"
-        )
+        return head + "\n".join(lines) + "\n\n`madeus apply` runs this change:\n\n"
 
 
 def compare(args: argparse.Namespace, loaded: Loaded) -> Compared:

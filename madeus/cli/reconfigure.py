@@ -45,11 +45,16 @@ from madeus.cli._common import (
 from madeus.errors import Diagnostic
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from madeus.engine.journal import Journal
     from madeus.reconfig.predict import Prediction
     from madeus.reconfig.program import Program
     from madeus.reconfig.state import Configuration
     from madeus.trace import Trace
+
+    # What gives `apply` its configuration and program, once the journal is locked.
+    Start = Callable[[Loaded, Journal | None], tuple[Configuration, Program] | None]
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -111,9 +116,14 @@ def run_program(
     file: str,
     build: Any,
     verb: str,
+    *,
+    start: Start | None = None,
+    loaded: Loaded | None = None,
 ) -> int:
     """Load FILE and the configuration, build the program (`build(configuration)`), verify,
-    predict, run, record. Shared by `reconfigure` and `destroy`."""
+    predict, run, record. Shared by `reconfigure`, `destroy` and `apply`. `start(loaded,
+    journal)`, if given, gives both the configuration and the program once the journal is
+    locked (None: nothing to run)."""
     from madeus.cli.check import load_existing
     from madeus.engine.journal import JournalError
 
@@ -121,7 +131,9 @@ def run_program(
     if refused is not None:
         return refused
     gantt = Path(args.gantt) if args.gantt else None
-    loaded = load_existing(file, args)
+    if loaded is None:
+        loaded = load_existing(file, args)
+    outputs = _Outputs(args.trace, gantt)
     try:
         from madeus.reconfig.state import open_state_journal
 
@@ -137,9 +149,9 @@ def run_program(
     except JournalError:
         raise
     if journal is None:
-        return _run_locked(args, file, loaded, build, verb, None, _Outputs(args.trace, gantt))
+        return _run_locked(args, file, loaded, build, verb, None, outputs, start)
     with journal:
-        return _run_locked(args, file, loaded, build, verb, journal, _Outputs(args.trace, gantt))
+        return _run_locked(args, file, loaded, build, verb, journal, outputs, start)
 
 
 def current_configuration(
@@ -149,7 +161,7 @@ def current_configuration(
     from madeus.reconfig.state import deployed, journal_configuration
 
     deployment = loaded.deployment
-    if args.assume_deployed:
+    if getattr(args, "assume_deployed", False):
         return deployed(deployment)
     if journal is None:
         print("note: no journal: starting from a complete deployment", file=sys.stderr)
@@ -175,6 +187,7 @@ def _run_locked(
     verb: str,
     journal: Journal | None,
     outputs: _Outputs,
+    start: Start | None = None,
 ) -> int:
     import asyncio
 
@@ -184,10 +197,16 @@ def _run_locked(
     from madeus.reconfig.predict import ReconfigBlocked, predict
     from madeus.reconfig.state import Recorder
 
-    state = current_configuration(args, file, loaded, journal, verb)
-    if state is None:
-        return EXIT_ERRORS
-    program = build(state)
+    if start is not None:
+        begun = start(loaded, journal)
+        if begun is None:
+            return EXIT_OK
+        state, program = begun
+    else:
+        found = current_configuration(args, file, loaded, journal, verb)
+        if found is None:
+            return EXIT_ERRORS
+        state, program = found, build(found)
     if args.limit:
         from madeus.reconfig.programs import outside_limit
 
@@ -271,8 +290,8 @@ def _run_locked(
     if code == EXIT_OK:
         from madeus.reconfig.check import check_trace
 
-        found = check_trace(state, trace, program, tolerance=max(0.05 * scale, 0.005))
-        for text in found:
+        broken = check_trace(state, trace, program, tolerance=max(0.05 * scale, 0.005))
+        for text in broken:
             print(f"warning: the trace breaks the rules: {text}", file=sys.stderr)
     if code == EXIT_INTERRUPTED:
         print("interrupted: running transitions were cancelled", file=sys.stderr)
@@ -336,7 +355,9 @@ def print_summary(
     check: bool = False,
 ) -> None:
     done = sum(1 for e in trace.events if e.status == "ok")
-    what = {"reconfigure": "reconfigured", "destroy": "destroyed"}.get(verb, verb)
+    what = {"reconfigure": "reconfigured", "destroy": "destroyed", "apply": "applied"}.get(
+        verb, verb
+    )
     if simulated:
         what += " (simulated)"
     if check:

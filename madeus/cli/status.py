@@ -64,8 +64,23 @@ def run(args: argparse.Namespace) -> int:
     counts = {name: 0 for name in ORDER}
     for _, _, what, _ in rows:
         counts[what.split(" (")[0]] += 1
+    from madeus.reconfig.state import final_places
+    from madeus.state import load
+
+    kept = load(directory)
+    types = {c.name: c for c in loaded.deployment.assembly.components}
+    instances = []  # (name, type, hosts, places, deployed) as the state of record has them
+    for inst in kept.instances if kept is not None else ():
+        component = types.get(inst.type)
+        deployed = component is not None and frozenset(inst.places) == final_places(component)
+        instances.append((inst.name, inst.type, inst.hosts, inst.places, deployed))
     if args.format == "json":
-        print(json.dumps(_as_json(state, holder, str(directory / JOURNAL_FILE), rows, counts)))
+        document = _as_json(state, holder, str(directory / JOURNAL_FILE), rows, counts)
+        document["instances"] = [
+            {"name": n, "type": t, "hosts": list(h), "places": list(p), "deployed": d}
+            for n, t, h, p, d in instances
+        ]
+        print(json.dumps(document))
         return EXIT_OK
     out = sys.stdout
     out.write(f"journal:  {directory / JOURNAL_FILE}")
@@ -90,6 +105,16 @@ def run(args: argparse.Namespace) -> int:
         out.write(f"{line}{when}".rstrip() + "\n")
     summary = ", ".join(f"{n} {name}" for name, n in counts.items() if n)
     out.write(f"\n{summary} ({len(rows)} jobs)\n")
+    if kept is not None and instances:
+        # The deploy jobs above are the deploy runs'; where each instance is now (after
+        # reconfigurations and `apply` too) is the state of record's.
+        out.write(f"\ninstances (state of record, updated {kept.updated_at}):\n")
+        width = max(len(i[0]) for i in instances)
+        type_width = max(len(i[1]) for i in instances)
+        for name, type_name, hosts, places, deployed in instances:
+            mark = "deployed" if deployed else f"in {', '.join(places) or 'no place'}"
+            line = f"  {name:<{width}}  {type_name:<{type_width}}  {mark}  on {', '.join(hosts)}"
+            out.write(line + "\n")
     return EXIT_OK
 
 

@@ -23,6 +23,7 @@ from madeus.model import (
     FamilyOver,
     Instance,
     InstanceRef,
+    OnChange,
     OutputOf,
     Param,
     ParamType,
@@ -233,6 +234,7 @@ class ModelBuilder:
         transitions: list[Transition] = []
         provides: list[ProvidePort] = []
         raw_uses: list[_Use] = []
+        on_change: list[OnChange] = []
         for member in c[2:]:
             if isinstance(member, Transition):
                 transitions.append(member)
@@ -245,6 +247,8 @@ class ModelBuilder:
                 provides.append(member)
             elif isinstance(member, _Use):
                 raw_uses.append(member)
+            elif isinstance(member, OnChange):
+                on_change.append(member)
         for transition, attribute, span in self._repeated:
             self._problem(
                 "duplicate-attribute",
@@ -271,6 +275,7 @@ class ModelBuilder:
             tuple(provides),
             tuple(uses),
             self._span(c[0], c[-1]),
+            tuple(on_change),
         )
 
     def params(self, c: list[Any]) -> _Group:
@@ -375,6 +380,12 @@ class ModelBuilder:
         port_type = c[4].value if c[4] is not None else None
         names: _Group = c[-1]
         return _Use(name, kind, names.items, port_type, c[5] is not None, self._span(c[0], names))
+
+    def on_change(self, c: list[Any]) -> OnChange:
+        del self.opened[-1:]  # `change`
+        params: _Group = c[3]
+        behaviours: _Group = c[5]
+        return OnChange(params.items, behaviours.items, self._span(c[0], behaviours))
 
     def name_list(self, c: list[Any]) -> _Group:
         return _Group(tuple(t.value for t in c if t.type == "NAME"), self._span(c[0], c[-1]))

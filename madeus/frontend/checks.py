@@ -251,6 +251,7 @@ class _Checker:
         known = self._known_placeholders(c)
         self._actions(c, known)
         self._ports(c, names, known)
+        self._on_change(c, names)
         if c.places and c.initial_places and self._transitions_well_placed(c, names):
             self._reachability(c, names)
             self._deploy_cycles(c, names)
@@ -475,6 +476,26 @@ class _Checker:
                 )
         elif isinstance(port.value, str):
             self._templates([port.value], port.span, where, known)
+
+    def _on_change(self, c: ComponentType, names: _Names) -> None:
+        behaviours = c.behaviours
+        for rule in c.on_change:
+            for name in rule.params:
+                if name not in names.params:
+                    self.error(
+                        "unknown-name",
+                        f"unknown parameter {_q(name)} in `on change of` of component "
+                        f"{_q(c.name)}" + did_you_mean(name, names.params),
+                        self.locate.find(rule.span, "of", name),
+                    )
+            for name in rule.behaviours:
+                if name not in behaviours:
+                    self.error(
+                        "unknown-behaviour",
+                        f"component {_q(c.name)} has no behaviour {_q(name)} (no transition "
+                        "declares it)" + did_you_mean(name, behaviours),
+                        self.locate.find(rule.span, ":", name),
+                    )
 
     def _use(self, c: ComponentType, names: _Names, port: UsePort) -> None:
         where = f"use port {_q(port.name)} of component {_q(c.name)}"

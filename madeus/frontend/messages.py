@@ -30,7 +30,18 @@ _TERMINAL_WORDS = {
 _VALUE_TERMINALS = frozenset({"STRING", "SIGNED_NUMBER", "TRUE", "FALSE", "ENV"})
 # The keywords that open a construct (a `for` opens a family, or is part of a use port).
 CONSTRUCTS = frozenset(
-    {"IMPORT", "COMPONENT", "PLACES", "TRANSITION", "PROVIDE", "USE", "ASSEMBLY", "CONNECT", "FOR"}
+    {
+        "IMPORT",
+        "COMPONENT",
+        "PLACES",
+        "TRANSITION",
+        "PROVIDE",
+        "USE",
+        "CHANGE",
+        "ASSEMBLY",
+        "CONNECT",
+        "FOR",
+    }
 )
 # What a NAME is, by the construct being parsed and the token before it.
 _NAME_ROLES = {
@@ -53,6 +64,9 @@ _NAME_ROLES = {
     ("USE", ":"): "a port type",
     ("USE", "for"): "a transition or place name",
     ("USE", ","): "a transition or place name",
+    ("CHANGE", "of"): "a parameter name",
+    ("CHANGE", ","): "a parameter or behaviour name",
+    ("CHANGE", ":"): "a behaviour name",
     ("ASSEMBLY", "assembly"): "an assembly name",
     ("ASSEMBLY", "="): "a component type name",
     ("ASSEMBLY", "("): "a parameter name",

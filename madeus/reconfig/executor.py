@@ -730,7 +730,7 @@ def _actions(configuration: Configuration, program: Program) -> list[tuple[Actio
     for ins in program:
         if isinstance(ins, Add):
             components[ins.instance] = configuration.components[ins.type]
-            hosts[ins.instance] = inventory.placement(ins.target)
+            hosts[ins.instance] = ins.placement(inventory)
         if not isinstance(ins, Push):
             continue
         for t in components[ins.instance].transitions_of(ins.behaviour):

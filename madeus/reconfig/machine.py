@@ -539,7 +539,7 @@ class Machine:
             self._touch(ins.provider)
         elif isinstance(ins, Add):
             component = self.configuration.components[ins.type]
-            hosts = self.configuration.inventory.placement(ins.target)
+            hosts = ins.placement(self.configuration.inventory)
             params: dict[str, Value] = {
                 p.name: p.default for p in component.params if p.default is not None
             }

@@ -32,6 +32,7 @@ from madeus.model import ComponentType, ProvidePort, UsePort, Value
 from madeus.source import NO_SPAN, Span
 
 if TYPE_CHECKING:
+    from madeus.inventory import Inventory
     from madeus.reconfig.state import Configuration
 
 
@@ -46,10 +47,19 @@ class Add:
     target: str | None = None  # an inventory group or host; None: like an instance without `on`
     args: tuple[tuple[str, Value], ...] = ()
     span: Span = field(default=NO_SPAN, compare=False, repr=False)
+    # The hosts themselves, as the files resolved them (a synthesised program): then `target`
+    # is not read.
+    hosts: tuple[str, ...] | None = None
+
+    def placement(self, inventory: Inventory) -> tuple[str, ...]:
+        """The hosts the new instance runs on."""
+        return self.hosts if self.hosts is not None else inventory.placement(self.target)
 
     def __str__(self) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in self.args)
         on = f", on={self.target!r}" if self.target is not None else ""
+        if self.hosts is not None:
+            on = f", hosts={list(self.hosts)!r}"
         return f"add({self.instance!r}, {self.type!r}{on}{extra})"
 
 

@@ -58,7 +58,7 @@ def outside_limit(configuration: Configuration, program: Program, pattern: str) 
     found = []
     for ins in program:
         if isinstance(ins, Add):
-            hosts[ins.instance] = configuration.inventory.placement(ins.target)
+            hosts[ins.instance] = ins.placement(configuration.inventory)
         if not isinstance(ins, Add | Push | Remove):
             continue
         away = [h for h in hosts.get(ins.instance, ()) if h not in allowed]

@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from madeus.errors import Diagnostic, Related, VerifyError
@@ -165,8 +165,71 @@ def check_program(
 
 def verify_program(configuration: Configuration, program: Program) -> list[Diagnostic]:
     """Every problem of `program` (loop, unsafe, deadlock), in the diagnostic format of docs/cli.md;
-    [] when it terminates and keeps every port safe."""
-    return program_diagnostics(check_program(configuration, program), configuration, program)
+    [] when it terminates and keeps every port safe. The first diagnostic of a refused program
+    ends with the `wait` that would make it verify, when one `wait` does (`propose_wait`)."""
+    verdict = check_program(configuration, program)
+    found = program_diagnostics(verdict, configuration, program)
+    if found:
+        proposal = propose_wait(configuration, program, verdict)
+        if proposal is not None:
+            first = found[0]
+            found[0] = replace(first, related=(*first.related, proposal))
+    return found
+
+
+PROPOSALS = 30  # programs with one more `wait` verified at most, looking for one that verifies
+
+
+def propose_wait(
+    configuration: Configuration, program: Program, verdict: ProgramVerdict
+) -> Related | None:
+    """The missing `wait`, proposed only once verified: a `wait(x)` inserted before one
+    instruction, x an instance the counterexamples name whose pushed behaviours may still
+    run there, that makes the whole program verify. None when no such insertion does (among
+    the first `PROPOSALS` tried, nearest the end first)."""
+    involved: set[str] = set()
+    for w in verdict.witnesses:
+        if w.problem is not None:
+            involved.add(w.problem.instance)
+            if w.problem.provider:
+                involved.add(w.problem.provider.split(".")[0])
+        for b in w.blocked:
+            involved.add(b.instance)
+            if 0 <= b.push < len(program):
+                ins = program[b.push]
+                if isinstance(ins, Push | Wait | Remove):
+                    involved.add(ins.instance)
+    involved.discard("")
+    tries = 0
+    for k in range(len(program) - 1, 0, -1):
+        for x in sorted(involved):
+            if not _pending(program, k, x):
+                continue
+            at = program[k]
+            candidate = Program(
+                (*program.instructions[:k], Wait(x, at.span), *program.instructions[k:]),
+                program.source,
+            )
+            if check_program(configuration, candidate).sound:
+                return Related(
+                    f"proposed fix: wait({x!r}) before {at}: with it the program verifies",
+                    at.span,
+                )
+            tries += 1
+            if tries >= PROPOSALS:
+                return None
+    return None
+
+
+def _pending(program: Program, k: int, instance: str) -> bool:
+    """Whether a behaviour pushed on `instance` before instruction k may still run there (no
+    `wait` on it, nor `wait_all()`, since its last push)."""
+    for ins in reversed(program.instructions[:k]):
+        if isinstance(ins, WaitAll) or (isinstance(ins, Wait) and ins.instance == instance):
+            return False
+        if isinstance(ins, Push) and ins.instance == instance:
+            return True
+    return False
 
 
 # --- the encoding -------------------------------------------------------------------------

@@ -1,0 +1,150 @@
+"""`madeus apply FILE [-i INVENTORY] ...`: run the change `madeus plan` shows.
+
+With no state of record (nothing deployed yet) apply is a deploy. Otherwise FILE and the
+inventory are compared with the state (`madeus.state.changes`), the reconfiguration program
+that makes the change is synthesised from the lifecycles (`madeus.reconfig.synthesis`),
+verified (termination, port safety) and run like a hand-written program (`madeus
+reconfigure`): same journal, same state of record written at the end. `madeus deploy` does the
+same when a state exists and the files changed (`--redeploy` runs the whole deployment again).
+Re-applying an unchanged deployment runs nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from madeus.cli._common import EXIT_USAGE, Loaded
+
+if TYPE_CHECKING:
+    from madeus.cli.plan import Compared
+    from madeus.engine.journal import Journal
+    from madeus.errors import Diagnostic
+    from madeus.reconfig.predict import Prediction
+    from madeus.reconfig.program import Program
+    from madeus.reconfig.state import Configuration
+    from madeus.reconfig.synthesis import Synthesis
+    from madeus.state import Record
+
+# Options of deploy that a change does not run with yet (it runs as a reconfiguration program).
+_NOT_FOR_CHANGES = (
+    ("keep_going", "--keep-going"),
+    ("retry_backoff", "--retry-backoff"),
+    ("inject_failure", "--inject-failure"),
+    ("let_running_finish", "--let-running-finish"),
+    ("assume_done", "--assume-done"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A synthesised change: the program, its verdict and its prediction."""
+
+    synthesis: Synthesis
+    diagnostics: tuple[Diagnostic, ...]
+    prediction: Prediction | None
+
+    @property
+    def configuration(self) -> Configuration:
+        return self.synthesis.configuration
+
+    @property
+    def program(self) -> Program:
+        return self.synthesis.program
+
+    def render(self) -> str:
+        """The program, its notes and (when it verifies) the predicted schedule."""
+        from madeus.cli.plan import render_text
+
+        lines = ["program (synthesised from the lifecycles; verified before it runs):"]
+        lines += [f"  {ins}" for ins in self.program]
+        if self.synthesis.notes:
+            lines += ["", "notes:", *(f"  {note}" for note in self.synthesis.notes)]
+        text = "\n".join(lines) + "\n\n"
+        if self.prediction is not None:
+            text += render_text(self.prediction.to_plan())
+        return text
+
+
+def synthesised(record: Record, loaded: Loaded, *, partial: bool) -> Change:
+    """Synthesise the change from `record` to the files, verify it and predict it."""
+    from madeus.reconfig.predict import ReconfigBlocked, predict
+    from madeus.reconfig.synthesis import synthesise
+    from madeus.verify.behaviours import verify_program
+
+    synthesis = synthesise(record, loaded.deployment, partial=partial)
+    diagnostics = tuple(verify_program(synthesis.configuration, synthesis.program))
+    prediction = None
+    if not diagnostics:
+        try:
+            prediction = predict(synthesis.configuration, synthesis.program)
+        except ReconfigBlocked:  # the verifier said it finishes: kept for safety's sake
+            prediction = None
+    return Change(synthesis, diagnostics, prediction)
+
+
+def add_parser(subparsers: Any) -> None:
+    from madeus.cli.deploy import add_options
+
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "apply",
+        help="run the change `madeus plan` shows (nothing deployed yet: deploy)",
+        description="Compare the files and the inventory with the state of record, synthesise "
+        "the reconfiguration program that makes the change (added instances deploy, removed "
+        "ones uninstall, changed parameters run their `on change of` behaviours, users pause "
+        "where the port rules require it), verify it, and run it. With no state yet: deploy. "
+        "Same options as deploy.",
+    )
+    add_options(parser)
+
+
+def refused_options(args: argparse.Namespace, verb: str) -> int | None:
+    """A change runs as a reconfiguration program: the deploy options it does not have yet are
+    refused before anything runs."""
+    for name, option in _NOT_FOR_CHANGES:
+        if getattr(args, name, None):
+            print(
+                f"madeus {verb}: error: {option} does not apply to a change yet (a change runs "
+                "as a reconfiguration program); `--redeploy` runs the whole deployment with it",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+    return None
+
+
+def apply_change(args: argparse.Namespace, loaded: Loaded, compared: Compared) -> int:
+    """Run the change from the state of record to the files (`compared`: what `plan` found,
+    read again once the journal is locked)."""
+    from madeus.cli.reconfigure import run_program
+    from madeus.state import recorded
+
+    verb = "apply"
+    refused = refused_options(args, verb)
+    if refused is not None:
+        return refused
+
+    def start(loaded: Loaded, journal: Journal | None) -> tuple[Configuration, Program] | None:
+        record = compared.record
+        if journal is not None:
+            record = recorded(loaded.deployment, journal.directory) or record
+        assert record is not None
+        change = synthesised(record, loaded, partial=compared.partial)
+        print(compared.render(), end="")
+        print(change.render(), end="")
+        if change.diagnostics:
+            from madeus.errors import MadeusError
+
+            print(
+                "madeus: error: the synthesised program does not verify: nothing runs "
+                "(the notes above and the diagnostics below say why)",
+                file=sys.stderr,
+            )
+            raise MadeusError(list(change.diagnostics))
+        if not change.synthesis:
+            print("Nothing to run.")
+            return None
+        return change.configuration, change.program
+
+    return run_program(args, args.file, None, verb, start=start, loaded=loaded)

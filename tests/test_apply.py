@@ -1,0 +1,320 @@
+"""`madeus plan` and `madeus apply` against a state of record: the change is synthesised from the
+lifecycles (`madeus.reconfig.synthesis`), verified, predicted and run. Real deployments on this
+machine (shell actions appending to a log, so the order they ran in is on disk), the CLI as an
+operator runs it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from madeus import state
+from madeus.cli import main
+from madeus.errors import MadeusError
+
+SOURCE = """
+component Db(size: int = 1) {
+    places off*, installed, running, stopped
+    transition install: off -> installed  shell "echo db.install >> log"  ~0.01s
+    transition start: installed -> running  shell "echo db.start {size} >> log"  ~0.01s
+    transition stop: running -> stopped  shell "echo db.stop >> log"  ~0.01s  behaviour stop
+    transition restart: stopped -> running
+        shell "echo db.restart {size} >> log"  ~0.01s  behaviour update
+    transition wipe: stopped -> off  shell "echo db.wipe >> log"  ~0.01s  behaviour uninstall
+    provide service sql at running
+    on change of size: stop, update
+}
+component Web(motto: str = "hi") {
+    places off*, serving, paused
+    transition start: off -> serving  shell "echo {name}.start {motto} >> log"  ~0.01s
+    transition pause: serving -> paused  shell "echo {name}.pause >> log"  ~0.01s  behaviour stop
+    transition resume: paused -> serving
+        shell "echo {name}.resume {motto} >> log"  ~0.01s  behaviour resume
+    transition drop: paused -> off  shell "echo {name}.drop >> log"  ~0.01s  behaviour uninstall
+    use service sql for start, serving
+    on change of motto: stop, resume
+}
+component Cache(size: int = 1) {
+    places off*, on
+    transition start: off -> on  shell "echo cache.start {size} >> log"  ~0.01s
+    transition stop: on -> off  shell "echo cache.stop >> log"  ~0.01s  behaviour uninstall
+}
+assembly app {
+    db = Db
+    web = Web
+    cache = Cache
+    connect web.sql -> db.sql
+}
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The assembly in `tmp/`, deployed; madeus runs from there (the actions' log is there)."""
+    monkeypatch.delenv("MADEUS_STATE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    source = SOURCE.replace("{name}", "web")
+    (tmp_path / "app.mad").write_text(source)
+    assert main(["deploy", "app.mad", "-q"]) == 0
+    (tmp_path / "log").write_text("")
+    return tmp_path
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def edit(project: Path, old: str, new: str) -> None:
+    file = project / "app.mad"
+    text = file.read_text()
+    assert old in text
+    file.write_text(text.replace(old, new))
+
+
+def ran(project: Path) -> list[str]:
+    return (project / "log").read_text().splitlines()
+
+
+def record(project: Path) -> state.Record:
+    (directory,) = (project / ".madeus" / "state").iterdir()
+    found = state.load(directory)
+    assert found is not None
+    return found
+
+
+def test_a_changed_parameter_runs_its_behaviours_and_pauses_only_the_users_in_use(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edit(project, "    db = Db\n", "    db = Db(size = 2)\n")
+    code, out, err = cli(capsys, "plan", "app.mad", "--detailed-exitcode")
+    assert (code, err) == (2, "")
+    program = out.split("program (synthesised")[1].split("\n\n")[0].splitlines()[1:]
+    assert program == [
+        "  push('web', 'stop')",
+        "  push('db', 'stop')",
+        "  push('db', 'update')",
+        "  wait('db')",
+        "  push('web', 'resume')",
+        "  wait_all()",
+    ]
+    assert "web pauses (stop, then resume): sql in use" in out
+    assert "critical path (*):  db.stop -> db.restart -> web.resume" in out
+    assert ran(project) == []  # plan runs nothing
+    code, out, err = cli(capsys, "apply", "app.mad", "-q")
+    assert code == 0, err
+    log = ran(project)
+    # The cache is not touched; the web leaves `serving` before the db stops, and comes back
+    # once the db runs again, with the new size.
+    assert sorted(log) == ["db.restart 2", "db.stop", "web.pause", "web.resume hi"]
+    assert log.index("db.restart 2") < log.index("web.resume hi")
+    assert "applied app: 4/4 jobs ok" in out
+    assert record(project).complete
+    assert cli(capsys, "plan", "app.mad", "--detailed-exitcode")[0] == 0
+    code, out, _ = cli(capsys, "apply", "app.mad")
+    assert code == 0 and out.startswith("No changes: the deployment matches its state of record")
+    assert len(ran(project)) == 4
+
+
+def test_instances_added_and_removed_deploy_and_uninstall_in_a_safe_order(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edit(project, "    web = Web\n", '    shop = Web(motto = "new")\n')
+    edit(project, "connect web.sql -> db.sql", "connect shop.sql -> db.sql")
+    code, out, _ = cli(capsys, "plan", "app.mad", "--format", "json", "--detailed-exitcode")
+    assert code == 2
+    document = json.loads(out)
+    assert document["changes"]["add"] == ["shop"] and document["changes"]["remove"] == ["web"]
+    assert document["program"] == [
+        "add('shop', 'Web', hosts=['localhost'], motto='new')",
+        'connect("shop.sql", "db.sql")',
+        "push('shop', 'deploy')",
+        "push('web', 'stop')",
+        "push('web', 'uninstall')",
+        "wait('web')",
+        'disconnect("web.sql", "db.sql")',
+        "remove('web')",
+        "wait_all()",
+    ]
+    ids = sorted(t["id"] for t in document["transitions"])
+    assert ids == ["shop.start", "web.drop", "web.pause"]
+    assert document["predicted_makespan"] == pytest.approx(0.02)
+    assert cli(capsys, "apply", "app.mad", "-q")[0] == 0
+    assert sorted(ran(project)) == ["web.drop", "web.pause", "web.start new"]
+    kept = record(project)
+    assert [i.name for i in kept.instances] == ["db", "cache", "shop"]
+    assert [str(c) for c in kept.connections] == ["shop.sql -> db.sql"]
+    assert {i.name: i.params for i in kept.instances}["shop"] == {"motto": "new"}
+    assert cli(capsys, "plan", "app.mad", "--detailed-exitcode")[0] == 0
+
+
+def test_a_parameter_without_on_change_redeploys_the_instance_and_says_so(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hostile = '$(touch pwned) \\"q\\" `id`'
+    edit(project, "    cache = Cache\n", "    cache = Cache(size = 3)\n")
+    edit(project, "    web = Web\n", f'    web = Web(motto = "{hostile}")\n')
+    code, out, _ = cli(capsys, "apply", "app.mad", "-q")
+    assert code == 0
+    assert (
+        "cache: size changed and Cache declares no `on change of` for it: redeployed "
+        "(uninstall, deploy)" in out
+    )
+    log = ran(project)
+    assert log.index("cache.stop") < log.index("cache.start 3")
+    # The new motto reaches the shell as one word, run by nobody.
+    assert 'web.resume $(touch pwned) "q" `id`' in log
+    assert not (project / "pwned").exists()
+
+
+def test_a_change_that_cannot_be_made_safely_is_refused_before_anything_runs(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The db restarts, and the web has no behaviour that leaves `serving` any more: the db
+    # would wait for it forever.
+    text = (project / "app.mad").read_text()
+    gone = ("transition pause", "transition resume", "web.resume", "transition drop", "of motto")
+    kept = [line for line in text.splitlines() if not any(g in line for g in gone)]
+    (project / "app.mad").write_text("\n".join(kept) + "\n")
+    edit(project, "places off*, serving, paused", "places off*, serving")
+    edit(project, "    db = Db\n", "    db = Db(size = 2)\n")
+    code, _, err = cli(capsys, "plan", "app.mad")
+    assert code == 1
+    assert 'error: the program can block: "db" cannot leave place "running"' in err
+    assert "Traceback" not in err
+    code, _, err = cli(capsys, "apply", "app.mad", "-q")
+    assert code == 1
+    assert "the synthesised program does not verify: nothing runs" in err
+    assert ran(project) == []
+
+
+def test_apply_on_nothing_deployed_deploys_and_refuses_what_a_change_cannot_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MADEUS_STATE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "app.mad").write_text(SOURCE.replace("{name}", "web"))
+    code, out, _ = cli(capsys, "apply", "app.mad", "-q")
+    assert code == 0 and "deployed app: 4/4 jobs ok" in out
+    edit(tmp_path, "    db = Db\n", "    db = Db(size = 2)\n")
+    code, _, err = cli(capsys, "apply", "app.mad", "--keep-going")
+    assert code == 2
+    assert "--keep-going does not apply to a change yet" in err
+    # deploy with a state and changed files applies the change too
+    code, out, _ = cli(capsys, "deploy", "app.mad", "-q")
+    assert code == 0 and "applied app: 4/4 jobs ok" in out
+
+
+# --- synthesis on an inventory (the library: what the program is, nothing runs) ---------------
+
+FAMILY = """
+component Agent {
+    places off*, on
+    transition start: off -> on  shell "true"  ~1s
+    transition stop: on -> off  shell "true"  ~1s  behaviour uninstall
+    use service registry for on
+}
+component Registry {
+    places off*, up
+    transition start: off -> up  shell "true"  ~2s
+    provide service registry at up
+}
+assembly fleet {
+    registry = Registry on control
+    web = Agent on web
+    for site in sites {
+        agent[site] = Agent on site
+        connect agent[site].registry -> registry.registry
+    }
+    connect web.registry -> registry.registry
+}
+"""
+
+
+def _deployment(tmp_path: Path, groups: dict[str, list[str]], sites: dict[str, list[str]]):  # type: ignore[no-untyped-def]
+    from madeus.frontend.load import load_text
+    from madeus.inventory import inventory_from_dict
+    from madeus.resolve import resolve
+
+    hosts = sorted({h for members in groups.values() for h in members})
+    data = {
+        "all": {"hosts": {h: {"ansible_connection": "local"} for h in hosts}},
+        **{g: {"hosts": {h: None for h in members}} for g, members in groups.items()},
+        "sites": sites,
+    }
+    inventory = inventory_from_dict(data, str(tmp_path / f"inv-{len(hosts)}.yml"))
+    module = load_text(FAMILY, str(tmp_path / "fleet.mad"))
+    assert module.assembly is not None
+    return resolve(module.assembly, inventory)
+
+
+def test_synthesis_follows_the_inventory_a_site_added_hosts_changed_a_host_gone(
+    tmp_path: Path,
+) -> None:
+    from madeus.reconfig.state import deployed
+    from madeus.reconfig.synthesis import synthesise
+    from madeus.verify.behaviours import verify_program
+
+    before = _deployment(
+        tmp_path,
+        {"control": ["c1"], "web": ["w1"], "edge1": ["e1"], "edge2": ["e2"]},
+        {"edge1": ["e1"], "edge2": ["e2"]},
+    )
+    was = state.record_of(
+        deployed(before),
+        _no_runs(),
+        file=str(tmp_path / "fleet.mad"),
+        inventory=None,
+        complete=True,
+    )
+    # edge3 joins, edge2's host leaves the inventory.
+    after = _deployment(
+        tmp_path,
+        {"control": ["c1"], "web": ["w1"], "edge1": ["e1"], "edge3": ["e3"]},
+        {"edge1": ["e1"], "edge3": ["e3"]},
+    )
+    found = synthesise(was, after)
+    program = [str(ins) for ins in found.program]
+    assert program == [
+        "add('agent[edge3]', 'Agent', hosts=['e3'])",
+        'connect("agent[edge3].registry", "registry.registry")',
+        "push('agent[edge3]', 'deploy')",
+        "remove('agent[edge2]')",
+        "wait_all()",
+    ]
+    assert found.notes == (
+        "agent[edge2]: host e2 is no longer in the inventory: forgotten without running "
+        "anything (keep the host in the inventory, outside the groups, to uninstall it)",
+    )
+    assert verify_program(found.configuration, found.program) == []
+    # Nothing changed: nothing to run.
+    same = state.record_of(
+        deployed(after),
+        _no_runs(),
+        file=str(tmp_path / "fleet.mad"),
+        inventory=None,
+        complete=True,
+    )
+    assert not synthesise(same, after)
+    # A group that grows would move a deployed instance: refused, at the instance's line.
+    grown = _deployment(
+        tmp_path,
+        {"control": ["c1"], "web": ["w1", "w2"], "edge1": ["e1"], "edge2": ["e2"]},
+        {"edge1": ["e1"], "edge2": ["e2"]},
+    )
+    with pytest.raises(MadeusError) as refused:
+        synthesise(was, grown)
+    (problem,) = refused.value.diagnostics
+    assert problem.message.startswith(
+        '"web": its hosts changed (w1 -> w1, w2): apply cannot move or retype a deployed instance'
+    )
+    assert FAMILY.splitlines()[problem.span.line - 1] == "    web = Agent on web"
+
+
+def _no_runs():  # type: ignore[no-untyped-def]
+    from madeus.engine.journal import JournalState
+
+    return JournalState()
