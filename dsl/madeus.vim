@@ -15,7 +15,7 @@ syn keyword madeusMember      places provide use
 syn keyword madeusTransition  transition nextgroup=madeusTransitionName skipwhite
 syn keyword madeusControl     for in of on connect at
 syn keyword madeusAction      shell ansible playbook role tasks python upload to
-syn keyword madeusAttribute   timeout retries behaviour idempotent optional output
+syn keyword madeusAttribute   timeout retries behaviour idempotent optional output change
 syn keyword madeusKind        service data
 syn keyword madeusConstant    true false sites hosts
 syn keyword madeusType        str int float bool secret

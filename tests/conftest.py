@@ -46,3 +46,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             f"skipped in CI ({reason}): CI must provide every tool and privilege the tests need"
         )
     return report
+
+
+@pytest.fixture
+def lab_env() -> dict[str, str]:
+    """The environment of the OpenStack lab's tests: this one, with a fresh password in each of
+    the lab's `OSLAB_*_PASSWORD` variables."""
+    import secrets
+
+    from test_openstack_lab import PASSWORDS
+
+    env = dict(os.environ)
+    for name in PASSWORDS:
+        env[name] = secrets.token_hex(16)
+    return env

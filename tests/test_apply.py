@@ -318,3 +318,66 @@ def _no_runs():  # type: ignore[no-untyped-def]
     from madeus.engine.journal import JournalState
 
     return JournalState()
+
+
+DATA = """
+component Vault(key: secret = env("APPLY_TEST_KEY")) {
+    places off*, on
+    transition start: off -> on  shell "true"  ~0.01s
+    provide data key = "{key}" at off, on
+    provide data where = "vault@{host.name}" at off, on
+}
+component App(tag: str = "a") {
+    places off*, on
+    transition start: off -> on
+        shell "printf %s {key} | sha256sum | cut -c1-16 > app-{tag}.key"  ~0.01s
+    use data key for start
+    use data where for start
+    provide data url = "{where}/{tag}" at off, on
+}
+component Client {
+    places off*, on
+    transition start: off -> on  shell "echo {url} > client.url"  ~0.01s
+    use data url for start
+}
+assembly vaulted {
+    vault = Vault
+    app = App
+    connect app.key -> vault.key
+    connect app.where -> vault.where
+}
+"""
+
+
+def test_added_instances_get_the_data_values_of_what_runs_secrets_included(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+    import uuid
+
+    key = f"K3y-{uuid.uuid4().hex}"
+    monkeypatch.setenv("APPLY_TEST_KEY", key)
+    monkeypatch.delenv("MADEUS_STATE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "v.mad").write_text(DATA)
+    assert cli(capsys, "deploy", "v.mad", "-q")[0] == 0
+    # A second App and a Client of it: the Vault's secret key is in no record, so apply
+    # computes it again; the Client's value is made of the new App's, made of the Vault's.
+    edit_file = tmp_path / "v.mad"
+    edit_file.write_text(
+        DATA.replace(
+            "    connect app.key -> vault.key\n",
+            '    connect app.key -> vault.key\n    app2 = App(tag = "b")\n    client = Client\n'
+            "    connect app2.key -> vault.key\n    connect app2.where -> vault.where\n"
+            "    connect client.url -> app2.url\n",
+        )
+    )
+    code, out, err = cli(capsys, "apply", "v.mad", "-q")
+    assert code == 0, out + err
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    assert (tmp_path / "app-b.key").read_text().strip() == digest
+    assert (tmp_path / "client.url").read_text().strip() == "vault@localhost/b"
+    assert key not in out + err
+    for path in (tmp_path / ".madeus").rglob("*"):
+        if path.is_file():
+            assert key not in path.read_text(errors="replace"), path

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -125,14 +124,6 @@ def alive(pid: int, command: str) -> bool:
     except OSError:
         return False
     return state not in ("Z", "X") and cmdline(pid) == command
-
-
-@pytest.fixture
-def lab_env() -> dict[str, str]:
-    env = dict(os.environ)
-    for name in PASSWORDS:
-        env[name] = secrets.token_hex(16)
-    return env
 
 
 @pytest.fixture

@@ -232,8 +232,7 @@ def test_a_user_resuming_while_its_provider_is_stopped_waits_or_breaks_safety() 
     )
     first = verify_program(state, forgot)[0]
     assert first.related[-1].message == (
-        "proposed fix: wait('server') before push('client', 'update'): with it the program "
-        "verifies"
+        "proposed fix: wait('server') before push('client', 'update'): with it the program verifies"
     )
     assert not any("proposed fix" in r.message for r in verify_program(state, bad)[0].related)
 

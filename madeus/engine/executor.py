@@ -54,7 +54,7 @@ from madeus.engine.journal import Journal
 from madeus.engine.limits import Limiter, Scheduling
 from madeus.engine.program import Program
 from madeus.engine.runlog import log_stem
-from madeus.engine.values import InstanceValues, host_values
+from madeus.engine.values import InstanceValues, data_value, host_values
 from madeus.errors import MadeusError
 from madeus.inventory import Host, Inventory
 from madeus.model import Action, OutputOf
@@ -526,8 +526,6 @@ class Executor:
         """A place bound to data provide ports is reached: compute the values it provides
         (the first place of a group to be reached provides the value; deployment is
         monotone)."""
-        from madeus.template import placeholders, render
-
         for provide in self._p.place_provides[place]:
             key = (provide.instance, provide.port.name)
             if key in self._data:
@@ -540,19 +538,15 @@ class Executor:
                 continue
             if value is None:
                 continue
-            inst_values = self._params[provide.instance]
-            values = {} if provide.host is None else host_values(self._inventory, provide.host)
-            values.update(inst_values.params)
-            secret_uses: set[str] = set()
-            for use in self._p.data_uses.get(provide.instance, ()):
-                used = (use.provider, use.provider_port)
-                if used in self._data:
-                    values[use.port] = self._data[used]
-                    if used in self._data_secret:
-                        secret_uses.add(use.port)
-            self._data[key] = render(value, values)
-            names = {name for name, _ in placeholders(value)}
-            if inst_values.secret_params & names or secret_uses & names:
+            facts = {} if provide.host is None else host_values(self._inventory, provide.host)
+            used = {
+                use.port: (self._data[k], k in self._data_secret)
+                for use in self._p.data_uses.get(provide.instance, ())
+                for k in ((use.provider, use.provider_port),)
+                if k in self._data
+            }
+            self._data[key], secret = data_value(value, self._params[provide.instance], facts, used)
+            if secret:
                 self._data_secret.add(key)  # never journaled: recomputed by a resume
             else:
                 self._record_data(key)

@@ -97,6 +97,28 @@ def _param_text(value: Value, environ: Mapping[str, str]) -> str | None:
     return to_text(value)
 
 
+def data_value(
+    template: str,
+    instance: InstanceValues,
+    facts: Mapping[str, str],
+    used: Mapping[str, tuple[str, bool]],
+) -> tuple[str, bool]:
+    """The value of a data provide port written as a template, from the instance's parameters,
+    the facts of its first host and the values of its own data use ports (`used`: port ->
+    (value, secret)); and whether it is secret (it reads a secret parameter or a secret data
+    value: then it is never journaled, and recomputed when needed). The one computation of
+    both executors. MadeusError when a placeholder has no value."""
+    from madeus.template import placeholders, render
+
+    values = {**facts, **instance.params}
+    values.update({port: value for port, (value, _) in used.items()})
+    names = {name for name, _ in placeholders(template)}
+    secret = bool(instance.secret_params & names) or any(
+        secret and port in names for port, (_, secret) in used.items()
+    )
+    return render(template, values), secret
+
+
 def action_dir(component: ComponentType) -> Path:
     """Where relative paths in a component's actions are read (an upload's source, a
     playbook, a Python module): the directory of its `.mad` file, absolute, so that no

@@ -33,7 +33,13 @@ from madeus.engine.errors import Failure, JournalError
 from madeus.engine.events import RunEnded, RunStarted
 from madeus.engine.executor import attempt_job, host_limit
 from madeus.engine.runlog import log_stem, make_private_dir
-from madeus.engine.values import InstanceValues, action_dir, host_values, resolve_params
+from madeus.engine.values import (
+    InstanceValues,
+    action_dir,
+    data_value,
+    host_values,
+    resolve_params,
+)
 from madeus.errors import Diagnostic, MadeusError
 from madeus.inventory import LOCAL_HOST, Host
 from madeus.model import Action, Assembly, OutputOf
@@ -430,15 +436,10 @@ class ReconfigExecutor:
         values = {**host_values(self._inventory, rec.host), **inst_values.params}
         secrets = inst_values.secrets
         run = machine.runs[rec.instance]
-        for port, use in run.ix.uses.items():
-            target = machine.links.get((rec.instance, port))
-            if use.kind != "data" or target is None:
-                continue
-            value = self.data.get(f"{target[0]}.{target[1]}")
-            if value is not None:
-                values[port] = value
-                if f"{target[0]}.{target[1]}" in self._secret_data:
-                    secrets = secrets | {value}
+        for port, (value, secret) in self._used(rec.instance).items():
+            values[port] = value
+            if secret:
+                secrets = secrets | {value}
         tid = f"{rec.instance}.{rec.transition}"
         stdout_path = stderr_path = None
         if self._run_dir is not None:
@@ -464,33 +465,61 @@ class ReconfigExecutor:
 
     def _reached(self, instance: str, place: str) -> None:
         """A place was reached: (re)compute the data provide ports bound to it."""
-        from madeus.template import placeholders, render
-
         run = self.machine.runs.get(instance)
         if run is None:
             return
         for port in run.ix.component.provides:
-            if port.kind != "data" or place not in port.places or port.value is None:
+            if port.kind == "data" and place in port.places and port.value is not None:
+                self._provide(instance, port.name, port.value)
+
+    def _provide(
+        self, instance: str, port: str, value: str | OutputOf, seen: frozenset[str] = frozenset()
+    ) -> bool:
+        """Compute (again) the value of data port `instance.port`; False when it cannot be
+        yet (an output not seen, a data value it reads not known)."""
+        key = f"{instance}.{port}"
+        if isinstance(value, OutputOf):
+            output = self._outputs.get((instance, value.transition))
+            if output is None:
+                return False
+            self.data[key] = output
+        else:
+            run = self.machine.runs[instance]
+            hosts = run.hosts
+            facts = host_values(self._inventory, self._host(hosts[0])) if hosts else {}
+            try:
+                self.data[key], secret = data_value(
+                    value, self._values_of(instance), facts, self._used(instance, seen)
+                )
+            except MadeusError:
+                return False
+            if secret:
+                self._secret_data.add(key)
+        if self._recorder is not None and key not in self._secret_data:
+            self._recorder.data(key, self.data[key])
+        return True
+
+    def _used(
+        self, instance: str, seen: frozenset[str] = frozenset()
+    ) -> dict[str, tuple[str, bool]]:
+        """The values of `instance`'s connected data use ports: port -> (value, secret). A value
+        the run does not have yet (a secret is never recorded; an added instance's ports were
+        never reached) is computed when its provide port is active, from what it reads in turn
+        (`seen`: the instances on the way, against a cycle)."""
+        machine = self.machine
+        found = {}
+        for port, use in machine.runs[instance].ix.uses.items():
+            target = machine.links.get((instance, port))
+            if use.kind != "data" or target is None:
                 continue
-            key = f"{instance}.{port.name}"
-            if isinstance(port.value, OutputOf):
-                output = self._outputs.get((instance, port.value.transition))
-                if output is None:
-                    continue
-                self.data[key] = output
-            else:
-                inst_values = self._values_of(instance)
-                hosts = run.hosts
-                values = host_values(self._inventory, self._host(hosts[0])) if hosts else {}
-                values.update(inst_values.params)
-                try:
-                    self.data[key] = render(port.value, values)
-                except MadeusError:
-                    continue
-                if inst_values.secret_params & {n for n, _ in placeholders(port.value)}:
-                    self._secret_data.add(key)
-            if self._recorder is not None and key not in self._secret_data:
-                self._recorder.data(key, self.data[key])
+            key = f"{target[0]}.{target[1]}"
+            if key not in self.data and target[0] not in seen and machine.active(*target):
+                provider = machine.runs[target[0]].ix.provides[target[1]]
+                if isinstance(provider.value, str):
+                    self._provide(target[0], target[1], provider.value, seen | {instance})
+            if key in self.data:
+                found[port] = (self.data[key], key in self._secret_data)
+        return found
 
     # --- the journal -------------------------------------------------------------------------
 

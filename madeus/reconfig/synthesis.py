@@ -7,8 +7,9 @@ on the hosts it was deployed on, with the parameters the files give it now) and 
 - an instance the files add: `add` (on the hosts the files place it), its connections, `push
   deploy`;
 - an instance the files remove: the behaviours that take it back to its initial places (most
-  often `uninstall`), then `remove`. Its users come first by the safety rule itself: a
-  provider does not leave a provide group while a connected use port is in use;
+  often `uninstall`), then `remove`. Removed users go before their removed providers, wave by
+  wave: the safety rule keeps a provider in its group while a use is in progress, but not for
+  a use that a user's uninstall has yet to make;
 - a parameter changed: the behaviours the component type declares for it (`on change of
   version: update`); without one the instance is redeployed (back to its initial places, then
   `deploy`), and the notes say so. A type or a placement changed is refused (a program cannot
@@ -318,17 +319,24 @@ class _Writer:
                 deferred[user] = None
                 waited[provider] = None
         out += [Push(n, DEFAULT_BEHAVIOUR, self._span(n)) for n in added if n not in deferred]
-        # 2. Users pause; 3. what changes on the others runs.
+        # 2. Users pause; instances leave, users before their providers: the safety rule
+        # protects a use in progress, not the one a user's uninstall has yet to make (its
+        # `remove` transition bound to the provider's port), so each wave waits for the one
+        # before; 3. what changes on the others runs.
         out += [Push(u, b, self._span(u)) for u, (pause, _) in pauses.items() for b in pause]
+        for wave in self._waves([n for n in removed if leaving.get(n)]):
+            for name in wave:
+                out += [Push(name, b, self._span(name)) for b in leaving[name] or ()]
+            out += [Wait(n, self._span(n)) for n in wave]
         for name, behaviours in planned.items():
-            out += [Push(name, b, self._span(name)) for b in behaviours]
+            if name not in leaving_names:
+                out += [Push(name, b, self._span(name)) for b in behaviours]
         # 4. Once the providers are done, their paused users come back.
         out += [Wait(n, self._span(n)) for n in waited]
         out += [Push(n, DEFAULT_BEHAVIOUR, self._span(n)) for n in deferred]
         out += self._returns(pauses, exclude=later)
-        # 5. Connections change, instances leave and come back, and their users return.
+        # 5. Connections change, instances go, and the paused users return.
         out += [Wait(u, self._span(u)) for u in pauses if u in later]
-        out += [Wait(n, self._span(n)) for n in removed if leaving.get(n)]
         # An instance removed without running anything still uses its ports: it goes with its
         # connections (a disconnect would be a use port disconnected while in use).
         still = {n for n in removed if not leaving.get(n)}
@@ -338,6 +346,23 @@ class _Writer:
         out += self._returns(pauses, exclude=set(pauses) - later)
         out.append(WaitAll(self.span))
         return Synthesis(self.configuration, Program(tuple(out), SOURCE), tuple(self.notes))
+
+    def _waves(self, leaving: list[str]) -> list[list[str]]:
+        """`leaving` in waves: an instance comes after every leaving instance that uses it (a
+        cycle of uses, which the verifier would refuse anyway, ends in one last wave)."""
+        users: dict[str, set[str]] = {n: set() for n in leaving}
+        for lk in self.configuration.links:
+            if lk.provider in users and lk.user in users and lk.user != lk.provider:
+                users[lk.provider].add(lk.user)
+        waves: list[list[str]] = []
+        done: set[str] = set()
+        left = list(leaving)
+        while left:
+            wave = [n for n in left if users[n] <= done] or left
+            waves.append(wave)
+            done.update(wave)
+            left = [n for n in left if n not in done]
+        return waves
 
     def _returns(
         self,
