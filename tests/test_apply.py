@@ -254,7 +254,6 @@ def _deployment(tmp_path: Path, groups: dict[str, list[str]], sites: dict[str, l
 def test_synthesis_follows_the_inventory_a_site_added_hosts_changed_a_host_gone(
     tmp_path: Path,
 ) -> None:
-    from madeus.reconfig.state import deployed
     from madeus.reconfig.synthesis import synthesise
     from madeus.verify.behaviours import verify_program
 
@@ -263,13 +262,7 @@ def test_synthesis_follows_the_inventory_a_site_added_hosts_changed_a_host_gone(
         {"control": ["c1"], "web": ["w1"], "edge1": ["e1"], "edge2": ["e2"]},
         {"edge1": ["e1"], "edge2": ["e2"]},
     )
-    was = state.record_of(
-        deployed(before),
-        _no_runs(),
-        file=str(tmp_path / "fleet.mad"),
-        inventory=None,
-        complete=True,
-    )
+    was = _as_deployed(before)
     # edge3 joins, edge2's host leaves the inventory.
     after = _deployment(
         tmp_path,
@@ -291,13 +284,7 @@ def test_synthesis_follows_the_inventory_a_site_added_hosts_changed_a_host_gone(
     )
     assert verify_program(found.configuration, found.program) == []
     # Nothing changed: nothing to run.
-    same = state.record_of(
-        deployed(after),
-        _no_runs(),
-        file=str(tmp_path / "fleet.mad"),
-        inventory=None,
-        complete=True,
-    )
+    same = _as_deployed(after)
     assert not synthesise(same, after)
     # A group that grows would move a deployed instance: refused, at the instance's line.
     grown = _deployment(
@@ -314,10 +301,16 @@ def test_synthesis_follows_the_inventory_a_site_added_hosts_changed_a_host_gone(
     assert FAMILY.splitlines()[problem.span.line - 1] == "    web = Agent on web"
 
 
-def _no_runs():  # type: ignore[no-untyped-def]
+def _as_deployed(deployment):  # type: ignore[no-untyped-def]
+    """The state of record of `deployment` completely deployed (written by the library: no
+    run)."""
     from madeus.engine.journal import JournalState
+    from madeus.reconfig.state import deployed
 
-    return JournalState()
+    file = deployment.assembly.span.path
+    return state.record_of(
+        deployed(deployment), JournalState(), file=file, inventory=None, complete=True
+    )
 
 
 DATA = """

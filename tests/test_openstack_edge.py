@@ -27,21 +27,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_openstack_lab import CACHE, GATE, MISSING, PASSWORDS, madeus, run
+from test_openstack_lab import CACHE, LAB_MARKS, MISSING, PASSWORDS, madeus, run
 
 REPO = Path(__file__).resolve().parent.parent
 LAB = REPO / "assemblies" / "openstack-lab"
 REGIONS = ("control-1", "edge1-1", "edge2-1")
 NEW = ["site_common[edge3]", "glance[edge3]", "nova_compute[edge3]"]
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(GATE == "0", reason="MADEUS_OPENSTACK_LAB=0"),
-    pytest.mark.skipif(
-        GATE != "1" and bool(MISSING),
-        reason="needs " + ", ".join(MISSING) + " (run assemblies/openstack-lab/prepare as root)",
-    ),
-]
+pytestmark = LAB_MARKS
 
 TESTBED = """
 resources: {control: 1, edge1: 1, edge2: 1, edge3: 1}

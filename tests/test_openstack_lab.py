@@ -61,7 +61,8 @@ def missing_prerequisites() -> list[str]:
 
 GATE = os.environ.get("MADEUS_OPENSTACK_LAB", "")
 MISSING = missing_prerequisites()
-pytestmark = [
+# The marks of every test that needs the prepared lab (test_openstack_edge.py too).
+LAB_MARKS = [
     pytest.mark.integration,
     pytest.mark.skipif(GATE == "0", reason="MADEUS_OPENSTACK_LAB=0"),
     pytest.mark.skipif(
@@ -69,6 +70,7 @@ pytestmark = [
         reason="needs " + ", ".join(MISSING) + " (run assemblies/openstack-lab/prepare as root)",
     ),
 ]
+pytestmark = LAB_MARKS
 
 
 def run(
