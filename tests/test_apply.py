@@ -374,3 +374,30 @@ def test_added_instances_get_the_data_values_of_what_runs_secrets_included(
     for path in (tmp_path / ".madeus").rglob("*"):
         if path.is_file():
             assert key not in path.read_text(errors="replace"), path
+
+
+def test_a_reconfiguration_connects_to_every_host_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As a deployment does: an unreachable host stops `destroy` (and `reconfigure`, `apply`)
+    before any job starts, on the local host or elsewhere."""
+    from sshd_helpers import closed_port
+
+    monkeypatch.chdir(tmp_path)
+    port = closed_port()
+    (tmp_path / "inventory.yml").write_text(
+        "all:\n  hosts:\n    here: {ansible_connection: local}\n"
+        f"    lost-1: {{ansible_host: 127.0.0.1, ansible_port: {port}, ansible_user: root}}\n"
+    )
+    (tmp_path / "two.mad").write_text(
+        "component C {\n    places off*, on\n"
+        '    transition start: off -> on  shell "true"\n'
+        '    transition stop: on -> off  shell "echo {host.name} >> stopped"  behaviour uninstall\n'
+        "}\nassembly two {\n    a = C on here\n    b = C on lost-1\n}\n"
+    )
+    code, _, err = cli(
+        capsys, "destroy", "two.mad", "-i", "inventory.yml", "--assume-deployed", "-q"
+    )
+    assert code == 1
+    assert f"cannot connect to lost-1 (127.0.0.1:{port}): connection refused" in err
+    assert not (tmp_path / "stopped").exists()  # not even on the reachable host

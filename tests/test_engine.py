@@ -860,9 +860,8 @@ def test_retries_wait_for_the_backoff(tmp_path: Path) -> None:
 
 
 def test_ssh_keepalives_come_from_options_or_the_inventory() -> None:
-    from madeus.backends.router import BackendConfig
+    from madeus.backends.router import BackendConfig, backend_config, inventory_setting
     from madeus.backends.ssh import SshBackend
-    from madeus.engine.api import _setting
     from madeus.errors import MadeusError
 
     inventory = inventory_from_dict(
@@ -873,19 +872,19 @@ def test_ssh_keepalives_come_from_options_or_the_inventory() -> None:
             }
         }
     )
-    interval = _setting(None, inventory, "madeus_ssh_keepalive_interval", float)
-    count = _setting(None, inventory, "madeus_ssh_keepalive_count_max", int)
+    interval = inventory_setting(None, inventory, "madeus_ssh_keepalive_interval", float)
+    count = inventory_setting(None, inventory, "madeus_ssh_keepalive_count_max", int)
     assert (interval, count) == (0.5, None)
-    assert _setting(2.0, inventory, "madeus_ssh_keepalive_interval", float) == 2.0
-    backend = SshBackend.from_config(
-        BackendConfig(inventory, ssh_keepalive_interval=interval, ssh_keepalive_count_max=2)
-    )
+    assert inventory_setting(2.0, inventory, "madeus_ssh_keepalive_interval", float) == 2.0
+    # The configuration every run builds (deployments and reconfigurations alike).
+    config = backend_config(inventory, None, 1.0, None, ssh_keepalive_count_max=2)
+    backend = SshBackend.from_config(config)
     assert (backend.keepalive_interval, backend.keepalive_count_max) == (0.5, 2)
     default = SshBackend.from_config(BackendConfig(inventory))
     assert (default.keepalive_interval, default.keepalive_count_max) == (5, 3)
     bad = inventory_from_dict({"all": {"vars": {"madeus_ssh_keepalive_count_max": "often"}}})
     with pytest.raises(MadeusError) as caught:
-        _setting(None, bad, "madeus_ssh_keepalive_count_max", int)
+        inventory_setting(None, bad, "madeus_ssh_keepalive_count_max", int)
     assert str(caught.value) == (
         "inventory variable madeus_ssh_keepalive_count_max must be a number, not 'often'"
     )

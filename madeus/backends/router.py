@@ -28,10 +28,10 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from madeus.backends.base import Backend, Configurable, Connects, HostCapacity, Job, Outcome
-from madeus.errors import BackendError
+from madeus.errors import BackendError, Diagnostic, MadeusError
 from madeus.inventory import Host, Inventory
 from madeus.model import Action, AnsibleAction, PythonAction, ShellAction, UploadAction
 
@@ -121,6 +121,57 @@ class BackendConfig:
     habits: Habits = Habits()
 
 
+def inventory_setting(
+    explicit: float | None, inventory: Inventory, name: str, kind: type[float] | type[int]
+) -> Any:
+    """An explicit value, else the inventory's `all` variable `name` (as `kind`, positive),
+    else None: how `madeus_ssh_keepalive_*` reach the backends of every kind of run."""
+    if explicit is not None:
+        return explicit
+    group = inventory.groups.get("all")
+    raw = group.vars.get(name) if group is not None else None
+    if raw is None:
+        return None
+    try:
+        value = kind(raw)
+    except (TypeError, ValueError):
+        raise MadeusError(f"inventory variable {name} must be a number, not {raw!r}") from None
+    if value <= 0:
+        raise MadeusError(f"inventory variable {name} must be positive, not {raw!r}")
+    return value
+
+
+def backend_config(
+    inventory: Inventory,
+    simulate: SimulateMode | None,
+    time_scale: float,
+    run_dir: Path | None,
+    *,
+    known_hosts: str | None = None,
+    insecure_no_host_key_check: bool = False,
+    ssh_keepalive_interval: float | None = None,
+    ssh_keepalive_count_max: int | None = None,
+    habits: Habits | None = None,
+) -> BackendConfig:
+    """The backends' configuration of a run (a deployment or a reconfiguration): the explicit
+    keepalive settings, else the inventory's."""
+    return BackendConfig(
+        inventory,
+        simulate,
+        time_scale,
+        run_dir,
+        known_hosts=known_hosts,
+        insecure_no_host_key_check=insecure_no_host_key_check,
+        ssh_keepalive_interval=inventory_setting(
+            ssh_keepalive_interval, inventory, "madeus_ssh_keepalive_interval", float
+        ),
+        ssh_keepalive_count_max=inventory_setting(
+            ssh_keepalive_count_max, inventory, "madeus_ssh_keepalive_count_max", int
+        ),
+        habits=habits if habits is not None else Habits(),
+    )
+
+
 class Router:
     def __init__(
         self,
@@ -189,6 +240,16 @@ class Router:
         for name, count in jobs.items():
             self.backend(name)
             logger.info("the %s backend runs %d jobs", name, count)
+
+    async def ready(self, pairs: Iterable[tuple[Action | None, Host]]) -> None:
+        """Build the backends these pairs need and connect to every remote host, before
+        anything runs: a missing backend or an unreachable host is a BackendError now, not
+        half a run later. What deployments and reconfigurations both do first."""
+        pairs = list(pairs)
+        self.prepare(pairs)
+        unreachable = await self.connect(pairs)
+        if unreachable:
+            raise BackendError([Diagnostic("unreachable", m) for m in unreachable])
 
     async def connect(self, pairs: Iterable[tuple[Action | None, Host]]) -> list[str]:
         """Let each backend that keeps connections (one with a `connect(hosts)` method, such

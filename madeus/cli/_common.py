@@ -375,6 +375,27 @@ def add_ssh_args(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="accept any SSH host key (dangerous: only for throw-away hosts)",
     )
+    parser.add_argument(
+        "--ssh-keepalive-interval",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="send an SSH keepalive after SECONDS of silence (default: the inventory's "
+        "madeus_ssh_keepalive_interval, else 5)",
+    )
+    parser.add_argument(
+        "--ssh-keepalive-count-max",
+        type=positive_int,
+        metavar="N",
+        help="declare a host lost after N unanswered keepalives (default: the inventory's "
+        "madeus_ssh_keepalive_count_max, else 3)",
+    )
+
+
+def _positive_seconds(text: str) -> float:
+    value = non_negative_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0: {text!r}")
+    return value
 
 
 def add_state_arg(parser: argparse.ArgumentParser) -> None:

@@ -37,7 +37,6 @@ from madeus.cli._common import (
     habits_of,
     inventory_words,
     non_negative_float,
-    positive_int,
     report,
     reports_errors,
     state_base,
@@ -57,13 +56,6 @@ if TYPE_CHECKING:
 # Above this many jobs a terminal shows only failures line by line (the live table still shows
 # what runs): printing 100,000 lines would cost more than the deployment.
 _LINES_LIMIT = 500
-
-
-def _positive_seconds(text: str) -> float:
-    value = non_negative_float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0: {text!r}")
-    return value
 
 
 def add_parser(subparsers: Any) -> None:
@@ -154,21 +146,6 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         metavar="ID[@HOST]",
         help="make this transition fail without running it, to rehearse failures and "
         "resumes (repeatable; meant for --simulate)",
-    )
-    ssh = parser.add_argument_group("SSH")
-    ssh.add_argument(
-        "--ssh-keepalive-interval",
-        type=_positive_seconds,
-        metavar="SECONDS",
-        help="send an SSH keepalive after SECONDS of silence (default: the inventory's "
-        "madeus_ssh_keepalive_interval, else 5)",
-    )
-    ssh.add_argument(
-        "--ssh-keepalive-count-max",
-        type=positive_int,
-        metavar="N",
-        help="declare a host lost after N unanswered keepalives (default: the inventory's "
-        "madeus_ssh_keepalive_count_max, else 3)",
     )
     parser.set_defaults(func=run)
 

@@ -261,6 +261,8 @@ def _run_locked(
                         insecure_no_host_key_check=args.insecure_no_host_key_check,
                         habits=habits_of(args),
                         max_parallel=args.max_parallel,
+                        ssh_keepalive_interval=args.ssh_keepalive_interval,
+                        ssh_keepalive_count_max=args.ssh_keepalive_count_max,
                     )
                 )
                 for problem in result.problems:  # only an unverified program gets these

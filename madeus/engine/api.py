@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from madeus import net
 from madeus.backends.base import Backend
-from madeus.backends.router import BackendConfig, Habits, Router, SimulateMode
+from madeus.backends.router import Habits, Router, SimulateMode, backend_config
 from madeus.engine.errors import DeployError, JournalError, ResumeError
 from madeus.engine.events import RunEnded
 from madeus.engine.executor import DEFAULT_BACKOFF_MAX, EventSink, Executor
@@ -22,7 +22,7 @@ from madeus.engine.limits import Scheduling
 from madeus.engine.program import Program, compile_program
 from madeus.engine.runlog import log_stem, make_private_dir, new_run_id, write_private_json
 from madeus.engine.values import resolve_params
-from madeus.errors import BackendError, Diagnostic, MadeusError, StateError
+from madeus.errors import Diagnostic, MadeusError, StateError
 from madeus.inventory import Inventory
 from madeus.model import Assembly
 from madeus.plan import Plan, plan_of
@@ -170,36 +170,25 @@ async def deploy(
             rerun=select_jobs(program, rerun, "--rerun", state),
             simulated=mode is not None,
         )
-    inv = deployment.inventory
     router = Router(
-        BackendConfig(
-            inv,
+        backend_config(
+            deployment.inventory,
             mode,
             time_scale,
             directory,
             known_hosts=known_hosts,
             insecure_no_host_key_check=insecure_no_host_key_check,
-            ssh_keepalive_interval=_setting(
-                ssh_keepalive_interval, inv, "madeus_ssh_keepalive_interval", float
-            ),
-            ssh_keepalive_count_max=_setting(
-                ssh_keepalive_count_max, inv, "madeus_ssh_keepalive_count_max", int
-            ),
-            habits=habits if habits is not None else Habits(),
+            ssh_keepalive_interval=ssh_keepalive_interval,
+            ssh_keepalive_count_max=ssh_keepalive_count_max,
+            habits=habits,
         )
     )
     try:
         if backend is None:
-            # Build every backend the jobs need, and connect to every remote host, now: a
-            # missing backend or an unreachable host fails before anything runs.
-            pairs = [
+            await router.ready(
                 (program.transitions[program.job_trans[j]].action, program.hosts[h])
                 for j, h in enumerate(program.job_host)
-            ]
-            router.prepare(pairs)
-            unreachable = await router.connect(pairs)
-            if unreachable:
-                raise BackendError([Diagnostic("unreachable", m) for m in unreachable])
+            )
         executor = Executor(
             deployment.name,
             program,
@@ -428,25 +417,6 @@ def _unsettled(program: Program, i: int, key: tuple[str, str], state: JournalSta
 
 def _host(program: Program, j: int) -> str:
     return program.hosts[program.job_host[j]].name
-
-
-def _setting(
-    explicit: float | None, inventory: Inventory, name: str, kind: type[float] | type[int]
-) -> Any:
-    """An explicit value, else the inventory's `all` variable `name`, else None."""
-    if explicit is not None:
-        return explicit
-    group = inventory.groups.get("all")
-    raw = group.vars.get(name) if group is not None else None
-    if raw is None:
-        return None
-    try:
-        value = kind(raw)
-    except (TypeError, ValueError):
-        raise MadeusError(f"inventory variable {name} must be a number, not {raw!r}") from None
-    if value <= 0:
-        raise MadeusError(f"inventory variable {name} must be positive, not {raw!r}")
-    return value
 
 
 def deploy_sync(target: Target, **options: Any) -> DeployResult:

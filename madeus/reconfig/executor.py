@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from madeus.backends.base import Backend, Capacity, Instant, Job, Outcome
-from madeus.backends.router import BackendConfig, Habits, Router, SimulateMode
+from madeus.backends.router import Habits, Router, SimulateMode, backend_config
 from madeus.engine.errors import Failure, JournalError
 from madeus.engine.events import RunEnded, RunStarted
 from madeus.engine.executor import attempt_job, host_limit
@@ -639,6 +639,8 @@ async def reconfigure(
     insecure_no_host_key_check: bool = False,
     habits: Habits | None = None,
     max_parallel: int | None = None,
+    ssh_keepalive_interval: float | None = None,
+    ssh_keepalive_count_max: int | None = None,
 ) -> ReconfigResult:
     """Run `program` from `configuration` (verify it first: `madeus.verify.behaviours`).
 
@@ -650,7 +652,12 @@ async def reconfigure(
       journal, `madeus.reconfig.state.Recorder`);
     - `prediction`: for the predicted makespan in RunStarted and the result;
     - `habits`: Ansible's command-line habits (check mode: give no `recorder`);
-    - `max_parallel`: at most this many jobs at once (besides each host's limits).
+    - `max_parallel`: at most this many jobs at once (besides each host's limits);
+    - `ssh_keepalive_interval`, `ssh_keepalive_count_max`: as for `deploy` (else the
+      inventory's `madeus_ssh_keepalive_*`, else the SSH backend's defaults).
+
+    Every backend is built and every remote host connected before anything runs (an
+    unreachable host is a BackendError then, nothing ran).
 
     Raises ReconfigError when a transition fails (or an unverified program blocks or loops),
     ParameterError when an `env("X")` parameter is unset (nothing ran).
@@ -667,14 +674,16 @@ async def reconfigure(
     scale = time_scale if mode is not None else 1.0
     directory = Path(run_dir) if run_dir is not None else None
     router = Router(
-        BackendConfig(
+        backend_config(
             configuration.inventory,
             mode,
             time_scale,
             directory,
             known_hosts=known_hosts,
             insecure_no_host_key_check=insecure_no_host_key_check,
-            habits=habits if habits is not None else Habits(),
+            ssh_keepalive_interval=ssh_keepalive_interval,
+            ssh_keepalive_count_max=ssh_keepalive_count_max,
+            habits=habits,
         )
     )
     predicted = prediction.makespan * scale if prediction is not None else 0.0
@@ -682,7 +691,7 @@ async def reconfigure(
     executor: ReconfigExecutor | None = None
     try:
         if backend is None:
-            router.prepare(_actions(configuration, program))
+            await router.ready(_actions(configuration, program))
         executor = ReconfigExecutor(
             configuration,
             program,
