@@ -401,3 +401,45 @@ def test_a_reconfiguration_connects_to_every_host_before_anything_runs(
     assert code == 1
     assert f"cannot connect to lost-1 (127.0.0.1:{port}): connection refused" in err
     assert not (tmp_path / "stopped").exists()  # not even on the reachable host
+
+
+def test_apply_after_a_cut_off_run_leaves_the_unsettled_transition_to_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deployment interrupted (Ctrl-C) while a transition that is not idempotent runs: a
+    change would run it again without asking; apply refuses and names the resume that settles
+    it, as `deploy --resume` would."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    monkeypatch.delenv("MADEUS_STATE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    source = (
+        "component Slow(v: int = 1) {\n    places a*, b\n"
+        '    transition slow: a -> b  shell "echo run >> ran; sleep 30"  ~1s\n'
+        "}\nassembly s {\n    x = Slow\n}\n"
+    )
+    (tmp_path / "s.mad").write_text(source)
+    script = "import sys; from madeus.cli import main; sys.exit(main(sys.argv[1:]))"
+    run = subprocess.Popen(
+        [sys.executable, "-c", script, "deploy", "s.mad", "-q"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "ran").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    run.send_signal(signal.SIGINT)
+    assert run.wait(timeout=30) == 130
+    (tmp_path / "s.mad").write_text(source.replace("x = Slow", "x = Slow(v = 2)"))
+    code, _, err = cli(capsys, "apply", "s.mad", "-q")
+    assert code == 1
+    assert 'transition "x.slow" was cut off on host "localhost" when run ' in err
+    assert "--assume-done x.slow@localhost" in err
+    assert (tmp_path / "ran").read_text() == "run\n"  # not run again
+    # Settled by the resume, the change applies.
+    assert cli(capsys, "deploy", "s.mad", "--resume", "--assume-done", "x.slow", "-q")[0] == 0
+    code, out, err = cli(capsys, "apply", "s.mad", "-q")
+    assert code == 0, out + err

@@ -20,12 +20,13 @@ from madeus.cli._common import EXIT_USAGE, Loaded
 
 if TYPE_CHECKING:
     from madeus.cli.plan import Compared
-    from madeus.engine.journal import Journal
+    from madeus.engine.journal import Journal, JournalState
     from madeus.errors import Diagnostic
     from madeus.reconfig.predict import Prediction
     from madeus.reconfig.program import Program
     from madeus.reconfig.state import Configuration
     from madeus.reconfig.synthesis import Synthesis
+    from madeus.resolve import Deployment
     from madeus.state import Record
 
 # Options of deploy that a change does not run with yet (it runs as a reconfiguration program).
@@ -100,6 +101,39 @@ def add_parser(subparsers: Any) -> None:
     add_options(parser)
 
 
+def cut_off(state: JournalState, deployment: Deployment) -> list[Diagnostic]:
+    """The transitions the last run left cut off (running, cancelled, connection lost) that
+    are not safe to run again: a change would run them again without asking, so they are
+    settled first by `deploy --resume` (with --assume-done or --rerun), as a resume would."""
+    from madeus.errors import Diagnostic
+
+    last = state.last_run
+    if last is None:
+        return []
+    components = {i.name: i.component for i in deployment.instances}
+    found = []
+    for tid, host in sorted(state.running):
+        record = state.jobs.get((tid, host))
+        if record is None or record.run != last.id:
+            continue
+        instance, _, name = tid.rpartition(".")
+        component = components.get(instance)
+        transition = component.transition(name) if component is not None else None
+        if transition is None or transition.safe_to_rerun:
+            continue
+        found.append(
+            Diagnostic(
+                "apply-unsettled",
+                f'transition "{tid}" was cut off on host "{host}" when run {last.id} stopped '
+                "and is not declared idempotent: a change would run it again; settle it first "
+                f"with `madeus deploy --resume` (--assume-done {tid}@{host} if it completed, "
+                f"--rerun {tid}@{host} to run it again)",
+                transition.span,
+            )
+        )
+    return found
+
+
 def refused_options(args: argparse.Namespace, verb: str) -> int | None:
     """A change runs as a reconfiguration program: the deploy options it does not have yet are
     refused before anything runs."""
@@ -118,6 +152,7 @@ def apply_change(args: argparse.Namespace, loaded: Loaded, compared: Compared) -
     """Run the change from the state of record to the files (`compared`: what `plan` found,
     read again once the journal is locked)."""
     from madeus.cli.reconfigure import run_program
+    from madeus.errors import MadeusError
     from madeus.state import recorded
 
     verb = "apply"
@@ -129,13 +164,15 @@ def apply_change(args: argparse.Namespace, loaded: Loaded, compared: Compared) -
         record = compared.record
         if journal is not None:
             record = recorded(loaded.deployment, journal.directory) or record
+            if not args.simulate:
+                cut = cut_off(journal.state(), loaded.deployment)
+                if cut:
+                    raise MadeusError(cut)
         assert record is not None
         change = synthesised(record, loaded, partial=compared.partial)
         print(compared.render(), end="")
         print(change.render(), end="")
         if change.diagnostics:
-            from madeus.errors import MadeusError
-
             print(
                 "madeus: error: the synthesised program does not verify: nothing runs "
                 "(the notes above and the diagnostics below say why)",
