@@ -532,11 +532,7 @@ def restore(configuration: Configuration, record: Record | None) -> Configuratio
         if inst.name in declared or was is None or was.type != inst.type:
             instances.append(inst)
             continue
-        params = {
-            k: v
-            for k, v in ((k, recorded_value(v)) for k, v in was.params.items())
-            if v is not None
-        }
+        params = recorded_values(was.params)
         instances.append(replace(inst, hosts=tuple(was.hosts) or inst.hosts, params=params))
     present = {i.name for i in instances}
     kept = {(c.user, c.use, c.provider, c.provide) for c in record.connections}
@@ -550,6 +546,13 @@ def restore(configuration: Configuration, record: Record | None) -> Configuratio
 
 def _key(link: Link) -> tuple[str, str, str, str]:
     return (link.user, link.user_port, link.provider, link.provider_port)
+
+
+def recorded_values(params: Mapping[str, Json]) -> dict[str, Value]:
+    """An instance's recorded parameters back as model values; a secret that was written in
+    the file (not an `env()` reference) has no value to come back and is left out."""
+    found = {k: recorded_value(v) for k, v in params.items()}
+    return {k: v for k, v in found.items() if v is not None}
 
 
 def recorded_value(recorded: Json) -> Value | None:

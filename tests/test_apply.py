@@ -181,8 +181,9 @@ def test_a_change_that_cannot_be_made_safely_is_refused_before_anything_runs(
     (project / "app.mad").write_text("\n".join(kept) + "\n")
     edit(project, "places off*, serving, paused", "places off*, serving")
     edit(project, "    db = Db\n", "    db = Db(size = 2)\n")
-    code, _, err = cli(capsys, "plan", "app.mad")
+    code, out, err = cli(capsys, "plan", "app.mad")
     assert code == 1
+    assert "  ~ db (Db)\n      size: 1 -> 2\n" in out  # what changed, then why it cannot be
     assert 'error: the program can block: "db" cannot leave place "running"' in err
     assert "Traceback" not in err
     code, _, err = cli(capsys, "apply", "app.mad", "-q")
@@ -417,11 +418,12 @@ def test_apply_after_a_cut_off_run_leaves_the_unsettled_transition_to_resume(
     monkeypatch.delenv("MADEUS_STATE", raising=False)
     monkeypatch.chdir(tmp_path)
     source = (
-        "component Slow(v: int = 1) {\n    places a*, b\n"
-        '    transition slow: a -> b  shell "echo run >> ran; sleep 30"  ~1s\n'
+        "component Slow {\n    places a*, b\n"
+        '    transition slow: a -> b  shell "echo run >> ran; test -e fast || sleep 30"  ~1s\n'
         "}\nassembly s {\n    x = Slow\n}\n"
     )
-    (tmp_path / "s.mad").write_text(source)
+    file = tmp_path / "s.mad"
+    file.write_text(source)
     script = "import sys; from madeus.cli import main; sys.exit(main(sys.argv[1:]))"
     run = subprocess.Popen(
         [sys.executable, "-c", script, "deploy", "s.mad", "-q"],
@@ -433,13 +435,20 @@ def test_apply_after_a_cut_off_run_leaves_the_unsettled_transition_to_resume(
         time.sleep(0.05)
     run.send_signal(signal.SIGINT)
     assert run.wait(timeout=30) == 130
-    (tmp_path / "s.mad").write_text(source.replace("x = Slow", "x = Slow(v = 2)"))
+    (tmp_path / "fast").touch()
+    added = source.replace("    x = Slow\n", "    x = Slow\n    y = Slow\n")
+    file.write_text(added)
     code, _, err = cli(capsys, "apply", "s.mad", "-q")
     assert code == 1
     assert 'transition "x.slow" was cut off on host "localhost" when run ' in err
     assert "--assume-done x.slow@localhost" in err
-    assert (tmp_path / "ran").read_text() == "run\n"  # not run again
-    # Settled by the resume, the change applies.
+    assert (tmp_path / "ran").read_text() == "run\n"  # nothing ran again, y not deployed
+    # Settled by the resume (of the files as they were), the change applies: y deploys.
+    file.write_text(source)
     assert cli(capsys, "deploy", "s.mad", "--resume", "--assume-done", "x.slow", "-q")[0] == 0
+    assert (tmp_path / "ran").read_text() == "run\n"
+    file.write_text(added)
     code, out, err = cli(capsys, "apply", "s.mad", "-q")
     assert code == 0, out + err
+    assert "  + y (Slow) on localhost" in out
+    assert (tmp_path / "ran").read_text() == "run\nrun\n"

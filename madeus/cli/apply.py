@@ -169,8 +169,8 @@ def apply_change(args: argparse.Namespace, loaded: Loaded, compared: Compared) -
                 if cut:
                     raise MadeusError(cut)
         assert record is not None
-        change = synthesised(record, loaded, partial=compared.partial)
         print(compared.render(), end="")
+        change = synthesised(record, loaded, partial=compared.partial)
         print(change.render(), end="")
         if change.diagnostics:
             print(

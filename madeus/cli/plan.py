@@ -138,9 +138,14 @@ def _plan_change(args: argparse.Namespace, loaded: Loaded, change: Compared) -> 
     from madeus.cli.apply import synthesised
 
     assert change.record is not None
-    found = synthesised(change.record, loaded, partial=change.partial)
-    if found.diagnostics:
-        raise MadeusError(list(found.diagnostics))
+    try:
+        found = synthesised(change.record, loaded, partial=change.partial)
+        if found.diagnostics:
+            raise MadeusError(list(found.diagnostics))
+    except MadeusError:
+        if args.format == "text":  # what changed, then why it cannot be made
+            _write(args, change.render())
+        raise
     if args.format == "json":
         prediction = found.prediction
         document: dict[str, Any] = {"assembly": loaded.deployment.name, "transitions": []}

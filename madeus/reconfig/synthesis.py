@@ -90,10 +90,10 @@ def _key(link: Link) -> tuple[str, str, str, str]:
 
 class _Writer:
     def __init__(self, record: Record, deployment: Deployment, partial: bool) -> None:
-        from madeus.state import recorded_value
+        from madeus.state import recorded_values
 
-        self.deployment = deployment
         self.partial = partial
+        self._empties: dict[tuple[str, tuple[str, ...]], set[str]] = {}
         self.notes: list[str] = []
         self.components = {c.name: c for c in deployment.assembly.components}
         self.desired: dict[str, ResolvedInstance] = {i.name: i for i in deployment.instances}
@@ -114,11 +114,7 @@ class _Writer:
                 params: Mapping[str, Value] = want.params
                 span = want.span
             else:
-                params = {
-                    k: v
-                    for k, v in ((k, recorded_value(v)) for k, v in old.params.items())
-                    if v is not None
-                }
+                params = recorded_values(old.params)
                 span = NO_SPAN
             instances.append(
                 InstanceState(old.name, component, tuple(old.hosts), marking, params, span=span)
@@ -278,9 +274,9 @@ class _Writer:
         todo = deque(planned)
         for user in sorted(rewired - leaving_names - set(added)):
             ports = {k[1] for k in (*gone_links, *new_links) if k[0] == user}
-            if any(self._in_use(current[user], p) for p in ports) and self._pause(
-                user, ports, pauses
-            ):
+            if any(
+                _uses(current[user].component, p, current[user].marking) for p in ports
+            ) and self._pause(user, ports, pauses):
                 later.add(user)
                 todo.append(user)
         while todo:
@@ -294,7 +290,7 @@ class _Writer:
                     user = lk.user
                     if user in leaving_names or user in pauses or user in planned:
                         continue
-                    if not self._in_use(current[user], lk.user_port):
+                    if not _uses(current[user].component, lk.user_port, current[user].marking):
                         continue
                     if not self._pause(user, {lk.user_port}, pauses):
                         continue
@@ -414,13 +410,16 @@ class _Writer:
         )
         return True
 
-    def _in_use(self, inst: InstanceState, port: str) -> bool:
-        return _uses(inst.component, port, inst.marking)
-
     def _emptied(self, inst: InstanceState, behaviours: tuple[str, ...]) -> set[str]:
-        if not behaviours:
-            return set()
-        return _alone(inst.component, inst.marking, behaviours)[1]
+        """The provide ports of `inst` whose group empties while `behaviours` run (each
+        instance and sequence run alone once)."""
+        key = (inst.name, behaviours)
+        found = self._empties.get(key)
+        if found is None:
+            found = self._empties[key] = (
+                _alone(inst.component, inst.marking, behaviours)[1] if behaviours else set()
+            )
+        return found
 
     def _add(self, name: str) -> Add:
         want = self.desired[name]
