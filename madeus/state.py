@@ -211,6 +211,17 @@ def _connections(compiled: net.Net) -> tuple[ConnectionRecord, ...]:
     )
 
 
+def _places(instance: InstanceState) -> tuple[str, ...]:
+    """The places of record: a transition that has not finished (a failed or interrupted run)
+    counts in its source place, as in the journal: its behaviour runs it again."""
+    places = set(instance.marking)
+    for name in instance.out_docks | instance.in_docks:
+        transition = instance.component.transition(name)
+        if transition is not None:
+            places.add(transition.source)
+    return tuple(sorted(places))
+
+
 def record_of(
     configuration: Configuration,
     journal: JournalState,
@@ -222,7 +233,7 @@ def record_of(
     """The record of `configuration` (what a run left: instances with their hosts, parameters
     and places, connections, data values) and of the journal's runs."""
     instances = tuple(
-        InstanceRecord(d.name, d.type, d.hosts, d.params, tuple(sorted(i.marking)))
+        InstanceRecord(d.name, d.type, d.hosts, d.params, _places(i))
         for i in configuration.instances
         for d in (_desired(i),)
     )

@@ -192,7 +192,7 @@ def test_a_change_that_cannot_be_made_safely_is_refused_before_anything_runs(
     assert ran(project) == []
 
 
-def test_apply_on_nothing_deployed_deploys_and_refuses_what_a_change_cannot_do(
+def test_apply_on_nothing_deployed_deploys_then_a_change_applies(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("MADEUS_STATE", raising=False)
@@ -201,12 +201,81 @@ def test_apply_on_nothing_deployed_deploys_and_refuses_what_a_change_cannot_do(
     code, out, _ = cli(capsys, "apply", "app.mad", "-q")
     assert code == 0 and "deployed app: 4/4 jobs ok" in out
     edit(tmp_path, "    db = Db\n", "    db = Db(size = 2)\n")
-    code, _, err = cli(capsys, "apply", "app.mad", "--keep-going")
-    assert code == 2
-    assert "--keep-going does not apply to a change yet" in err
     # deploy with a state and changed files applies the change too
     code, out, _ = cli(capsys, "deploy", "app.mad", "-q")
     assert code == 0 and "applied app: 4/4 jobs ok" in out
+
+
+def test_a_change_runs_with_keep_going_and_injected_failures_and_apply_completes_it(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edit(project, "    db = Db\n", "    db = Db(size = 2)\n")
+    edit(project, "    cache = Cache\n", "    cache = Cache(size = 2)\n")
+    before = ran(project)
+    code, _, err = cli(capsys, "apply", "app.mad", "-q", "--inject-failure", "db.nope")
+    assert code == 1
+    assert '--inject-failure db.nope: no transition "db.nope" in the program' in err
+    assert ran(project) == before  # refused before anything ran
+    code, _, err = cli(
+        capsys, "apply", "app.mad", "-q", "--keep-going", "--inject-failure", "db.restart"
+    )
+    assert code == 1
+    assert "injected failure (--inject-failure db.restart@localhost): the action did not run" in err
+    changed = ran(project)[len(before) :]
+    # The failure stopped only what waits for db: the cache's redeploy ran to its end.
+    assert sorted(changed) == ["cache.start 2", "cache.stop", "db.stop", "web.pause"]
+    # The state of record keeps db where the failure left it (stopped, size 2): apply takes
+    # everything back to its deployed places, the provider before its paused user.
+    places = {i.name: i.places for i in record(project).instances}
+    assert places["db"] == ("stopped",) and places["web"] == ("paused",)
+    code, out, _ = cli(capsys, "apply", "app.mad", "-q")
+    assert code == 0
+    assert "push('db', 'update')\n  wait('db')\n  push('web', 'resume')\n" in out
+    assert ran(project)[len(before) + 4 :] == ["db.restart 2", "web.resume hi"]
+    code, out, _ = cli(capsys, "plan", "app.mad")
+    assert code == 0 and "No changes" in out
+
+
+FLAKY = """
+component Svc(name: str, v: int = 1) {
+    places off*, on, stopped
+    transition start: off -> on  shell "echo {name}.start {v} >> log"  ~0.01s
+    transition stop: on -> stopped  shell "echo {name}.stop >> log"  ~0.01s  behaviour stop
+    transition restart: stopped -> on
+        shell "if test -e again; then echo {name}.restart {v} >> log; else touch again; exit 3; fi"
+        ~0.01s  retries 1  behaviour update
+    on change of v: stop, update
+}
+assembly flaky {
+    a = Svc(name = "a")
+    b = Svc(name = "b")
+}
+"""
+
+
+def test_a_change_retries_with_backoff_under_a_limit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from madeus.trace import load
+
+    monkeypatch.delenv("MADEUS_STATE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    source = FLAKY
+    (tmp_path / "flaky.mad").write_text(source)
+    code, _, err = cli(capsys, "apply", "flaky.mad", "-q")
+    assert code == 0, err
+    (tmp_path / "flaky.mad").write_text(source.replace("v: int = 1", "v: int = 2"))
+    code, out, err = cli(
+        capsys, "apply", "flaky.mad", "-f", "1", "--retry-backoff", "0.01", "--trace", "t.json"
+    )
+    assert code == 0, err
+    assert "will retry" in out  # the first restart failed, the second attempt ran
+    trace = load(tmp_path / "t.json")
+    assert trace.limits is not None and trace.limits.max_parallel == 1
+    events = sorted(trace.events, key=lambda e: e.start)
+    assert all(a.end <= b.start + 1e-3 for a, b in zip(events, events[1:], strict=False))
+    assert sorted(e.attempts for e in events if e.id.endswith(".restart")) == [1, 2]
+    assert sorted(ran(tmp_path)[2:]) == ["a.restart 2", "a.stop", "b.restart 2", "b.stop"]
 
 
 # --- synthesis on an inventory (the library: what the program is, nothing runs) ---------------

@@ -808,6 +808,7 @@ def test_retry_backoff_is_exponential_capped_and_jittered() -> None:
 
     from madeus import net
     from madeus.engine.executor import Executor
+    from madeus.engine.options import RunOptions
     from madeus.engine.program import compile_program
     from madeus.plan import plan_of
 
@@ -820,12 +821,11 @@ def test_retry_backoff_is_exponential_capped_and_jittered() -> None:
         _Never(),
         inventory=deployment.inventory,
         params={},
-        retry_backoff=1.0,
-        retry_backoff_max=5.0,
+        options=RunOptions(retry_backoff=1.0, retry_backoff_max=5.0),
         rng=random.Random(1),
     )
     for attempt, full in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 5.0), (10, 5.0), (100, 5.0)]:
-        delays = [executor.retry_delay(attempt) for _ in range(200)]
+        delays = [executor.runner.retry_delay(attempt) for _ in range(200)]
         assert full / 2 <= min(delays) and max(delays) <= full
         assert max(delays) - min(delays) > full / 4  # jitter spreads them
 

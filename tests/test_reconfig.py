@@ -518,33 +518,46 @@ class Recording:
         return None
 
 
-@dataclass
 class Journal:
-    records: list[tuple[str, object]] = field(default_factory=list)
+    """A real journal, in a directory of its own, written through the real Recorder; `records`
+    reads back what reached the disk."""
 
-    def begin(self, run_id: str, run_dir: Path | None) -> None:
-        self.records.append(("begin", run_id))
+    def __init__(self, directory: Path) -> None:
+        from madeus.engine.journal import open_journal
+        from madeus.reconfig.state import Recorder
 
-    def marking(self, instance: str, places: object) -> None:
-        self.records.append(("marking", (instance, sorted(places))))  # type: ignore[call-overload]
+        (directory / "app.mad").write_text("")
+        self.journal = open_journal(directory / "app.mad", None, base=directory / "state")
+        self.recorder = Recorder(self.journal)
 
-    def instances(self, instances: object) -> None:
-        self.records.append(("instances", instances))
+    @property
+    def records(self) -> list[tuple[str, object]]:
+        import json
 
-    def data(self, port: str, value: str) -> None:
-        self.records.append(("data", (port, value)))
+        found: list[tuple[str, object]] = []
+        for line in self.journal.path.read_text().splitlines():
+            record = json.loads(line)
+            kind = record["k"]
+            if kind == "run":
+                found.append(("begin", record["run"]))
+            elif kind == "marking":
+                found.append(("marking", (record["i"], record["places"])))
+            elif kind == "data":
+                found.append(("data", (record["p"], record["v"])))
+            elif kind == "instances":
+                found.append(("instances", record["v"]))
+            elif kind == "stop":
+                found.append(("end", record["s"]))
+        return found
 
-    def flush(self) -> None:
-        return None
+    def state(self) -> list[str]:
+        """The instances of the state of record written at the end."""
+        from madeus.state import load
 
-    def end(self, status: str) -> None:
-        self.records.append(("end", status))
-
-    def record_state(self, configuration: Configuration) -> None:
-        self.records.append(("state", sorted(i.name for i in configuration.instances)))
+        return sorted(i.name for i in load(self.journal.directory).instances)
 
 
-def test_the_executor_runs_a_program_and_follows_the_rules() -> None:
+def test_the_executor_runs_a_program_and_follows_the_rules(tmp_path: Path) -> None:
     state = app_on_db()
     program = build(
         state,
@@ -556,7 +569,7 @@ def test_the_executor_runs_a_program_and_follows_the_rules() -> None:
         ("wait_all", ()),
     )
     events: list[object] = []
-    journal = Journal()
+    journal = Journal(tmp_path)
     result = asyncio.run(
         reconfigure(
             state,
@@ -565,7 +578,7 @@ def test_the_executor_runs_a_program_and_follows_the_rules() -> None:
             time_scale=0.01,
             on_event=events.append,
             prediction=predict(state, program),
-            recorder=journal,  # type: ignore[arg-type]
+            recorder=journal.recorder,
         )
     )
     trace = result.trace
@@ -599,11 +612,11 @@ def test_the_executor_runs_a_program_and_follows_the_rules() -> None:
         ("marking", ("db", ["on"])),
         ("marking", ("app", ["running"])),
         ("end", "ok"),
-        ("state", ["app", "db"]),  # the state of record, after the run's end
     ]
+    assert journal.state() == ["app", "db"]  # the state of record, after the run's end
 
 
-def test_a_failure_stops_the_program_with_the_partial_trace() -> None:
+def test_a_failure_stops_the_program_with_the_partial_trace(tmp_path: Path) -> None:
     state = app_on_db()
     program = build(
         state,
@@ -613,9 +626,9 @@ def test_a_failure_stops_the_program_with_the_partial_trace() -> None:
         ("wait_all", ()),
     )
     backend = Recording(fail={"db.stop"})
-    journal = Journal()
+    journal = Journal(tmp_path)
     with pytest.raises(ReconfigError) as caught:
-        asyncio.run(reconfigure(state, program, backend=backend, recorder=journal))  # type: ignore[arg-type]
+        asyncio.run(reconfigure(state, program, backend=backend, recorder=journal.recorder))
     error = caught.value
     assert [f.transition for f in error.failures] == ["db.stop"]
     assert {e.id: e.status for e in error.trace.events} == {
@@ -628,8 +641,8 @@ def test_a_failure_stops_the_program_with_the_partial_trace() -> None:
         ("begin", "reconfigure"),
         ("marking", ("app", ["paused"])),
         ("end", "failed"),
-        ("state", ["app", "db"]),
     ]
+    assert journal.state() == ["app", "db"]
 
 
 def test_an_unverified_program_that_blocks_is_stopped_with_what_blocks() -> None:
@@ -642,7 +655,7 @@ def test_an_unverified_program_that_blocks_is_stopped_with_what_blocks() -> None
     )
 
 
-def test_jobs_get_parameters_host_facts_and_recomputed_data_values() -> None:
+def test_jobs_get_parameters_host_facts_and_recomputed_data_values(tmp_path: Path) -> None:
     server = component(
         "Server",
         "off*, on, stopped",
@@ -669,8 +682,8 @@ def test_jobs_get_parameters_host_facts_and_recomputed_data_values() -> None:
     )
     program = build(state, ("push", ("s", "update")), ("push", ("c", "update")), ("wait_all", ()))
     backend = Recording()
-    journal = Journal()
-    asyncio.run(reconfigure(state, program, backend=backend, recorder=journal))  # type: ignore[arg-type]
+    journal = Journal(tmp_path)
+    asyncio.run(reconfigure(state, program, backend=backend, recorder=journal.recorder))
     resume = next(j for j in backend.jobs if j.id == "c.resume")
     assert resume.values["address"] == "localhost:8080"
     assert resume.behaviour == "update"
@@ -849,20 +862,7 @@ def test_a_backend_that_raises_fails_the_program_with_an_internal_error(
     assert f"raise self.error\n{kind}: {error}" in log.read_text()
 
 
-class FailingJournal(Journal):
-    """Its second flush fails, as a full disk would make it."""
-
-    flushes: int = 0
-
-    def flush(self) -> None:
-        self.flushes += 1
-        if self.flushes == 2:
-            from madeus.engine.errors import JournalError
-
-            raise JournalError("cannot write the journal j.jsonl: No space left on device")
-
-
-def test_a_journal_that_cannot_be_written_stops_the_program_cleanly() -> None:
+def test_a_journal_that_cannot_be_written_stops_the_program_cleanly(tmp_path: Path) -> None:
     from madeus.engine.errors import JournalError
 
     state = app_on_db()
@@ -874,10 +874,21 @@ def test_a_journal_that_cannot_be_written_stops_the_program_cleanly() -> None:
         ("push", ("app", "update")),
         ("wait_all", ()),
     )
-    journal = FailingJournal()
+    journal = Journal(tmp_path)
+    real_write = journal.journal.write
+    writes = 0
+
+    def write(data: bytes) -> None:  # the second write after the run record fails
+        nonlocal writes
+        writes += 1
+        if writes == 2:
+            raise JournalError("cannot write the journal j.jsonl: No space left on device")
+        real_write(data)
+
+    journal.journal.write = write  # type: ignore[method-assign]
     with pytest.raises(JournalError) as caught:
         asyncio.run(
-            reconfigure(state, program, simulate=True, time_scale=0.01, recorder=journal)  # type: ignore[arg-type]
+            reconfigure(state, program, simulate=True, time_scale=0.01, recorder=journal.recorder)
         )
     assert str(caught.value) == "cannot write the journal j.jsonl: No space left on device"
     # Nothing started after the failed write.

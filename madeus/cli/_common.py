@@ -17,6 +17,7 @@ from madeus.resolve import Deployment
 
 if TYPE_CHECKING:
     from madeus.backends.router import Habits
+    from madeus.engine.options import RunOptions
 
 EXIT_OK = 0
 EXIT_ERRORS = 1
@@ -388,6 +389,67 @@ def add_ssh_args(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="declare a host lost after N unanswered keepalives (default: the inventory's "
         "madeus_ssh_keepalive_count_max, else 3)",
+    )
+
+
+def add_failure_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """What happens on a failure, and rehearsing one: deploy, apply, reconfigure, destroy."""
+    parser.add_argument(
+        "--scheduling",
+        choices=("critical-path", "fifo"),
+        default="critical-path",
+        help="when a limit binds, start first the job with the longest remaining path "
+        "(default), or in order of readiness (fifo: a diagnostic aid, to compare)",
+    )
+    parser.add_argument(
+        "--let-running-finish",
+        action="store_true",
+        help="after a failure, let running transitions finish instead of cancelling them",
+    )
+    policy = parser.add_argument_group("failures, resuming and rehearsals")
+    policy.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="after a failure, still run everything that does not depend on it; report every "
+        "failure at the end (exit 1)",
+    )
+    policy.add_argument(
+        "--retry-backoff",
+        type=non_negative_float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before retrying a failed attempt (`retries N`), wait SECONDS x 2^(attempt-1), "
+        "at most 60 s, with jitter (default 0: retry at once)",
+    )
+    policy.add_argument(
+        "--inject-failure",
+        action="append",
+        default=[],
+        metavar="ID[@HOST]",
+        help="make this transition fail without running it, to rehearse failures and "
+        "resumes (repeatable; meant for --simulate)",
+    )
+    return policy
+
+
+def run_options_of(args: argparse.Namespace) -> RunOptions:
+    """The options of a run, once, from the command line of a verb that runs."""
+    from madeus.engine.options import RunOptions
+
+    return RunOptions(
+        simulate=args.simulate or False,
+        time_scale=time_scale(args),
+        max_parallel=args.max_parallel,
+        scheduling=args.scheduling,
+        let_running_finish=args.let_running_finish,
+        keep_going=args.keep_going,
+        retry_backoff=args.retry_backoff,
+        inject_failures=tuple(args.inject_failure),
+        known_hosts=args.known_hosts,
+        insecure_no_host_key_check=args.insecure_no_host_key_check,
+        ssh_keepalive_interval=args.ssh_keepalive_interval,
+        ssh_keepalive_count_max=args.ssh_keepalive_count_max,
+        habits=habits_of(args),
     )
 
 

@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from madeus.cli._common import EXIT_USAGE, Loaded
+from madeus.cli._common import Loaded
 
 if TYPE_CHECKING:
     from madeus.cli.plan import Compared
@@ -28,15 +28,6 @@ if TYPE_CHECKING:
     from madeus.reconfig.synthesis import Synthesis
     from madeus.resolve import Deployment
     from madeus.state import Record
-
-# Options of deploy that a change does not run with yet (it runs as a reconfiguration program).
-_NOT_FOR_CHANGES = (
-    ("keep_going", "--keep-going"),
-    ("retry_backoff", "--retry-backoff"),
-    ("inject_failure", "--inject-failure"),
-    ("let_running_finish", "--let-running-finish"),
-    ("assume_done", "--assume-done"),
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,20 +125,6 @@ def cut_off(state: JournalState, deployment: Deployment) -> list[Diagnostic]:
     return found
 
 
-def refused_options(args: argparse.Namespace, verb: str) -> int | None:
-    """A change runs as a reconfiguration program: the deploy options it does not have yet are
-    refused before anything runs."""
-    for name, option in _NOT_FOR_CHANGES:
-        if getattr(args, name, None):
-            print(
-                f"madeus {verb}: error: {option} does not apply to a change yet (a change runs "
-                "as a reconfiguration program); `--redeploy` runs the whole deployment with it",
-                file=sys.stderr,
-            )
-            return EXIT_USAGE
-    return None
-
-
 def apply_change(args: argparse.Namespace, loaded: Loaded, compared: Compared) -> int:
     """Run the change from the state of record to the files (`compared`: what `plan` found,
     read again once the journal is locked)."""
@@ -156,9 +133,6 @@ def apply_change(args: argparse.Namespace, loaded: Loaded, compared: Compared) -
     from madeus.state import recorded
 
     verb = "apply"
-    refused = refused_options(args, verb)
-    if refused is not None:
-        return refused
 
     def start(loaded: Loaded, journal: Journal | None) -> tuple[Configuration, Program] | None:
         record = compared.record

@@ -27,6 +27,7 @@ from madeus.cli._common import (
     EXIT_ERRORS,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    add_failure_args,
     add_habit_args,
     add_inventory_arg,
     add_simulate_args,
@@ -34,21 +35,20 @@ from madeus.cli._common import (
     add_state_arg,
     check_run_args,
     fail,
-    habits_of,
     inventory_words,
-    non_negative_float,
     report,
     reports_errors,
+    run_options_of,
     state_base,
     time_scale,
 )
+from madeus.engine.events import Event, RunEnded, RunStarted, TransitionEnded, TransitionStarted
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
     from madeus.cli.plan import Compared
     from madeus.engine.errors import DeployError
-    from madeus.engine.events import Event, RunEnded, TransitionEnded
     from madeus.engine.journal import Journal
     from madeus.plan import Plan
     from madeus.trace import Trace
@@ -85,38 +85,12 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trace", metavar="OUT.json", help="also write the trace to OUT.json")
     parser.add_argument("--gantt", metavar="OUT.svg|OUT.html", help="draw a Gantt chart of the run")
     parser.add_argument(
-        "--scheduling",
-        choices=("critical-path", "fifo"),
-        default="critical-path",
-        help="when a limit binds, start first the job with the longest remaining path "
-        "(default), or in order of readiness (fifo: a diagnostic aid, to compare)",
-    )
-    parser.add_argument(
-        "--let-running-finish",
-        action="store_true",
-        help="after a failure, let running transitions finish instead of cancelling them",
-    )
-    parser.add_argument(
         "--no-verify",
         action="store_true",
         help="deploy even without the z3 verification",
     )
     add_ssh_args(parser)
-    policy = parser.add_argument_group("failures, resuming and rehearsals")
-    policy.add_argument(
-        "--keep-going",
-        action="store_true",
-        help="after a failure, still run everything that does not depend on it; report every "
-        "failure at the end (exit 1)",
-    )
-    policy.add_argument(
-        "--retry-backoff",
-        type=non_negative_float,
-        default=0.0,
-        metavar="SECONDS",
-        help="before retrying a failed attempt (`retries N`), wait SECONDS x 2^(attempt-1), "
-        "at most 60 s, with jitter (default 0: retry at once)",
-    )
+    policy = add_failure_args(parser)
     policy.add_argument(
         "--resume",
         action="store_true",
@@ -138,14 +112,6 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         metavar="ID[@HOST]",
         help="with --resume: run this transition again, even if it was running or ended "
         "(repeatable)",
-    )
-    policy.add_argument(
-        "--inject-failure",
-        action="append",
-        default=[],
-        metavar="ID[@HOST]",
-        help="make this transition fail without running it, to rehearse failures and "
-        "resumes (repeatable; meant for --simulate)",
     )
     parser.set_defaults(func=run)
 
@@ -235,27 +201,15 @@ def run(args: argparse.Namespace) -> int:
                         _interruptible(
                             deploy(
                                 deployment,
+                                run_options_of(args),
                                 plan=plan,
-                                simulate=args.simulate or False,
-                                time_scale=scale,
-                                max_parallel=args.max_parallel,
-                                scheduling=args.scheduling,
-                                let_running_finish=args.let_running_finish,
                                 on_event=progress.on_event,
                                 run_dir=run_dir,
-                                known_hosts=args.known_hosts,
-                                insecure_no_host_key_check=args.insecure_no_host_key_check,
-                                keep_going=args.keep_going,
-                                retry_backoff=args.retry_backoff,
                                 journal=journal,
                                 resume=args.resume,
                                 assume_done=args.assume_done,
                                 rerun=args.rerun,
-                                inject_failures=args.inject_failure,
                                 run_id=run_id,
-                                ssh_keepalive_interval=args.ssh_keepalive_interval,
-                                ssh_keepalive_count_max=args.ssh_keepalive_count_max,
-                                habits=habits_of(args),
                             ),
                             journal.flush if journal is not None else _nothing,
                         )
@@ -467,9 +421,7 @@ class Progress:
         return None
 
     def on_event(self, event: Event) -> None:
-        from madeus.engine.events import RunEnded
-
-        if isinstance(event, RunEnded):
+        if type(event) is RunEnded:
             self.ended = event
         self.handle(event)
 
@@ -489,9 +441,7 @@ class PlainProgress(Progress):
         self._check = check
 
     def handle(self, event: Event) -> None:
-        from madeus.engine.events import TransitionEnded, TransitionStarted
-
-        if self._quiet and not (isinstance(event, TransitionEnded) and _failed(event)):
+        if self._quiet and not (type(event) is TransitionEnded and _failed(event)):
             return
         if isinstance(event, TransitionStarted):
             retry = f" (attempt {event.attempt})" if event.attempt > 1 else ""
@@ -557,8 +507,6 @@ class LiveProgress(Progress):
         self._live.__exit__(None, None, None)
 
     def handle(self, event: Event) -> None:
-        from madeus.engine.events import RunStarted, TransitionEnded, TransitionStarted
-
         with self._lock:
             if isinstance(event, RunStarted):
                 self._t0 = time.monotonic()

@@ -28,6 +28,7 @@ from madeus.cli._common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     Loaded,
+    add_failure_args,
     add_habit_args,
     add_inventory_arg,
     add_simulate_args,
@@ -35,10 +36,10 @@ from madeus.cli._common import (
     add_state_arg,
     check_run_args,
     fail,
-    habits_of,
     inventory_words,
     report,
     reports_errors,
+    run_options_of,
     state_base,
     time_scale,
 )
@@ -76,6 +77,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         help="start from a complete deployment instead of what the journal says",
     )
     add_ssh_args(parser)
+    add_failure_args(parser)
 
 
 def add_parser(subparsers: Any) -> None:
@@ -249,20 +251,13 @@ def _run_locked(
                     reconfigure(
                         state,
                         program,
-                        simulate=args.simulate or False,
-                        time_scale=scale,
+                        run_options_of(args),
                         on_event=progress.on_event,
                         run_dir=run_dir,
                         prediction=prediction,
                         recorder=(
                             Recorder(journal) if journal is not None and not args.check else None
                         ),
-                        known_hosts=args.known_hosts,
-                        insecure_no_host_key_check=args.insecure_no_host_key_check,
-                        habits=habits_of(args),
-                        max_parallel=args.max_parallel,
-                        ssh_keepalive_interval=args.ssh_keepalive_interval,
-                        ssh_keepalive_count_max=args.ssh_keepalive_count_max,
                     )
                 )
                 for problem in result.problems:  # only an unverified program gets these

@@ -13,14 +13,15 @@ from typing import Any, Literal
 
 from madeus import net
 from madeus.backends.base import Backend
-from madeus.backends.router import Habits, Router, SimulateMode, backend_config
 from madeus.engine.errors import DeployError, JournalError, ResumeError
 from madeus.engine.events import RunEnded
-from madeus.engine.executor import DEFAULT_BACKOFF_MAX, EventSink, Executor
+from madeus.engine.executor import Executor
 from madeus.engine.journal import Journal, JournalState
-from madeus.engine.limits import Scheduling
+from madeus.engine.options import RunOptions, run_options
 from madeus.engine.program import Program, compile_program
 from madeus.engine.runlog import log_stem, make_private_dir, new_run_id, write_private_json
+from madeus.engine.runner import EventSink
+from madeus.engine.select import is_pattern
 from madeus.engine.values import resolve_params
 from madeus.errors import Diagnostic, MadeusError, StateError
 from madeus.inventory import Inventory
@@ -60,77 +61,44 @@ class DeployResult:
 
 async def deploy(
     target: Target,
+    options: RunOptions | None = None,
     *,
     inventory: Inventory | str | os.PathLike[str] | None = None,
-    simulate: bool | SimulateMode = False,
-    time_scale: float = 1.0,
-    max_parallel: int | None = None,
-    scheduling: Scheduling = "critical-path",
-    let_running_finish: bool = False,
     on_event: EventSink | None = None,
     run_dir: str | os.PathLike[str] | None = None,
     plan: Plan | None = None,
     backend: Backend | None = None,
     environ: Mapping[str, str] | None = None,
-    known_hosts: str | None = None,
-    insecure_no_host_key_check: bool = False,
-    keep_going: bool = False,
-    retry_backoff: float = 0.0,
-    retry_backoff_max: float = DEFAULT_BACKOFF_MAX,
     journal: Journal | None = None,
     resume: bool = False,
     assume_done: Collection[str] = (),
     rerun: Collection[str] = (),
-    inject_failures: Collection[str] = (),
     run_id: str | None = None,
-    ssh_keepalive_interval: float | None = None,
-    ssh_keepalive_count_max: int | None = None,
-    habits: Habits | None = None,
+    **option_fields: Any,
 ) -> DeployResult:
     """Deploy `target` (a resolved Deployment, an Assembly, or a `.mad` file).
 
-    - `simulate`: True or "local" replaces every action by a sleep of its declared duration
-      times `time_scale`; "remote" sleeps on the real hosts (over SSH).
-    - `max_parallel`: at most this many jobs (transition x host) at once; hosts may set their
-      own limit with the inventory variable `madeus_max_parallel`. When a limit binds,
-      `scheduling="critical-path"` starts the job with the longest remaining path first;
-      "fifo" (in order of readiness) is a diagnostic aid.
+    - `options` (`RunOptions`), or its fields as keywords (`simulate=True,
+      time_scale=0.01`): simulation, `max_parallel` and `scheduling`, `let_running_finish`,
+      `keep_going`, `retry_backoff`, `inject_failures`, SSH settings, Ansible's `habits`
+      (in check mode nothing changes: give no journal). See `RunOptions`.
     - `on_event`: called with RunStarted, TransitionStarted, TransitionEnded, RunEnded.
     - `run_dir`: where to write per-job logs, `plan.json` and `trace.json` (none if None).
     - `backend`: runs every job instead of the default router.
     - `environ`: where `env("X")` parameters are read (default: os.environ).
-    - `known_hosts`: the SSH known_hosts file (default: the one beside the inventory, else
-      ~/.ssh/known_hosts); `insecure_no_host_key_check=True` accepts any host key.
-    - `keep_going`: after a failure, run everything that does not depend on it; then raise
-      DeployError listing every failure.
-    - `retry_backoff`: wait base x 2^(attempt - 1) seconds (at most `retry_backoff_max`,
-      with jitter) before retrying a failed attempt (`retries N`); 0 retries at once.
     - `journal`: an open journal (`open_journal`): every start and end is recorded, durably.
       Without `resume` the run starts a fresh journal; with `resume=True` it continues the
       recorded one: jobs that ended are skipped (status `skipped`), their data values come
       from the journal; jobs that were running when it stopped run again if their transition
       is idempotent, else ResumeError stops the run before anything starts, unless
       `assume_done` or `rerun` (`"ID"` or `"ID@HOST"`) settle them.
-    - `inject_failures`: `"ID"` or `"ID@HOST"`: those jobs fail without running their action
-      (to rehearse failures and resumes): when simulating, after their simulated duration
-      (and retries); else at once.
-    - `ssh_keepalive_interval`, `ssh_keepalive_count_max`: the SSH backend's keepalives (else
-      the inventory's `all` variables `madeus_ssh_keepalive_interval` /
-      `madeus_ssh_keepalive_count_max`, else 5 s and 3).
-    - `habits`: Ansible's command-line habits (`Habits`: check mode, diff, remote user,
-      private key, become, verbosity). In check mode nothing changes: give no journal.
 
     Raises ParameterError (nothing ran) when an environment variable is unset, ResumeError
     (nothing ran) when a resume needs the operator, DeployError (with the partial trace) when
     transitions fail after their retries, JournalError when the journal cannot be written.
     """
-    if max_parallel is not None and max_parallel < 1:
-        raise ValueError("max_parallel must be at least 1")
-    if time_scale < 0:
-        raise ValueError("time_scale must not be negative")
-    if retry_backoff < 0 or retry_backoff_max < 0:
-        raise ValueError("retry_backoff and retry_backoff_max must not be negative")
-    if habits is not None and habits.check and journal is not None:
+    opts = run_options(options, option_fields)
+    if opts.check and journal is not None:
         raise ValueError("a check run records nothing: give it no journal")
     if resume and journal is None:
         raise ValueError("resume=True needs a journal (open_journal)")
@@ -153,12 +121,12 @@ async def deploy(
             sum(len(t.hosts) for t in plan.transitions),
             plan.predicted_makespan,
         )
-    mode: SimulateMode | None = "local" if simulate is True else (simulate or None)
-    scale = time_scale if mode is not None else 1.0
+    mode = opts.mode
+    scale = opts.scale
     params = resolve_params(deployment, os.environ if environ is None else environ)
     program = compile_program(compiled, plan)
     directory = Path(run_dir) if run_dir is not None else None
-    injected = select_jobs(program, inject_failures, "--inject-failure")
+    select_jobs(program, opts.inject_failures, "--inject-failure")
     resumed = ResumePlan()
     if resume:
         assert journal is not None
@@ -170,19 +138,7 @@ async def deploy(
             rerun=select_jobs(program, rerun, "--rerun", state),
             simulated=mode is not None,
         )
-    router = Router(
-        backend_config(
-            deployment.inventory,
-            mode,
-            time_scale,
-            directory,
-            known_hosts=known_hosts,
-            insecure_no_host_key_check=insecure_no_host_key_check,
-            ssh_keepalive_interval=ssh_keepalive_interval,
-            ssh_keepalive_count_max=ssh_keepalive_count_max,
-            habits=habits,
-        )
-    )
+    router = opts.router(deployment.inventory, directory)
     try:
         if backend is None:
             await router.ready(
@@ -195,22 +151,14 @@ async def deploy(
             backend if backend is not None else router,
             inventory=deployment.inventory,
             params=params,
-            max_parallel=max_parallel,
-            scheduling=scheduling,
-            let_running_finish=let_running_finish,
+            options=opts,
             on_event=on_event,
             run_dir=directory,
             predicted_makespan=plan.predicted_makespan * scale,
             journal=journal,
-            keep_going=keep_going,
-            retry_backoff=retry_backoff,
-            retry_backoff_max=retry_backoff_max,
             skip=resumed.skip,
             outputs=resumed.outputs,
             data=resumed.data,
-            inject=injected,
-            inject_scale=scale if mode is not None else 0.0,
-            rehearsal=mode == "local",
         )
         if directory is not None:
             make_private_dir(directory)
@@ -311,7 +259,7 @@ def select_jobs(
             )
             continue
         tid, at, host = selector.partition("@")
-        if _is_pattern(tid):
+        if is_pattern(tid):
             matched = [i for i, name in enumerate(program.ids) if fnmatch.fnmatchcase(name, tid)]
         else:
             matched = [index[tid]] if tid in index else []
@@ -333,7 +281,7 @@ def select_jobs(
             )
             what = (
                 f'transition "{tid}" does not'
-                if len(matched) == 1 and not _is_pattern(tid)
+                if len(matched) == 1 and not is_pattern(tid)
                 else f'the transitions matching "{tid}" do not'
             )
             raise MadeusError(
@@ -341,10 +289,6 @@ def select_jobs(
             )
         jobs.update(chosen)
     return frozenset(jobs)
-
-
-def _is_pattern(text: str) -> bool:
-    return any(c in text for c in "*?[")
 
 
 def plan_resume(

@@ -1,6 +1,7 @@
 """Progress events: what the engine tells `on_event` callbacks (and nothing else tells the CLI).
 
-Times are seconds from the start of the run, like the trace. Events carry no parameter values;
+Times are seconds from the start of the run, like the trace. A transition's events name its
+behaviour (`deploy` for a deployment's). Events carry no parameter values;
 messages and stderr tails are redacted before they get here.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from madeus.model import DEFAULT_BEHAVIOUR
 from madeus.trace import Status, Trace
 
 
@@ -29,6 +31,7 @@ class TransitionStarted:
     host: str
     time: float
     attempt: int = 1
+    behaviour: str = DEFAULT_BEHAVIOUR
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +49,7 @@ class TransitionEnded:
     exit_status: int | None = None
     message: str = ""
     stderr_tail: str = ""
+    behaviour: str = DEFAULT_BEHAVIOUR
 
 
 @dataclass(frozen=True, slots=True)

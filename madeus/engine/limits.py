@@ -75,6 +75,10 @@ class Limiter:
         self._host_running[self._job_host[job]] += 1
         return job
 
+    def add_host(self) -> None:
+        """A host was appended to `host_limits` (a reconfiguration adds an instance)."""
+        self._host_running.append(0)
+
     def release(self, job: int) -> None:
         self._running -= 1
         self._host_running[self._job_host[job]] -= 1

@@ -1,9 +1,5 @@
-"""Progress events of a reconfiguration: the deployment's events (`madeus.engine.events`), with
-the behaviour on each transition event, plus what the program itself does.
-
-`TransitionStarted` and `TransitionEnded` here are subclasses of the engine's, so anything that
-renders a deployment's progress renders a reconfiguration's too.
-"""
+"""Progress events of a reconfiguration: the deployment's events (`madeus.engine.events`, whose
+transition events name their behaviour), plus what the program itself does."""
 
 from __future__ import annotations
 
@@ -11,19 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from madeus.engine import events as engine
-from madeus.engine.events import RunEnded, RunStarted
-from madeus.model import DEFAULT_BEHAVIOUR
-
-
-@dataclass(frozen=True, slots=True)
-class TransitionStarted(engine.TransitionStarted):
-    behaviour: str = DEFAULT_BEHAVIOUR
-
-
-@dataclass(frozen=True, slots=True)
-class TransitionEnded(engine.TransitionEnded):
-    behaviour: str = DEFAULT_BEHAVIOUR
+from madeus.engine.events import RunEnded, RunStarted, TransitionEnded, TransitionStarted
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,14 +2,15 @@
 
 `machine.py` decides what may happen; this module runs it. Every transition that fires runs on
 each host of its instance, through the same backends as a deployment (`Router`,
-`BackendConfig`: local, SSH, Ansible, Python, `--simulate` and `--simulate=remote`); it ends
-when all its hosts are done, and that end is handed to the machine, which returns every move it
-enables at once (event-driven: nothing polls; a safety wait is re-examined exactly when an
-instance it depends on changes). Every job is a task in one `asyncio.TaskGroup`; a job that
-takes no time (the router says `instant`) completes without a task.
+`BackendConfig`: local, SSH, Ansible, Python, `--simulate` and `--simulate=remote`) and by the
+same job runner (`madeus.engine.runner`: limits, retries, backoff, injected failures,
+cancellation, events, journal); it ends when all its hosts are done, and that end is handed to
+the machine, which returns every move it enables at once (event-driven: nothing polls; a
+safety wait is re-examined exactly when an instance it depends on changes).
 
 On a failure (after the transition's retries) nothing new starts and running jobs are
-cancelled; `ReconfigError` carries the failures and the partial trace. The trace has the schema
+cancelled, unless `keep_going`: then only what waits for the failed transition stays
+undone. `ReconfigError` carries the failures and the partial trace. The trace has the schema
 of a deployment's (docs/engine.md) with each event's `behaviour`; a transition run twice by a
 program appears twice.
 """
@@ -17,22 +18,19 @@ program appears twice.
 from __future__ import annotations
 
 import asyncio
-import math
 import os
-import time
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from madeus.backends.base import Backend, Capacity, Instant, Job, Outcome
-from madeus.backends.router import Habits, Router, SimulateMode, backend_config
+from madeus.backends.base import Backend
 from madeus.engine.errors import Failure, JournalError
-from madeus.engine.events import RunEnded, RunStarted
-from madeus.engine.executor import attempt_job, host_limit
-from madeus.engine.runlog import log_stem, make_private_dir
+from madeus.engine.events import RunEnded
+from madeus.engine.options import RunOptions, run_options
+from madeus.engine.runlog import make_private_dir
+from madeus.engine.runner import Inputs, Runner
+from madeus.engine.select import check_selectors
 from madeus.engine.values import (
     InstanceValues,
     action_dir,
@@ -43,21 +41,13 @@ from madeus.engine.values import (
 from madeus.errors import Diagnostic, MadeusError
 from madeus.inventory import LOCAL_HOST, Host
 from madeus.model import Action, Assembly, OutputOf
-from madeus.reconfig.events import (
-    BehaviourDone,
-    EventSink,
-    InstructionDone,
-    TransitionEnded,
-    TransitionStarted,
-)
+from madeus.reconfig.events import BehaviourDone, EventSink, InstructionDone
 from madeus.reconfig.machine import Machine, Move, Problem
 from madeus.reconfig.predict import Prediction
 from madeus.reconfig.program import Add, Program, Push, Remove
 from madeus.reconfig.state import Configuration, Recorder
 from madeus.resolve import Deployment, ResolvedInstance
-from madeus.trace import Limits, Status, Trace, TraceEvent
-
-_OK = Outcome(ok=True)
+from madeus.trace import Trace
 
 
 class ReconfigError(MadeusError):
@@ -104,20 +94,9 @@ class ReconfigResult:
         return self.prediction.makespan * self.time_scale
 
 
-@dataclass(slots=True)
-class _JobRec:
-    instance: str
-    transition: str
-    behaviour: str
-    host: Host
-    start: float
-    end: float = math.nan
-    status: Status | None = None
-    attempts: int = 1
-
-
 class ReconfigExecutor:
-    """Runs one program from one configuration. Use `run()` once, then `trace()`."""
+    """The scheduler of a reconfiguration: the Concerto machine, on the job runner. Use
+    `run()` once, then `trace()`."""
 
     def __init__(
         self,
@@ -127,101 +106,88 @@ class ReconfigExecutor:
         *,
         params: Mapping[str, InstanceValues],
         environ: Mapping[str, str],
+        options: RunOptions | None = None,
         on_event: EventSink | None = None,
         run_dir: Path | None = None,
         recorder: Recorder | None = None,
         predicted_makespan: float = 0.0,
         expected: tuple[int, int] = (0, 0),
-        max_parallel: int | None = None,
     ) -> None:
         self.configuration = configuration
-        self._max_parallel = max_parallel  # jobs at once over all hosts (`-f`)
-        self._running = 0
         self._expected = expected  # (transitions, jobs) predicted, for progress displays
         self.program = program
         self.machine = Machine(configuration, program)
-        self._backend = backend
         self._params = dict(params)
         self._environ = environ
         self._emit = on_event
-        self._run_dir = run_dir
         self._recorder = recorder
         self._predicted = predicted_makespan
         self._inventory = configuration.inventory
-        self._instant: Callable[[Action | None, float], bool] | None = (
-            backend.instant if isinstance(backend, Instant) else None
+        runner = self.runner = Runner(
+            configuration.assembly,
+            backend,
+            configuration.inventory,
+            options if options is not None else RunOptions(),
+            on_event=on_event,
+            run_dir=run_dir,
+            journal=recorder.journal if recorder is not None else None,
+            job_records=False,
         )
-        self._capacity: Callable[[Action | None, Host], int | None] | None = (
-            backend.capacity if isinstance(backend, Capacity) else None
-        )
-        self._limits: dict[tuple[str, type], int | None] = {}
-        self._host_running: dict[str, int] = {}
-        self._waiting: dict[str, deque[int]] = {}
-        self._jobs: list[_JobRec] = []
-        self._left: dict[tuple[str, str], int] = {}  # running transition -> hosts not done
-        self._first_job: dict[tuple[str, str], int] = {}
+        runner.scheduler = self
+        for _, action, host in _actions(configuration, program):
+            runner.declare(action, runner.add_host(host))
+        self._slots: list[tuple[str, str]] = []  # slot -> (instance, transition)
         self._outputs: dict[tuple[str, str], str] = {}
-        self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._tg: asyncio.TaskGroup | None = None
-        self._ended: deque[tuple[str, str]] = deque()
-        self._processing = False
-        self._stopping = False
-        self.failures: list[Failure] = []
-        self.journal_error: JournalError | None = None
         self.data: dict[str, str] = dict(configuration.data)
         self._secret_data: set[str] = set()
         self._recorded: dict[str, frozenset[str]] = {
             i.name: i.marking for i in configuration.instances
         }
         self._instances = {i.name: i.type for i in configuration.instances}
-        self._t0 = 0.0
-        self.started_at = ""
 
-    # --- the run ---------------------------------------------------------------------------
+    @property
+    def failures(self) -> list[Failure]:
+        return self.runner.failures
+
+    @property
+    def journal_error(self) -> JournalError | None:
+        return self.runner.journal_error
+
+    @journal_error.setter
+    def journal_error(self, error: JournalError | None) -> None:
+        self.runner.journal_error = error
 
     async def run(self) -> None:
-        self._t0 = time.monotonic()
-        self.started_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        if self._emit is not None:
-            self._emit(
-                RunStarted(
-                    self.configuration.assembly,
-                    self.started_at,
-                    self._expected[0],
-                    self._expected[1],
-                    self._predicted,
-                    self._run_dir,
-                )
-            )
-        async with asyncio.TaskGroup() as tg:
-            self._tg = tg
-            self._process(self.machine.advance())
-        self._tg = None
+        await self.runner.run(
+            lambda: self._handle(self.machine.advance()),
+            expected=self._expected,
+            predicted_makespan=self._predicted,
+        )
 
     def now(self) -> float:
-        return time.monotonic() - self._t0
+        return self.runner.now()
 
-    def _process(self, moves: list[Move]) -> None:
-        """Act on the moves the machine applied: start jobs, report, record. A transition
-        that ends at once (instant jobs) is queued and handed back to the machine here, in a
-        loop rather than by recursion."""
-        self._handle(moves)
-        if self._processing:
-            return
-        self._processing = True
-        try:
-            while self._ended and not self._stopping:
-                instance, transition = self._ended.popleft()
-                self._handle(self.machine.end(instance, transition))
-        finally:
-            self._processing = False
+    def trace(self) -> Trace:
+        return self.runner.trace()
+
+    # --- the scheduler ---------------------------------------------------------------------
+
+    def ended(self, slot: int) -> None:
+        key = self._slots[slot]
+        output = self.runner.outputs.get(slot)
+        if output is not None:
+            self._outputs[key] = output
+        self._handle(self.machine.end(*key))
 
     def _handle(self, moves: list[Move]) -> None:
+        """Act on the moves the machine applied: report, record, then start what fired (its
+        jobs wait for what was recorded before them: the marking that says it may run)."""
         touched: dict[str, None] = {}
+        fired: list[tuple[str, str]] = []
         now = self.now()
         for move in moves:
             if move.kind == "fire":
-                self._launch(move.instance, move.name)
+                fired.append((move.instance, move.name))
             elif move.kind == "exec":
                 ins = self.program[move.index]
                 if self._emit is not None:
@@ -236,191 +202,25 @@ class ReconfigExecutor:
                 touched[move.instance] = None
         for name in touched:
             self._record_marking(name)
-        if self._recorder is not None and touched and self.journal_error is None:
-            try:
-                self._recorder.flush()
-            except JournalError as exc:
-                # Without a journal nothing more may run: stop as after a failure.
-                self.journal_error = exc
-                self._stop()
+        for instance, name in fired:
+            self._launch(instance, name)
 
     def _launch(self, instance: str, name: str) -> None:
-        if self._stopping:
+        runner = self.runner
+        if runner.stopping:
             return  # a failure (or the journal) stopped the run: nothing new starts
-        machine = self.machine
-        transition = machine.transition(instance, name)
-        hosts = machine.hosts(instance)
-        key = (instance, name)
-        if not hosts:
-            self._ended.append(key)
-            return
-        self._left[key] = len(hosts)
-        instant = self._instant is not None and self._instant(
-            transition.action, transition.expected
-        )
-        for host_name in hosts:
-            host = self._host(host_name)
-            j = len(self._jobs)
-            if host_name == hosts[0]:
-                self._first_job[key] = j
-            self._jobs.append(_JobRec(instance, name, transition.behaviour, host, math.nan))
-            if instant:
-                self._start(j, run=False)
-                self._job_done(j, "ok", _OK)
-            elif self._has_room(host, transition.action):
-                self._start(j)
-            else:  # the host is at its limit: the job starts when one of its jobs ends
-                self._waiting.setdefault(host.name, deque()).append(j)
+        transition = self.machine.transition(instance, name)
+        hosts = [runner.host(h) for h in self.machine.hosts(instance)]
+        slot = runner.add(f"{instance}.{name}", instance, transition, hosts)
+        self._slots.append((instance, name))
+        runner.ready(slot)
 
-    def _start(self, j: int, *, run: bool = True) -> None:
-        """The job starts now: reported, and (`run`) its task created."""
-        rec = self._jobs[j]
-        rec.start = now = self.now()
-        if self._emit is not None:
-            self._emit(
-                TransitionStarted(
-                    f"{rec.instance}.{rec.transition}", rec.host.name, now, behaviour=rec.behaviour
-                )
-            )
-        if run:
-            self._host_running[rec.host.name] = self._host_running.get(rec.host.name, 0) + 1
-            self._running += 1
-            assert self._tg is not None
-            self._tasks[j] = self._tg.create_task(self._run_job(j))
-
-    def _has_room(self, host: Host, action: Action | None) -> bool:
-        """Whether a job may start on `host` now: under the host's `madeus_max_parallel` and
-        what the backend can run there at once without a queue of its own, and under the
-        run's own limit (`max_parallel`)."""
-        if self._max_parallel is not None and self._running >= self._max_parallel:
-            return False
-        key = (host.name, type(action))
-        limit = self._limits.get(key, -1)
-        if limit == -1:
-            limit = host_limit(self._inventory, host.name)
-            capacity = self._capacity(action, host) if self._capacity is not None else None
-            if capacity is not None:
-                limit = capacity if limit is None else min(limit, capacity)
-            self._limits[key] = limit
-        return limit is None or self._host_running.get(host.name, 0) < limit
-
-    def _job_left_host(self, j: int) -> None:
-        """A running job ended (or was cancelled): the next one waiting for its host starts."""
-        host = self._jobs[j].host.name
-        self._host_running[host] -= 1
-        self._running -= 1
-        if self._stopping:
-            return
-        waiting = self._waiting.get(host)
-        if waiting and self._has_room(self._jobs[waiting[0]].host, self._action(waiting[0])):
-            self._start(waiting.popleft())
-        if self._max_parallel is None:
-            return  # only this host's slot was freed
-        # The run's limit freed a slot too: the oldest waiting job of any host that has room.
-        while self._running < self._max_parallel:
-            heads = sorted((queue[0], name) for name, queue in self._waiting.items() if queue)
-            ready = next(
-                (
-                    (k, name)
-                    for k, name in heads
-                    if self._has_room(self._jobs[k].host, self._action(k))
-                ),
-                None,
-            )
-            if ready is None:
-                return
-            self._start(self._waiting[ready[1]].popleft())
-
-    def _action(self, j: int) -> Action | None:
-        rec = self._jobs[j]
-        return self.machine.transition(rec.instance, rec.transition).action
-
-    async def _run_job(self, j: int) -> None:
-        rec = self._jobs[j]
-        transition = self.machine.transition(rec.instance, rec.transition)
-        tries = 1 + max(transition.retries, 0)
-        attempt = 0
-        try:
-            while True:
-                attempt += 1
-                rec.attempts = attempt
-                job = self._make_job(rec, attempt)
-                status, outcome = await attempt_job(self._backend, job, transition.timeout)
-                if status == "ok" or attempt >= tries or self._stopping:
-                    break
-                self._emit_end(j, status, outcome, final=False)
-                if self._emit is not None:
-                    self._emit(
-                        TransitionStarted(
-                            f"{rec.instance}.{rec.transition}",
-                            rec.host.name,
-                            self.now(),
-                            attempt + 1,
-                            behaviour=rec.behaviour,
-                        )
-                    )
-        except asyncio.CancelledError:
-            self._tasks.pop(j, None)
-            rec.end = self.now()
-            rec.status = "cancelled"
-            self._host_running[rec.host.name] -= 1
-            self._emit_end(j, "cancelled", Outcome(ok=False), final=True)
-            raise
-        self._tasks.pop(j, None)
-        self._job_done(j, status, outcome)
-        self._job_left_host(j)
-        self._process([])
-
-    def _job_done(self, j: int, status: Status, outcome: Outcome) -> None:
-        rec = self._jobs[j]
-        rec.end = self.now()
-        rec.status = status
-        key = (rec.instance, rec.transition)
-        if self._first_job.get(key) == j and outcome.output:
-            self._outputs[key] = outcome.output
-        self._emit_end(j, status, outcome, final=True)
-        if status != "ok":
-            self._fail(j, status, outcome)
-            return
-        left = self._left[key] - 1
-        self._left[key] = left
-        if left == 0:
-            del self._left[key]
-            self._ended.append(key)
-
-    def _fail(self, j: int, status: Status, outcome: Outcome) -> None:
-        rec = self._jobs[j]
-        transition = self.machine.transition(rec.instance, rec.transition)
-        self.failures.append(
-            Failure(
-                transition=f"{rec.instance}.{rec.transition}",
-                host=rec.host.name,
-                status=status,
-                exit_status=outcome.exit_status,
-                message=outcome.message,
-                stderr_tail=outcome.stderr_tail,
-                attempts=rec.attempts,
-                span=transition.span,
-            )
-        )
-        self._stop()
-
-    def _stop(self) -> None:
-        if self._stopping:
-            return
-        self._stopping = True
-        self._ended.clear()
-        self._waiting.clear()  # jobs waiting for their host never start
-        for task in list(self._tasks.values()):
-            task.cancel()
+    def inputs(self, slot: int) -> Inputs:
+        instance = self._slots[slot][0]
+        run = self.machine.runs[instance]
+        return Inputs(self._values_of(instance), self._used(instance), action_dir(run.ix.component))
 
     # --- values ----------------------------------------------------------------------------
-
-    def _host(self, name: str) -> Host:
-        found = self._inventory.hosts.get(name)
-        if found is not None:
-            return found
-        return Host(name, name, connection="local" if name == LOCAL_HOST else "ssh")
 
     def _values_of(self, instance: str) -> InstanceValues:
         values = self._params.get(instance)
@@ -428,40 +228,6 @@ class ReconfigExecutor:
             values = _params_of(self.machine, instance, self.configuration, self._environ)
             self._params[instance] = values
         return values
-
-    def _make_job(self, rec: _JobRec, attempt: int) -> Job:
-        machine = self.machine
-        transition = machine.transition(rec.instance, rec.transition)
-        inst_values = self._values_of(rec.instance)
-        values = {**host_values(self._inventory, rec.host), **inst_values.params}
-        secrets = inst_values.secrets
-        run = machine.runs[rec.instance]
-        for port, (value, secret) in self._used(rec.instance).items():
-            values[port] = value
-            if secret:
-                secrets = secrets | {value}
-        tid = f"{rec.instance}.{rec.transition}"
-        stdout_path = stderr_path = None
-        if self._run_dir is not None:
-            stem = log_stem(tid, rec.host.name)
-            stdout_path = self._run_dir / f"{stem}.out"
-            stderr_path = self._run_dir / f"{stem}.err"
-        return Job(
-            id=tid,
-            instance=rec.instance,
-            transition=rec.transition,
-            behaviour=transition.behaviour,
-            action=transition.action,
-            host=rec.host,
-            values=values,
-            secrets=secrets,
-            duration=transition.expected,
-            attempt=attempt,
-            stdout_path=stdout_path,
-            stderr_path=stderr_path,
-            workdir=action_dir(run.ix.component),
-            types=inst_values.types,
-        )
 
     def _reached(self, instance: str, place: str) -> None:
         """A place was reached: (re)compute the data provide ports bound to it."""
@@ -485,8 +251,12 @@ class ReconfigExecutor:
             self.data[key] = output
         else:
             run = self.machine.runs[instance]
-            hosts = run.hosts
-            facts = host_values(self._inventory, self._host(hosts[0])) if hosts else {}
+            runner = self.runner
+            facts = (
+                host_values(self._inventory, runner.hosts[runner.host(run.hosts[0])])
+                if run.hosts
+                else {}
+            )
             try:
                 self.data[key], secret = data_value(
                     value, self._values_of(instance), facts, self._used(instance, seen)
@@ -497,6 +267,7 @@ class ReconfigExecutor:
                 self._secret_data.add(key)
         if self._recorder is not None and key not in self._secret_data:
             self._recorder.data(key, self.data[key])
+            self._buffered()
         return True
 
     def _used(
@@ -530,6 +301,12 @@ class ReconfigExecutor:
         if self._recorded.get(instance) != marking:
             self._recorded[instance] = marking
             self._recorder.marking(instance, marking)
+            self._buffered()
+
+    def _buffered(self) -> None:
+        """A record went to the journal's buffer: the runner's writer takes it."""
+        if self.runner.commit is not None:
+            self.runner.commit.buffered(1)
 
     def _instances_changed(self) -> None:
         current = {name: run.ix.component.name for name, run in self.machine.runs.items()}
@@ -537,54 +314,7 @@ class ReconfigExecutor:
             self._instances = current
             if self._recorder is not None:
                 self._recorder.instances(current)
-
-    # --- events and trace --------------------------------------------------------------------
-
-    def _emit_end(self, j: int, status: Status, outcome: Outcome, *, final: bool) -> None:
-        if self._emit is None:
-            return
-        rec = self._jobs[j]
-        self._emit(
-            TransitionEnded(
-                id=f"{rec.instance}.{rec.transition}",
-                host=rec.host.name,
-                start=rec.start,
-                end=rec.end if final else self.now(),
-                status=status,
-                attempt=rec.attempts,
-                final=final,
-                exit_status=outcome.exit_status,
-                message=outcome.message,
-                stderr_tail=outcome.stderr_tail,
-                behaviour=rec.behaviour,
-            )
-        )
-
-    def trace(self) -> Trace:
-        now = self.now()
-        events = [
-            TraceEvent(
-                f"{r.instance}.{r.transition}",
-                r.host.name,
-                r.start,
-                now if math.isnan(r.end) else r.end,
-                r.status or "cancelled",
-                r.behaviour,
-                r.attempts,
-            )
-            for r in self._jobs
-            if not math.isnan(r.start)  # never started (waiting for its host at a failure)
-        ]
-        events.sort(key=lambda e: e.start)
-        makespan = max((e.end for e in events), default=0.0)
-        hosts: dict[str, int] = {}
-        for (host, _), limit in self._limits.items():
-            if limit is not None:
-                hosts[host] = min(limit, hosts.get(host, limit))
-        limits = (
-            Limits(self._max_parallel, hosts) if hosts or self._max_parallel is not None else None
-        )
-        return Trace(self.configuration.assembly, self.started_at, makespan, tuple(events), limits)
+                self._buffered()
 
 
 def _params_of(
@@ -626,35 +356,26 @@ def _resolve_all(
 async def reconfigure(
     configuration: Configuration,
     program: Program,
+    options: RunOptions | None = None,
     *,
-    simulate: bool | SimulateMode = False,
-    time_scale: float = 1.0,
     on_event: EventSink | None = None,
     run_dir: str | os.PathLike[str] | None = None,
     backend: Backend | None = None,
     environ: Mapping[str, str] | None = None,
     prediction: Prediction | None = None,
     recorder: Recorder | None = None,
-    known_hosts: str | None = None,
-    insecure_no_host_key_check: bool = False,
-    habits: Habits | None = None,
-    max_parallel: int | None = None,
-    ssh_keepalive_interval: float | None = None,
-    ssh_keepalive_count_max: int | None = None,
+    **option_fields: Any,
 ) -> ReconfigResult:
     """Run `program` from `configuration` (verify it first: `madeus.verify.behaviours`).
 
-    - `simulate`: True or "local" replaces every action by a sleep of its declared duration
-      times `time_scale`; "remote" sleeps on the real hosts (over SSH);
+    - `options` (`RunOptions`), or its fields as keywords: simulation, limits, keep-going,
+      retries' backoff, injected failures, SSH settings, Ansible's habits, as for `deploy`;
+      `inject_failures` must name transitions the program may run;
     - `on_event`: called with RunStarted, TransitionStarted / TransitionEnded (with their
       `behaviour`), InstructionDone, BehaviourDone, RunEnded;
     - `run_dir`: per-job logs and `trace.json`; `recorder`: where markings are written (the
       journal, `madeus.reconfig.state.Recorder`);
-    - `prediction`: for the predicted makespan in RunStarted and the result;
-    - `habits`: Ansible's command-line habits (check mode: give no `recorder`);
-    - `max_parallel`: at most this many jobs at once (besides each host's limits);
-    - `ssh_keepalive_interval`, `ssh_keepalive_count_max`: as for `deploy` (else the
-      inventory's `madeus_ssh_keepalive_*`, else the SSH backend's defaults).
+    - `prediction`: for the predicted makespan in RunStarted and the result.
 
     Every backend is built and every remote host connected before anything runs (an
     unreachable host is a BackendError then, nothing ran).
@@ -662,42 +383,34 @@ async def reconfigure(
     Raises ReconfigError when a transition fails (or an unverified program blocks or loops),
     ParameterError when an `env("X")` parameter is unset (nothing ran).
     """
-    if time_scale < 0:
-        raise ValueError("time_scale must not be negative")
-    if max_parallel is not None and max_parallel < 1:
-        raise ValueError("max_parallel must be at least 1")
-    if habits is not None and habits.check and recorder is not None:
+    opts = run_options(options, option_fields)
+    if opts.check and recorder is not None:
         raise ValueError("a check run records nothing: give it no recorder")
     env = os.environ if environ is None else environ
     params = _resolve_all(configuration, env)
-    mode: SimulateMode | None = "local" if simulate is True else (simulate or None)
-    scale = time_scale if mode is not None else 1.0
-    directory = Path(run_dir) if run_dir is not None else None
-    router = Router(
-        backend_config(
-            configuration.inventory,
-            mode,
-            time_scale,
-            directory,
-            known_hosts=known_hosts,
-            insecure_no_host_key_check=insecure_no_host_key_check,
-            ssh_keepalive_interval=ssh_keepalive_interval,
-            ssh_keepalive_count_max=ssh_keepalive_count_max,
-            habits=habits,
-        )
+    actions = _actions(configuration, program)
+    check_selectors(
+        opts.inject_failures,
+        ((tid, host.name) for tid, _, host in actions),
+        "--inject-failure",
+        "the program",
     )
+    scale = opts.scale
+    directory = Path(run_dir) if run_dir is not None else None
+    router = opts.router(configuration.inventory, directory)
     predicted = prediction.makespan * scale if prediction is not None else 0.0
     status: Literal["ok", "failed", "interrupted"] = "interrupted"
     executor: ReconfigExecutor | None = None
     try:
         if backend is None:
-            await router.ready(_actions(configuration, program))
+            await router.ready((action, host) for _, action, host in actions)
         executor = ReconfigExecutor(
             configuration,
             program,
             backend if backend is not None else router,
             params=params,
             environ=env,
+            options=opts,
             on_event=on_event,
             run_dir=directory,
             recorder=recorder,
@@ -707,7 +420,6 @@ async def reconfigure(
                 if prediction is not None
                 else (0, 0)
             ),
-            max_parallel=max_parallel,
         )
         if directory is not None:
             make_private_dir(directory)
@@ -715,7 +427,7 @@ async def reconfigure(
             recorder.begin(directory.name if directory is not None else "reconfigure", directory)
         try:
             await executor.run()
-            status = "failed" if executor.failures else "ok"
+            status = "failed" if executor.failures or executor.journal_error else "ok"
         finally:
             trace = executor.trace()
             if directory is not None:
@@ -759,9 +471,12 @@ async def reconfigure(
     return ReconfigResult(trace, after, prediction, directory, scale, violations)
 
 
-def _actions(configuration: Configuration, program: Program) -> list[tuple[Action | None, Host]]:
-    """(action, host) of every transition the program may run, to build the backends first."""
-    pairs: list[tuple[Action | None, Host]] = []
+def _actions(
+    configuration: Configuration, program: Program
+) -> list[tuple[str, Action | None, Host]]:
+    """(transition id, action, host) of every transition the program may run: the backends
+    are built and the hosts' limits known before anything runs."""
+    found: list[tuple[str, Action | None, Host]] = []
     hosts = {i.name: i.hosts for i in configuration.instances}
     components = {i.name: i.component for i in configuration.instances}
     inventory = configuration.inventory
@@ -776,8 +491,8 @@ def _actions(configuration: Configuration, program: Program) -> list[tuple[Actio
                 host = inventory.hosts.get(h) or Host(
                     h, h, connection="local" if h == LOCAL_HOST else "ssh"
                 )
-                pairs.append((t.action, host))
-    return pairs
+                found.append((f"{ins.instance}.{t.name}", t.action, host))
+    return found
 
 
 def reconfigure_sync(

@@ -31,7 +31,7 @@ replaces the verifier.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -154,6 +154,7 @@ class _Writer:
         removed: list[str] = []  # uninstalled (when it can be), then removed
         errors: list[Diagnostic] = []
         runs: dict[str, tuple[str, ...]] = {}  # behaviours pushed on a kept instance
+        completing: list[str] = []  # of them, those going back to their deployed places
         for name, want in self.desired.items():
             inst = self.current.get(name)
             if inst is None:
@@ -214,11 +215,12 @@ class _Writer:
                     )
                 else:
                     runs[name] = there
+                    completing.append(name)
         if errors:
             raise MadeusError(errors)
         if not self.partial:
             removed = [n for n in self.current if n not in self.desired]
-        return self._program(added, removed, runs)
+        return self._program(added, removed, runs, completing)
 
     def _changed_params(self, name: str, want: ResolvedInstance) -> list[str]:
         from madeus.state import recorded_params
@@ -234,6 +236,7 @@ class _Writer:
         added: list[str],
         removed: list[str],
         runs: dict[str, tuple[str, ...]],
+        completing: Collection[str] = (),
     ) -> Synthesis:
         out: list[Instruction] = []
         current = self.current
@@ -320,13 +323,20 @@ class _Writer:
         # `remove` transition bound to the provider's port), so each wave waits for the one
         # before; 3. what changes on the others runs.
         out += [Push(u, b, self._span(u)) for u, (pause, _) in pauses.items() for b in pause]
-        for wave in self._waves([n for n in removed if leaving.get(n)]):
+        for wave in self._waves([n for n in removed if leaving.get(n)], users_first=True):
             for name in wave:
                 out += [Push(name, b, self._span(name)) for b in leaving[name] or ()]
             out += [Wait(n, self._span(n)) for n in wave]
         for name, behaviours in planned.items():
-            if name not in leaving_names:
+            if name not in leaving_names and name not in completing:
                 out += [Push(name, b, self._span(name)) for b in behaviours]
+        # Instances a cut-off run left between places come back providers first.
+        waves = self._waves([n for n in planned if n in completing], users_first=False)
+        for k, wave in enumerate(waves):
+            for name in wave:
+                out += [Push(name, b, self._span(name)) for b in planned[name]]
+            if k < len(waves) - 1:
+                out += [Wait(n, self._span(n)) for n in wave]
         # 4. Once the providers are done, their paused users come back.
         out += [Wait(n, self._span(n)) for n in waited]
         out += [Push(n, DEFAULT_BEHAVIOUR, self._span(n)) for n in deferred]
@@ -343,18 +353,23 @@ class _Writer:
         out.append(WaitAll(self.span))
         return Synthesis(self.configuration, Program(tuple(out), SOURCE), tuple(self.notes))
 
-    def _waves(self, leaving: list[str]) -> list[list[str]]:
-        """`leaving` in waves: an instance comes after every leaving instance that uses it (a
-        cycle of uses, which the verifier would refuse anyway, ends in one last wave)."""
-        users: dict[str, set[str]] = {n: set() for n in leaving}
+    def _waves(self, names: list[str], *, users_first: bool) -> list[list[str]]:
+        """`names` in waves: an instance comes after every one of `names` that uses it
+        (`users_first`: leaving instances) or that it uses (instances coming back to their
+        deployed places). A cycle of uses, which the verifier would refuse anyway, ends in one
+        last wave."""
+        after: dict[str, set[str]] = {n: set() for n in names}
         for lk in self.configuration.links:
-            if lk.provider in users and lk.user in users and lk.user != lk.provider:
-                users[lk.provider].add(lk.user)
+            if lk.provider in after and lk.user in after and lk.user != lk.provider:
+                if users_first:
+                    after[lk.provider].add(lk.user)
+                else:
+                    after[lk.user].add(lk.provider)
         waves: list[list[str]] = []
         done: set[str] = set()
-        left = list(leaving)
+        left = list(names)
         while left:
-            wave = [n for n in left if users[n] <= done] or left
+            wave = [n for n in left if after[n] <= done] or left
             waves.append(wave)
             done.update(wave)
             left = [n for n in left if n not in done]
