@@ -5,6 +5,7 @@ operator runs it."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -273,7 +274,7 @@ def test_a_change_retries_with_backoff_under_a_limit(
     trace = load(tmp_path / "t.json")
     assert trace.limits is not None and trace.limits.max_parallel == 1
     events = sorted(trace.events, key=lambda e: e.start)
-    assert all(a.end <= b.start + 1e-3 for a, b in zip(events, events[1:], strict=False))
+    assert all(a.end <= b.start + 1e-3 for a, b in itertools.pairwise(events))
     assert sorted(e.attempts for e in events if e.id.endswith(".restart")) == [1, 2]
     assert sorted(ran(tmp_path)[2:]) == ["a.restart 2", "a.stop", "b.restart 2", "b.stop"]
 

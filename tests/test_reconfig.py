@@ -616,6 +616,45 @@ def test_the_executor_runs_a_program_and_follows_the_rules(tmp_path: Path) -> No
     assert journal.state() == ["app", "db"]  # the state of record, after the run's end
 
 
+class OnDisk:
+    """A backend that notes, when each job runs, the markings already on disk."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self.seen: dict[str, list[tuple[str, object]]] = {}
+
+    async def run(self, job: Job) -> Outcome:
+        self.seen[job.id] = [r for r in self.journal.records if r[0] == "marking"]
+        await asyncio.sleep(0.001)
+        return Outcome(ok=True)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def test_what_a_job_depends_on_is_on_disk_before_an_action_that_is_not_idempotent(
+    tmp_path: Path,
+) -> None:
+    state = app_on_db()
+    program = build(
+        state,
+        ("push", ("app", "stop")),
+        ("push", ("db", "stop")),
+        ("wait", ("db",)),
+        ("push", ("db", "update")),
+        ("push", ("app", "update")),
+        ("wait_all", ()),
+    )
+    journal = Journal(tmp_path)
+    backend = OnDisk(journal)
+    asyncio.run(reconfigure(state, program, backend=backend, recorder=journal.recorder))
+    # The journal is written by a thread every few milliseconds; a job whose action is not
+    # idempotent (these have none declared) starts only once what precedes it is written.
+    assert ("marking", ("db", ["stopped"])) in backend.seen["db.reconfigure"]
+    assert ("marking", ("app", ["paused"])) in backend.seen["db.stop"]
+    assert ("marking", ("db", ["on"])) in backend.seen["app.resume"]
+
+
 def test_a_failure_stops_the_program_with_the_partial_trace(tmp_path: Path) -> None:
     state = app_on_db()
     program = build(

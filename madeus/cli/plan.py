@@ -208,8 +208,9 @@ class Compared:
             if last != "ok":
                 return head + (
                     f"No changes to the files, but the last run did not complete "
-                    f"({last or 'stopped'}): `madeus deploy --resume` continues it; "
-                    "`madeus apply` takes every instance to its deployed places:\n\n"
+                    f"({last or 'stopped'}): `madeus apply` takes every instance on to its "
+                    "deployed places (a deployment that stopped can also be continued with "
+                    "`madeus deploy --resume`):\n\n"
                 )
             return head + (
                 "No changes to the files, but not every instance is deployed (a "

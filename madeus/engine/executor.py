@@ -18,19 +18,17 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from madeus.backends.base import Backend
-from madeus.engine.errors import Failure, JournalError
 from madeus.engine.journal import Journal
 from madeus.engine.options import RunOptions
 from madeus.engine.program import Program
-from madeus.engine.runner import EventSink, Inputs, Runner
+from madeus.engine.runner import EventSink, Inputs, OnRunner, Runner
 from madeus.engine.values import InstanceValues, data_value, host_values
 from madeus.errors import MadeusError
 from madeus.inventory import Inventory
 from madeus.model import OutputOf
-from madeus.trace import Trace
 
 
-class Executor:
+class Executor(OnRunner):
     def __init__(
         self,
         assembly: str,
@@ -96,18 +94,6 @@ class Executor:
         self._inputs: dict[str, Inputs] = {}
         self.finished = False
 
-    @property
-    def failures(self) -> list[Failure]:
-        return self.runner.failures
-
-    @property
-    def journal_error(self) -> JournalError | None:
-        return self.runner.journal_error
-
-    @journal_error.setter
-    def journal_error(self, error: JournalError | None) -> None:
-        self.runner.journal_error = error
-
     async def run(self) -> None:
         """Run to the end, or until a failure has stopped everything (see `failures`)."""
         p = self._p
@@ -128,12 +114,6 @@ class Executor:
         for i, count in enumerate(self._pending):
             if count == 0:
                 ready(i)
-
-    def now(self) -> float:
-        return self.runner.now()
-
-    def trace(self) -> Trace:
-        return self.runner.trace()
 
     # --- the scheduler ---------------------------------------------------------------------
 

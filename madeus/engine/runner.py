@@ -712,6 +712,30 @@ class Runner:
         return Trace(self.assembly, self.started_at, makespan, tuple(events), self.limits())
 
 
+class OnRunner:
+    """What a scheduler shows of its run: the base of both executors."""
+
+    runner: Runner
+
+    @property
+    def failures(self) -> list[Failure]:
+        return self.runner.failures
+
+    @property
+    def journal_error(self) -> JournalError | None:
+        return self.runner.journal_error
+
+    @journal_error.setter
+    def journal_error(self, error: JournalError | None) -> None:
+        self.runner.journal_error = error
+
+    def now(self) -> float:
+        return self.runner.now()
+
+    def trace(self) -> Trace:
+        return self.runner.trace()
+
+
 def _nothing(slot: int) -> None:
     return None
 

@@ -29,7 +29,7 @@ from madeus.engine.errors import Failure, JournalError
 from madeus.engine.events import RunEnded
 from madeus.engine.options import RunOptions, run_options
 from madeus.engine.runlog import make_private_dir
-from madeus.engine.runner import Inputs, Runner
+from madeus.engine.runner import Inputs, OnRunner, Runner
 from madeus.engine.select import check_selectors
 from madeus.engine.values import (
     InstanceValues,
@@ -94,7 +94,7 @@ class ReconfigResult:
         return self.prediction.makespan * self.time_scale
 
 
-class ReconfigExecutor:
+class ReconfigExecutor(OnRunner):
     """The scheduler of a reconfiguration: the Concerto machine, on the job runner. Use
     `run()` once, then `trace()`."""
 
@@ -145,30 +145,12 @@ class ReconfigExecutor:
         }
         self._instances = {i.name: i.type for i in configuration.instances}
 
-    @property
-    def failures(self) -> list[Failure]:
-        return self.runner.failures
-
-    @property
-    def journal_error(self) -> JournalError | None:
-        return self.runner.journal_error
-
-    @journal_error.setter
-    def journal_error(self, error: JournalError | None) -> None:
-        self.runner.journal_error = error
-
     async def run(self) -> None:
         await self.runner.run(
             lambda: self._handle(self.machine.advance()),
             expected=self._expected,
             predicted_makespan=self._predicted,
         )
-
-    def now(self) -> float:
-        return self.runner.now()
-
-    def trace(self) -> Trace:
-        return self.runner.trace()
 
     # --- the scheduler ---------------------------------------------------------------------
 
