@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -158,6 +159,11 @@ def test_what_ansible_is_given_never_lands_on_disk(
     )
     found: list[str] = []
     own = str(inventory.path)  # the operator's inventory file holds its own password
+    started = time.time() - 2  # file times may lag the clock a little
+    control = tmp_path / "control.txt"  # the scan does find a file written since then
+    control.write_text(value_marker)
+    assert files_holding([value_marker], tmp_path, since=started) == [f"{control}: {value_marker}"]
+    control.unlink()
 
     async def scenario() -> Outcome:
         backend = AnsibleBackend(inventory)
@@ -165,7 +171,9 @@ def test_what_ansible_is_given_never_lands_on_disk(
         while not task.done():  # look for the markers while ansible-playbook runs
             found.extend(
                 f
-                for f in files_holding([inventory_marker, value_marker], tmp_path, Path("/tmp"))
+                for f in files_holding(
+                    [inventory_marker, value_marker], tmp_path, Path("/tmp"), since=started
+                )
                 if not f.startswith(f"{own}:")
             )
             listing = subprocess.run(["ps", "axwwo", "args"], capture_output=True, text=True)
@@ -189,7 +197,9 @@ def test_what_ansible_is_given_never_lands_on_disk(
     assert found == []
     assert [
         f
-        for f in files_holding([inventory_marker, value_marker], tmp_path, Path("/tmp"))
+        for f in files_holding(
+            [inventory_marker, value_marker], tmp_path, Path("/tmp"), since=started
+        )
         if not f.startswith(f"{own}:")
     ] == []
     play = yaml.safe_load((project.parent / "run" / "web.configure@node-1.play.yml").read_text())
@@ -197,15 +207,22 @@ def test_what_ansible_is_given_never_lands_on_disk(
     assert play[0]["tasks"][0]["ansible.builtin.import_tasks"] == str(project / "look.yml")
 
 
-def files_holding(markers: list[str], *roots: Path) -> list[str]:
-    """Files under `roots` holding a marker (files may come and go meanwhile)."""
+def files_holding(markers: list[str], *roots: Path, since: float = 0.0) -> list[str]:
+    """Files under `roots` holding a marker (files may come and go meanwhile). The markers are
+    new: only a file written since `since` (a time.time()) can hold one, so only those are
+    read."""
     found = []
     for root in roots:
         for folder, _, names in os.walk(root):
             for name in names:
                 path = Path(folder) / name
                 with contextlib.suppress(OSError):
-                    if path.is_file() and not path.is_symlink() and path.stat().st_size < 1 << 22:
+                    info = path.lstat()
+                    if (
+                        stat.S_ISREG(info.st_mode)
+                        and info.st_size < 1 << 22
+                        and max(info.st_mtime, info.st_ctime) >= since
+                    ):
                         data = path.read_bytes()
                         found.extend(f"{path}: {m}" for m in markers if m.encode() in data)
     return found
