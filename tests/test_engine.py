@@ -991,3 +991,35 @@ def test_an_instance_on_no_host_never_counts_as_done() -> None:
     with pytest.raises(MadeusError) as caught:
         deploy_sync(nowhere, simulate=True, time_scale=0)
     assert [d.message for d in caught.value.diagnostics] == [message]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="timer slack is Linux's")
+def test_runs_make_timers_precise_and_put_the_slack_back_even_when_they_overlap() -> None:
+    import ctypes
+
+    from madeus.engine import deploy
+
+    libc = ctypes.CDLL(None)
+    slack = libc.prctl(30, 0, 0, 0, 0)  # PR_GET_TIMERSLACK
+    seen: list[int] = []
+
+    class Probe:
+        async def run(self, job: object) -> object:
+            from madeus.backends.base import Outcome
+
+            seen.append(libc.prctl(30, 0, 0, 0, 0))
+            await asyncio.sleep(0.01)
+            return Outcome(ok=True)
+
+        async def aclose(self) -> None:
+            return None
+
+    async def both() -> None:
+        first = asyncio.create_task(deploy(resolve(SMALL), backend=Probe()))
+        await asyncio.sleep(0.005)  # the second starts while the first runs, and ends later
+        await deploy(resolve(SMALL), backend=Probe())
+        await first
+
+    asyncio.run(both())
+    assert seen and set(seen) == {1}
+    assert libc.prctl(30, 0, 0, 0, 0) == slack

@@ -29,11 +29,11 @@ record (`unstart`): its action never ran.
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import math
 import random
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -297,19 +297,15 @@ class Runner:
         self._ended = self.scheduler.ended
         if self.commit is not None:
             self.commit.start()
-        # What was allocated before the run lives through it: the collector skips it. Timers
-        # fire when due, not up to 50 us later (Linux's default slack): a hop is a timer.
-        gc.freeze()
-        slack = _timer_slack(1)
+        # Timers fire when due, not up to 50 us later (Linux's default slack): a hop is a timer.
+        _precise_timers(True)
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 begin()
                 self._pump()
         finally:
-            if slack is not None:
-                _timer_slack(slack)
-            gc.unfreeze()
+            _precise_timers(False)
             self._tg = None
             self._report()
             if self.commit is not None:
@@ -741,6 +737,24 @@ def _nothing(slot: int) -> None:
 
 
 _PR_SET_TIMERSLACK, _PR_GET_TIMERSLACK = 29, 30
+# Runs under way in each thread, and the slack each thread had before the first of them.
+_precise: dict[int, tuple[int, int | None]] = {}
+
+
+def _precise_timers(on: bool) -> None:
+    """A run starts (`on`) or ends in this thread: the first sets the thread's timer slack to
+    1 ns, the last puts back what it was (runs may overlap in one event loop)."""
+    thread = threading.get_ident()
+    count, previous = _precise.get(thread, (0, None))
+    if on:
+        _precise[thread] = (count + 1, _timer_slack(1) if count == 0 else previous)
+        return
+    if count <= 1:
+        _precise.pop(thread, None)
+        if previous is not None:
+            _timer_slack(previous)
+    else:
+        _precise[thread] = (count - 1, previous)
 
 
 def _timer_slack(nanoseconds: int) -> int | None:
