@@ -1023,3 +1023,22 @@ def test_runs_make_timers_precise_and_put_the_slack_back_even_when_they_overlap(
     asyncio.run(both())
     assert seen and set(seen) == {1}
     assert libc.prctl(30, 0, 0, 0, 0) == slack
+
+
+def test_run_options_are_one_checked_object_and_keywords_replace_its_fields() -> None:
+    from madeus.engine import deploy_sync
+    from madeus.engine.options import RunOptions, run_options
+
+    for bad in ({"max_parallel": 0}, {"time_scale": -1.0}, {"retry_backoff": -0.5}):
+        with pytest.raises(ValueError):
+            RunOptions(**bad)  # type: ignore[arg-type]
+    base = RunOptions(simulate=True, time_scale=0.5, inject_failures=["a.b"])  # type: ignore[arg-type]
+    assert base.inject_failures == ("a.b",) and base.scale == 0.5 and base.mode == "local"
+    assert RunOptions(time_scale=0.5).scale == 1.0  # a real run takes the time it takes
+    assert run_options(base, {"time_scale": 0.0}) == RunOptions(
+        simulate=True, time_scale=0.0, inject_failures=("a.b",)
+    )
+    with pytest.raises(TypeError, match="unexpected keyword argument 'simulat'"):
+        deploy_sync(resolve(SMALL), simulat=True)
+    result = deploy_sync(resolve(SMALL), RunOptions(simulate=True), time_scale=0.0)
+    assert result.time_scale == 0.0 and result.makespan < 0.5

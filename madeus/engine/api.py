@@ -363,9 +363,9 @@ def _host(program: Program, j: int) -> str:
     return program.hosts[program.job_host[j]].name
 
 
-def deploy_sync(target: Target, **options: Any) -> DeployResult:
+def deploy_sync(target: Target, options: RunOptions | None = None, **keywords: Any) -> DeployResult:
     """`deploy` for synchronous callers (runs its own event loop)."""
-    return asyncio.run(deploy(target, **options))
+    return asyncio.run(deploy(target, options, **keywords))
 
 
 def _deployment(target: Target, inventory: Inventory | str | os.PathLike[str] | None) -> Deployment:

@@ -478,7 +478,10 @@ def _actions(
 
 
 def reconfigure_sync(
-    configuration: Configuration, program: Program, **options: Any
+    configuration: Configuration,
+    program: Program,
+    options: RunOptions | None = None,
+    **keywords: Any,
 ) -> ReconfigResult:
     """`reconfigure` for synchronous callers (runs its own event loop)."""
-    return asyncio.run(reconfigure(configuration, program, **options))
+    return asyncio.run(reconfigure(configuration, program, options, **keywords))
