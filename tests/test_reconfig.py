@@ -41,7 +41,12 @@ from madeus.reconfig import (
     predict,
     reconfigure,
 )
-from madeus.reconfig.events import BehaviourDone, InstructionDone, TransitionStarted
+from madeus.reconfig.events import (
+    BehaviourDone,
+    InstructionDone,
+    TransitionEnded,
+    TransitionStarted,
+)
 from madeus.reconfig.program import Connect, Disconnect, Push, Remove, Wait, WaitAll
 from madeus.trace import Trace, TraceEvent
 
@@ -603,6 +608,16 @@ def test_the_executor_runs_a_program_and_follows_the_rules(tmp_path: Path) -> No
         ("db", "update"),
         ("app", "update"),
     ]
+    # In order: a behaviour is done after its last transition ended.
+    ended = next(
+        k for k, e in enumerate(events) if isinstance(e, TransitionEnded) and e.id == "db.restart"
+    )
+    done = next(
+        k
+        for k, e in enumerate(events)
+        if isinstance(e, BehaviourDone) and (e.instance, e.behaviour) == ("db", "update")
+    )
+    assert ended < done
     # Each marking as it changes (a running transition counts in its source place).
     assert journal.records == [
         ("begin", "reconfigure"),

@@ -66,7 +66,7 @@ _FAILED = _CODES["failed"]
 _INSTANT = Outcome(ok=True)
 _CANCELLED_OUTCOME = Outcome(ok=False)
 # What `_report` does with a queued item.
-_STARTED, _ENDED, _START_RECORD, _END_RECORD, _LINE = range(5)
+_STARTED, _ENDED, _EVENT, _START_RECORD, _END_RECORD, _LINE = range(6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -587,6 +587,13 @@ class Runner:
 
     # --- reporting -------------------------------------------------------------------------
 
+    def emit(self, event: Any) -> None:
+        """A scheduler's own event (a reconfiguration's `BehaviourDone`), in order with the
+        jobs' events."""
+        if self._emit is not None:
+            self._later.append((_EVENT, event))
+            self._schedule_report()
+
     def _schedule_report(self) -> None:
         if not self._report_scheduled and self._loop is not None:
             self._report_scheduled = True
@@ -611,6 +618,9 @@ class Runner:
                 _, j, s, status, outcome, attempt, at = item
                 if emit is not None:
                     self._emit_end(j, s, status, outcome, attempt, at)
+            elif kind == _EVENT:
+                if emit is not None:
+                    emit(item[1])
             elif commit is None:
                 continue
             elif kind == _START_RECORD:

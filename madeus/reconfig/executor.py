@@ -173,11 +173,11 @@ class ReconfigExecutor(OnRunner):
             elif move.kind == "exec":
                 ins = self.program[move.index]
                 if self._emit is not None:
-                    self._emit(InstructionDone(move.index, str(ins), now))
+                    self.runner.emit(InstructionDone(move.index, str(ins), now))
                 if isinstance(ins, Add | Remove):
                     self._instances_changed()
             elif move.kind == "done" and self._emit is not None:
-                self._emit(BehaviourDone(move.instance, move.name, move.index, now))
+                self.runner.emit(BehaviourDone(move.instance, move.name, move.index, now))
             elif move.kind == "reach":
                 self._reached(move.instance, move.name)
             if move.instance:
