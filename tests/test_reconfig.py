@@ -135,6 +135,17 @@ def app_on_db(app_place: str = "running") -> Configuration:
     )
 
 
+# Update db under app: app pauses, db stops, is updated, app resumes once db is back.
+UPDATE_DB: tuple[tuple[str, tuple[object, ...]], ...] = (
+    ("push", ("app", "stop")),
+    ("push", ("db", "stop")),
+    ("wait", ("db",)),
+    ("push", ("db", "update")),
+    ("push", ("app", "update")),
+    ("wait_all", ()),
+)
+
+
 def build(state: Configuration, *calls: tuple[str, tuple[object, ...]]) -> Program:
     r = ProgramBuilder(state)
     for method, args in calls:
@@ -460,15 +471,7 @@ def test_add_and_remove_instances() -> None:
 
 def test_predicted_makespan_and_critical_path() -> None:
     state = app_on_db()
-    program = build(
-        state,
-        ("push", ("app", "stop")),
-        ("push", ("db", "stop")),
-        ("wait", ("db",)),
-        ("push", ("db", "update")),
-        ("push", ("app", "update")),
-        ("wait_all", ()),
-    )
+    program = build(state, *UPDATE_DB)
     prediction = predict(state, program)
     # pause 3, then stop 1, reconfigure 1, restart 2, then resume 1.
     assert prediction.makespan == pytest.approx(8.0)
@@ -564,15 +567,7 @@ class Journal:
 
 def test_the_executor_runs_a_program_and_follows_the_rules(tmp_path: Path) -> None:
     state = app_on_db()
-    program = build(
-        state,
-        ("push", ("app", "stop")),
-        ("push", ("db", "stop")),
-        ("wait", ("db",)),
-        ("push", ("db", "update")),
-        ("push", ("app", "update")),
-        ("wait_all", ()),
-    )
+    program = build(state, *UPDATE_DB)
     events: list[object] = []
     journal = Journal(tmp_path)
     result = asyncio.run(
@@ -651,15 +646,7 @@ def test_what_a_job_depends_on_is_on_disk_before_an_action_that_is_not_idempoten
     tmp_path: Path,
 ) -> None:
     state = app_on_db()
-    program = build(
-        state,
-        ("push", ("app", "stop")),
-        ("push", ("db", "stop")),
-        ("wait", ("db",)),
-        ("push", ("db", "update")),
-        ("push", ("app", "update")),
-        ("wait_all", ()),
-    )
+    program = build(state, *UPDATE_DB)
     journal = Journal(tmp_path)
     backend = OnDisk(journal)
     asyncio.run(reconfigure(state, program, backend=backend, recorder=journal.recorder))
