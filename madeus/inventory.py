@@ -159,6 +159,14 @@ class Inventory:
             return self.hosts_of(target)
         return self.hosts_matching(target)
 
+    def host(self, name: str) -> Host:
+        """Host `name`; one the inventory does not know (a plan or a state built elsewhere) is
+        reached at its name, over SSH unless it is `localhost`."""
+        found = self.hosts.get(name)
+        if found is not None:
+            return found
+        return Host(name, name, connection="local" if name == LOCAL_HOST else "ssh")
+
     def groups_of(self, host: str) -> tuple[str, ...]:
         """The groups the host belongs to (directly or through a child group)."""
         return tuple(g for g, group in self.groups.items() if host in group.members)

@@ -907,19 +907,12 @@ def test_a_journal_that_cannot_be_written_stops_the_program_cleanly(tmp_path: Pa
     from madeus.engine.errors import JournalError
 
     state = app_on_db()
-    program = build(
-        state,
-        ("push", ("app", "stop")),
-        ("push", ("db", "stop")),
-        ("push", ("db", "update")),
-        ("push", ("app", "update")),
-        ("wait_all", ()),
-    )
+    program = build(state, *UPDATE_DB)
     journal = Journal(tmp_path)
     real_write = journal.journal.write
     writes = 0
 
-    def write(data: bytes) -> None:  # the second write after the run record fails
+    def write(data: bytes) -> None:  # the run record is written; the next write fails
         nonlocal writes
         writes += 1
         if writes == 2:
@@ -927,10 +920,26 @@ def test_a_journal_that_cannot_be_written_stops_the_program_cleanly(tmp_path: Pa
         real_write(data)
 
     journal.journal.write = write  # type: ignore[method-assign]
+    started: list[str] = []
+
+    def seen(event: object) -> None:
+        if isinstance(event, TransitionStarted):
+            started.append(event.id)
+
     with pytest.raises(JournalError) as caught:
         asyncio.run(
-            reconfigure(state, program, simulate=True, time_scale=0.01, recorder=journal.recorder)
+            reconfigure(
+                state,
+                program,
+                simulate=True,
+                time_scale=0.05,
+                recorder=journal.recorder,
+                on_event=seen,
+            )
         )
     assert str(caught.value) == "cannot write the journal j.jsonl: No space left on device"
-    # Nothing started after the failed write.
-    assert ("marking", ("db", ["on"])) not in journal.records
+    # The first record is app's `paused` (150 ms in: a marking changes when app.pause ends);
+    # its write, 5 ms later, failed. The run stopped there: db.stop (50 ms, started when app
+    # paused) was cancelled, db's update never started, and nothing was written after.
+    assert set(started) <= {"app.pause", "db.stop"}
+    assert [kind for kind, _ in journal.records] == ["begin"]

@@ -110,7 +110,7 @@ class Executor(OnRunner):
     def _begin(self) -> None:
         for place in self._p.initially_reached:
             self._reach_place(place)
-        ready = self.runner.ready
+        ready = self.runner.ready_queue.append
         for i, count in enumerate(self._pending):
             if count == 0:
                 ready(i)

@@ -1,6 +1,6 @@
 """How a run runs: one frozen object for a deployment, a change, a reconfiguration, a destroy.
 
-The CLI builds it once from the command line (`madeus.cli._common.run_options`); `deploy()`
+The CLI builds it once from the command line (`madeus.cli._common.run_options_of`); `deploy()`
 and `reconfigure()` take it and hand it, unchanged, to the job runner and the backends.
 """
 

@@ -108,7 +108,7 @@ def compile_program(compiled: Net, plan: Plan) -> Program:
             h = host_index.get(name)
             if h is None:
                 h = host_index[name] = len(hosts)
-                hosts.append(inventory.hosts[name] if name in inventory.hosts else _bare(name))
+                hosts.append(inventory.host(name))
             job_trans.append(i)
             job_host.append(h)
         job_base.append(len(job_trans))
@@ -122,7 +122,7 @@ def compile_program(compiled: Net, plan: Plan) -> Program:
         component = inst.shape.component
         by_place: dict[str, list[DataProvide]] = {}
         first = inst.hosts[0] if inst.hosts else None
-        host = None if first is None else inventory.hosts.get(first) or _bare(first)
+        host = None if first is None else inventory.host(first)
         for port in component.provides:
             if port.kind != "data":
                 continue
@@ -181,8 +181,3 @@ def compile_program(compiled: Net, plan: Plan) -> Program:
         data_uses={k: tuple(v) for k, v in data_uses.items()},
         workdir=workdir,
     )
-
-
-def _bare(name: str) -> Host:
-    """A host the plan names but the inventory does not know (a plan built elsewhere)."""
-    return Host(name, name, connection="local" if name == "localhost" else "ssh")

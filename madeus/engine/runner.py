@@ -30,11 +30,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
+import os
 import random
 import sys
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -50,9 +53,10 @@ from madeus.engine.journal import Journal
 from madeus.engine.limits import Limiter
 from madeus.engine.options import RunOptions
 from madeus.engine.runlog import log_stem
+from madeus.engine.select import matches
 from madeus.engine.values import InstanceValues, host_values
 from madeus.errors import MadeusError
-from madeus.inventory import LOCAL_HOST, Host, Inventory
+from madeus.inventory import Host, Inventory
 from madeus.model import Action, Transition
 from madeus.trace import Limits, Status, Trace, TraceEvent
 
@@ -65,6 +69,7 @@ _OK, _CANCELLED, _SKIPPED = _CODES["ok"], _CODES["cancelled"], _CODES["skipped"]
 _FAILED = _CODES["failed"]
 _INSTANT = Outcome(ok=True)
 _CANCELLED_OUTCOME = Outcome(ok=False)
+_log = logging.getLogger(__name__)
 # What `_report` does with a queued item.
 _STARTED, _ENDED, _EVENT, _START_RECORD, _END_RECORD, _LINE = range(6)
 
@@ -83,8 +88,8 @@ class Scheduler(Protocol):
     def inputs(self, slot: int) -> Inputs: ...
 
     def ended(self, slot: int) -> None:
-        """Every job of `slot` ended well (or was skipped): queue what it enables
-        (`Runner.ready`). May call `Runner.fail_slot`."""
+        """Every job of `slot` ended well (or was skipped): append what it enables to
+        `Runner.ready_queue`. May call `Runner.fail_slot`."""
 
 
 class Runner:
@@ -143,7 +148,8 @@ class Runner:
         self._limiter: Limiter | None = None
         self._facts: dict[int, dict[str, str]] = {}
         # The run
-        # Slots whose jobs may start, oldest first (FIFO relies on it); schedulers append.
+        # Slots whose dependencies are satisfied: their jobs start (as limits allow), oldest
+        # first (FIFO relies on it). Schedulers append.
         self.ready_queue: deque[int] = deque()
         self._tasks: dict[int, asyncio.Task[None]] = {}
         # The hosts of a slot whose jobs one pump launched, by job (first attempts): backends
@@ -173,14 +179,9 @@ class Runner:
     # --- building: hosts and slots -------------------------------------------------------------
 
     def host(self, name: str) -> int:
-        """The index of host `name` (from the inventory, else an address of its own)."""
+        """The index of host `name` (`Inventory.host`)."""
         h = self._host_index.get(name)
-        if h is not None:
-            return h
-        found = self._inventory.hosts.get(name)
-        if found is None:
-            found = Host(name, name, connection="local" if name == LOCAL_HOST else "ssh")
-        return self.add_host(found)
+        return h if h is not None else self.add_host(self._inventory.host(name))
 
     def add_host(self, host: Host) -> int:
         h = self._host_index.get(host.name)
@@ -257,10 +258,6 @@ class Runner:
         for j in jobs:
             self._skip[j] = 1
             self.skipped += 1
-
-    def ready(self, slot: int) -> None:
-        """Every dependency of `slot` is satisfied: its jobs start (as limits allow)."""
-        self.ready_queue.append(slot)
 
     # --- the run -------------------------------------------------------------------------------
 
@@ -785,8 +782,6 @@ def _timer_slack(nanoseconds: int) -> int | None:
 
 
 def _matcher(selectors: Sequence[str]) -> Callable[[str, str], bool]:
-    from madeus.engine.select import matches
-
     return lambda tid, host: any(matches(selector, tid, host) for selector in selectors)
 
 
@@ -833,10 +828,6 @@ def internal_error(job: Job, exc: BaseException) -> Outcome:
     """A backend let an exception escape: a bug, not a failed action. The job fails (the run
     goes on as after any failure, never with a traceback on the terminal), the traceback goes
     to the job's stderr log (secrets redacted), and the message says what happened."""
-    import logging
-    import os
-    import traceback
-
     where = ""
     text = "".join(traceback.format_exception(exc))
     if job.stderr_path is not None:
@@ -847,9 +838,7 @@ def internal_error(job: Job, exc: BaseException) -> Outcome:
             where = f"; the traceback is in {job.stderr_path}"
         except OSError:
             pass
-    logging.getLogger(__name__).debug(
-        "internal error in %s on %s:\n%s", job.id, job.host.name, job.redact(text)
-    )
+    _log.debug("internal error in %s on %s:\n%s", job.id, job.host.name, job.redact(text))
     detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     return Outcome(
         ok=False,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -39,7 +39,7 @@ from madeus.engine.values import (
     resolve_params,
 )
 from madeus.errors import Diagnostic, MadeusError
-from madeus.inventory import LOCAL_HOST, Host
+from madeus.inventory import Host
 from madeus.model import Action, Assembly, OutputOf
 from madeus.reconfig.events import BehaviourDone, EventSink, InstructionDone
 from madeus.reconfig.machine import Machine, Move, Problem
@@ -112,7 +112,9 @@ class ReconfigExecutor(OnRunner):
         recorder: Recorder | None = None,
         predicted_makespan: float = 0.0,
         expected: tuple[int, int] = (0, 0),
+        actions: Sequence[tuple[str, Action | None, Host]] | None = None,
     ) -> None:
+        """`actions`: `_actions(configuration, program)` when the caller has them already."""
         self.configuration = configuration
         self._expected = expected  # (transitions, jobs) predicted, for progress displays
         self.program = program
@@ -134,7 +136,9 @@ class ReconfigExecutor(OnRunner):
             job_records=False,
         )
         runner.scheduler = self
-        for _, action, host in _actions(configuration, program):
+        if actions is None:
+            actions = _actions(configuration, program)
+        for _, action, host in actions:
             runner.declare(action, runner.add_host(host))
         self._slots: list[tuple[str, str]] = []  # slot -> (instance, transition)
         self._outputs: dict[tuple[str, str], str] = {}
@@ -195,7 +199,7 @@ class ReconfigExecutor(OnRunner):
         hosts = [runner.host(h) for h in self.machine.hosts(instance)]
         slot = runner.add(f"{instance}.{name}", instance, transition, hosts)
         self._slots.append((instance, name))
-        runner.ready(slot)
+        runner.ready_queue.append(slot)
 
     def inputs(self, slot: int) -> Inputs:
         instance = self._slots[slot][0]
@@ -402,6 +406,7 @@ async def reconfigure(
                 if prediction is not None
                 else (0, 0)
             ),
+            actions=actions,
         )
         if directory is not None:
             make_private_dir(directory)
@@ -470,10 +475,7 @@ def _actions(
             continue
         for t in components[ins.instance].transitions_of(ins.behaviour):
             for h in hosts[ins.instance]:
-                host = inventory.hosts.get(h) or Host(
-                    h, h, connection="local" if h == LOCAL_HOST else "ssh"
-                )
-                found.append((f"{ins.instance}.{t.name}", t.action, host))
+                found.append((f"{ins.instance}.{t.name}", t.action, inventory.host(h)))
     return found
 
 

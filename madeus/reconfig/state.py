@@ -365,10 +365,6 @@ class Recorder:
     def data(self, port: str, value: str) -> None:
         self.journal.record_data(port, value, flush=False)
 
-    def flush(self) -> None:
-        """Make what was recorded durable (once per batch of moves, not per record)."""
-        self.journal.flush()
-
     def end(self, status: str) -> None:
         self.journal.end_run(status)
 
