@@ -15,6 +15,11 @@ document.
   deployed (the state written by the library: nothing runs), then one parameter changed and one
   instance added: `madeus plan` end to end (parse, resolve, compare, synthesise, verify,
   predict), wall time and peak RSS of the process.
+- `rolling`: a service on `--hosts` hosts and a client using it, deployed under `--simulate`,
+  then its version changed (`on change of version: stop, update`), once with `serial
+  --serial` on the service and once without: the program, whether the client pauses, the
+  predicted makespan against the makespan of `madeus apply --simulate`, and the most hosts
+  of the service changing at once in the trace.
 Each command runs in a fresh process (`python -m madeus.cli`-style), in a scratch directory.
 """
 
@@ -211,14 +216,92 @@ def plan_10k(n: int) -> dict[str, Any]:
     }
 
 
+ROLLING = """
+component Api(version: str = "1") {
+    places off*, serving, stopped
+    transition start: off -> serving  shell "true"  ~1s
+    transition stop: serving -> stopped  shell "true"  ~1s  behaviour stop
+    transition restart: stopped -> serving  shell "true"  ~2s  behaviour update
+    provide service api at serving
+    on change of version: stop, update
+}
+component Client {
+    places off*, using, paused
+    transition start: off -> using  shell "true"  ~1s
+    transition pause: using -> paused  shell "true"  ~0.5s  behaviour stop
+    transition resume: paused -> using  shell "true"  ~0.5s  behaviour resume
+    use service api for start, using
+}
+assembly rolling {
+    api = Api(version = "VERSION") on web SERIAL
+    client = Client on client-1
+    connect client.api -> api.api
+}
+"""
+
+
+def _most_at_once(events: list[dict[str, Any]], instance: str) -> int:
+    """The most jobs of `instance` (its batches included) running at the same moment."""
+    edges = []
+    for e in events:
+        if e["id"].split(".")[0].split("#")[0] == instance:
+            edges += [(e["start"], 1), (e["end"], -1)]
+    most = now = 0
+    for _, step in sorted(edges):  # an end before a start at the same time
+        now += step
+        most = max(most, now)
+    return most
+
+
+def rolling(hosts: int, serial: int, scale: float) -> dict[str, Any]:
+    found: dict[str, Any] = {"hosts": hosts, "serial": serial, "time_scale": scale}
+    for label, clause in (("serial", f"serial {serial}"), ("all_at_once", "")):
+        with tempfile.TemporaryDirectory() as tmp:
+            cwd = Path(tmp)
+            env = {**os.environ, "MADEUS_STATE": str(cwd / "state")}
+            inventory = cwd / "inventory.yml"
+            inventory.write_text(
+                "all:\n  hosts:\n    client-1: {ansible_connection: local}\n"
+                "  children:\n    web:\n      hosts:\n"
+                + "".join(f"        web-{k}: {{ansible_connection: local}}\n" for k in range(hosts))
+            )
+            file = cwd / "rolling.mad"
+            text = ROLLING.replace("SERIAL", clause)
+            file.write_text(text.replace("VERSION", "1"))
+            sim = ["-i", str(inventory), "--simulate", "--time-scale", str(scale)]
+            _run(["deploy", str(file), *sim], cwd, env)
+            file.write_text(text.replace("VERSION", "2"))
+            _, out = _run(
+                ["plan", str(file), "-i", str(inventory), "--simulate", "--format", "json"],
+                cwd,
+                env,
+            )
+            plan = json.loads(out)
+            wall, out = _run(["apply", str(file), *sim], cwd, env)
+            trace = _trace(out, cwd)
+        predicted = plan["predicted_makespan"]
+        found[label] = {
+            "program": plan["program"],
+            "client_pauses": any("client pauses" in n for n in plan["notes"]),
+            "predicted_makespan_s": predicted,
+            "apply_wall_s": round(wall, 3),
+            "makespan_s": round(trace["makespan"], 3),
+            "makespan_over_prediction": round(trace["makespan"] / (predicted * scale), 3),
+            "hosts_changing_at_once_max": _most_at_once(trace["events"], "api"),
+        }
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sites", type=int, default=10)
     parser.add_argument("--time-scale", type=float, default=0.01)
     parser.add_argument("--components", type=int, default=10_000)
-    parser.add_argument("--only", choices=("add_site", "plan_10k"), action="append")
+    parser.add_argument("--hosts", type=int, default=20)
+    parser.add_argument("--serial", type=int, default=5)
+    parser.add_argument("--only", choices=("add_site", "plan_10k", "rolling"), action="append")
     args = parser.parse_args()
-    wanted = args.only or ["add_site", "plan_10k"]
+    wanted = args.only or ["add_site", "plan_10k", "rolling"]
     result: dict[str, Any] = {
         "machine": {
             "python": platform.python_version(),
@@ -230,6 +313,8 @@ def main() -> None:
         result["add_site"] = add_site(args.sites, args.time_scale)
     if "plan_10k" in wanted:
         result["plan_10k"] = plan_10k(args.components)
+    if "rolling" in wanted:
+        result["rolling"] = rolling(args.hosts, args.serial, args.time_scale)
     print(json.dumps(result, indent=2))
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import TypeAlias
 
 from madeus.errors import CheckError, Diagnostic
@@ -55,6 +56,7 @@ from madeus.model import (
     PortRef,
     ProvidePort,
     PythonAction,
+    Serial,
     ShellAction,
     Target,
     Transition,
@@ -297,10 +299,21 @@ _TARGET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(-[A-Za-z0-9_]+)*")
 
 
 def _instance(
-    ref: str, type_name: str, on: On, args: Mapping[str, Value] | None, kwargs: Mapping[str, Value]
+    ref: str,
+    type_name: str,
+    on: On,
+    args: Mapping[str, Value] | None,
+    kwargs: Mapping[str, Value],
+    serial: int | str | None = None,
 ) -> Instance:
     pairs = (*(args or {}).items(), *kwargs.items())
-    return Instance(_instance_ref(ref), type_name, _target(on), tuple(pairs))
+    return Instance(
+        _instance_ref(ref), type_name, _target(on), tuple(pairs), serial=_serial(serial)
+    )
+
+
+def _serial(serial: int | str | None) -> Serial | None:
+    return Serial.of(serial) if serial is not None else None
 
 
 def _connection(user: str, provider: str) -> Connection:
@@ -324,13 +337,14 @@ class FamilyBuilder:
         on: On = None,
         *,
         args: Mapping[str, Value] | None = None,
+        serial: int | str | None = None,
         **kwargs: Value,
     ) -> FamilyBuilder:
         """As `AssemblyBuilder.instance`; `on="site"` (the loop variable of a family over
         sites) means every host of the site."""
-        built = _instance(ref, type_name, on, args, kwargs)
+        built = _instance(ref, type_name, on, args, kwargs, serial)
         target = family_target(built.target, self._var, self._over)
-        self.instances.append(Instance(built.ref, built.type, target, built.args))
+        self.instances.append(replace(built, target=target))
         return self
 
     def connect(self, user: str, provider: str) -> FamilyBuilder:
@@ -369,11 +383,13 @@ class AssemblyBuilder:
         on: On = None,
         *,
         args: Mapping[str, Value] | None = None,
+        serial: int | str | None = None,
         **kwargs: Value,
     ) -> AssemblyBuilder:
-        """`instance("mariadb", "MariaDB", on="control", version="10.5")`. Parameters named
-        `on` or `args` go in `args={...}`."""
-        self._instances.append(_instance(ref, type_name, on, args, kwargs))
+        """`instance("mariadb", "MariaDB", on="control", version="10.5")`; `serial=2` or
+        `serial="25%"` as `serial` in the language. Parameters named `on`, `args` or `serial`
+        go in `args={...}`."""
+        self._instances.append(_instance(ref, type_name, on, args, kwargs, serial))
         return self
 
     def connect(self, user: str, provider: str) -> AssemblyBuilder:

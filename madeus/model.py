@@ -276,12 +276,57 @@ class Target:
 
 
 @dataclass(frozen=True, slots=True)
+class Serial:
+    """`serial N` or `serial N%` on an instance: the behaviours a change runs on it run on at
+    most N hosts (N % of them, at least one) at a time, batch after batch, while the other
+    batches keep providing its ports (docs/reconfiguration.md, "Rolling changes")."""
+
+    size: int
+    percent: bool = False
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
+
+    def batches(self, hosts: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+        """`hosts` cut in batches, in order, as Ansible's `serial` cuts a play's hosts."""
+        size = self.size
+        if self.percent:  # Ansible's arithmetic (`pct_to_int`), floats and all
+            size = int((self.size / 100.0) * len(hosts)) or 1
+        size = max(1, size)
+        return tuple(hosts[k : k + size] for k in range(0, len(hosts), size))
+
+    def __str__(self) -> str:
+        return f"serial {self.size}{'%' if self.percent else ''}"
+
+    @staticmethod
+    def of(value: int | str) -> Serial:
+        """`2` or `"25%"`, as the language writes `serial 2` and `serial 25%` (the library's
+        and the programs' `serial=`). ValueError when it is neither."""
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ValueError(f"serial must be a number of hosts or a percentage, not {value!r}")
+        if isinstance(value, int):
+            return Serial(value)
+        text = value.strip()
+        digits = text.removesuffix("%").strip()
+        if not digits.isdigit():
+            raise ValueError(f"serial must be a number of hosts or a percentage, not {value!r}")
+        return Serial(int(digits), text.endswith("%"))
+
+    def problem(self) -> str | None:
+        """Why this serial cannot cut hosts in batches, if it cannot."""
+        if self.size < 1:
+            return f"{self}: a batch must hold at least one host"
+        if self.percent and self.size > 100:
+            return f"{self}: a batch holds at most 100% of the hosts"
+        return None
+
+
+@dataclass(frozen=True, slots=True)
 class Instance:
     ref: InstanceRef
     type: str
     target: Target | None = None
     args: tuple[tuple[str, Value], ...] = ()
     span: Span = field(default=NO_SPAN, compare=False, repr=False)
+    serial: Serial | None = None
 
     @property
     def name(self) -> str:

@@ -5,7 +5,7 @@ plan, the verifier and the engine work on."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from madeus.errors import Diagnostic, InventoryError, MadeusError, did_you_mean
 from madeus.inventory import LOCAL_HOST, Inventory
@@ -17,6 +17,7 @@ from madeus.model import (
     Instance,
     InstanceRef,
     PortRef,
+    Serial,
     Target,
     Value,
 )
@@ -30,6 +31,7 @@ class ResolvedInstance:
     hosts: tuple[str, ...]
     params: Mapping[str, Value] = field(compare=False)
     span: Span = field(default=NO_SPAN, compare=False)
+    serial: Serial | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +155,7 @@ def _resolve_instance(
                 )
             else:
                 params[param.name] = value
-    return ResolvedInstance(name, component, hosts, params, inst.span)
+    return ResolvedInstance(name, component, hosts, params, inst.span, inst.serial)
 
 
 def _as_param(value: object, kind: str) -> Value | None:
@@ -332,7 +334,7 @@ def limit(deployment: Deployment, hosts: Iterable[str]) -> Limited:
             mine = tuple(h for h in i.hosts if h in allowed)
             if mine != i.hosts:
                 narrowed[i.name] = tuple(h for h in i.hosts if h not in allowed)
-            i = ResolvedInstance(i.name, i.component, mine, i.params, i.span)
+            i = replace(i, hosts=mine)
         kept.append(i)
     links = tuple(
         link for link in deployment.links if link.user in needed and link.provider in needed

@@ -17,7 +17,8 @@ atomically at the end of every run:
 Parameters keep their values, except that a `secret` parameter is a reference, never a value
 (`{"secret": "env:NAME"}`, or `{"secret": "literal"}` for one written in the file) and an
 `env("NAME")` value is `{"env": "NAME"}`. `complete`: every deploy transition of every instance
-ended on all its hosts. `places`: where each instance's tokens are.
+ended on all its hosts. `places`: where each instance's tokens are; `batches` (only for an
+instance whose rolling change stopped with its batches in different places): each batch's.
 
 `changes(record, deployment)` is what `madeus plan` shows: the instances to add, to remove, to
 change (type, hosts, parameters) and the connections to add or remove.
@@ -31,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from madeus import net
 from madeus.engine.journal import (
@@ -85,6 +86,7 @@ class InstanceRecord:
     hosts: tuple[str, ...]
     params: Mapping[str, Json] = field(default_factory=dict)
     places: tuple[str, ...] = ()
+    batches: tuple[tuple[str, ...], ...] = ()  # each batch's places, when apart (`serial`)
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -126,6 +128,7 @@ class Record:
                     "hosts": list(i.hosts),
                     "params": dict(i.params),
                     "places": list(i.places),
+                    **({"batches": [list(b) for b in i.batches]} if i.batches else {}),
                 }
                 for i in self.instances
             ],
@@ -233,7 +236,14 @@ def record_of(
     """The record of `configuration` (what a run left: instances with their hosts, parameters
     and places, connections, data values) and of the journal's runs."""
     instances = tuple(
-        InstanceRecord(d.name, d.type, d.hosts, d.params, _places(i))
+        InstanceRecord(
+            d.name,
+            d.type,
+            d.hosts,
+            cast(Mapping[str, Json], i.recorded) if i.recorded is not None else d.params,
+            _places(i),
+            tuple(tuple(sorted(b)) for b in i.batches),
+        )
         for i in configuration.instances
         for d in (_desired(i),)
     )
@@ -413,6 +423,7 @@ def load(path: str | os.PathLike[str]) -> Record | None:
                     tuple(i["hosts"]),
                     dict(i["params"]),
                     tuple(i["places"]),
+                    tuple(tuple(b) for b in i.get("batches", ())),
                 )
                 for i in raw["instances"]
             ),

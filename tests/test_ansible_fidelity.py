@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -227,3 +228,57 @@ def test_destroy_gives_ansible_the_same_typed_values(tmp_path: Path) -> None:
     lines = (tmp_path / "log").read_text().splitlines()
     assert lines[0] == "int bool"
     assert set(lines[1:]) == {"int bool"}
+
+
+SERIALS = (7, "29%", "33%", "50%", "100%", "1%")
+
+
+def test_serial_cuts_hosts_in_the_batches_ansible_makes(tmp_path: Path) -> None:
+    """`serial N` and `serial N%` on an instance cut its hosts as `serial` cuts a play's hosts
+    under ansible-playbook (on 100 hosts, `29%` is 28 hosts a batch: Ansible computes in
+    floats, and 0.29 * 100 is 28.999...)."""
+    from madeus.model import Serial
+
+    hosts = tuple(f"h{k}" for k in range(1, 101))
+    (tmp_path / "inventory.yml").write_text(
+        "all:\n  hosts:\n" + "".join(f"    {h}: {{ansible_connection: local}}\n" for h in hosts)
+    )
+    plays = [
+        {
+            "hosts": "all",
+            "gather_facts": False,
+            "serial": serial,
+            "tasks": [
+                {
+                    "name": f"batch {serial}",
+                    "debug": {"msg": "{{ ansible_play_batch | join(',') }}"},
+                    "run_once": True,
+                }
+            ],
+        }
+        for serial in SERIALS
+    ]
+    (tmp_path / "serial.yml").write_text(json.dumps(plays))
+    run = subprocess.run(
+        [BIN / "ansible-playbook", "-i", "inventory.yml", "serial.yml"],
+        cwd=tmp_path,
+        env={**_env(), "ANSIBLE_NOCOLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    # The default output: `TASK [batch 3] ***` then `ok: [h1] => {"msg": "h1,h2,h3"}`.
+    ansible: dict[str, list[tuple[str, ...]]] = {}
+    task = ""
+    for line in run.stdout.splitlines():
+        heading = re.match(r"TASK \[(.*)\]", line)
+        if heading is not None:
+            task = heading.group(1)
+        batch = re.search(r'"msg": "([^"]*)"', line)
+        if batch is not None:
+            ansible.setdefault(task, []).append(tuple(batch.group(1).split(",")))
+    ours = {f"batch {s}": list(Serial.of(s).batches(hosts)) for s in SERIALS}
+    assert ours == ansible
+    assert len(ansible["batch 29%"][0]) == 28  # what the docstring says
+    assert len(ansible["batch 1%"]) == 100

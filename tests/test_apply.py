@@ -225,13 +225,19 @@ def test_a_change_runs_with_keep_going_and_injected_failures_and_apply_completes
     changed = ran(project)[len(before) :]
     # The failure stopped only what waits for db: the cache's redeploy ran to its end.
     assert sorted(changed) == ["cache.start 2", "cache.stop", "db.stop", "web.pause"]
-    # The state of record keeps db where the failure left it (stopped, size 2): apply takes
-    # everything back to its deployed places, the provider before its paused user.
-    places = {i.name: i.places for i in record(project).instances}
-    assert places["db"] == ("stopped",) and places["web"] == ("paused",)
+    # The state of record keeps db where the failure left it (stopped), with the size of
+    # record (its change did not end), the cache with its new size (its change ended): apply
+    # runs db's change again from there and takes everything back to its deployed places, the
+    # provider before its paused user.
+    instances = {i.name: i for i in record(project).instances}
+    assert instances["db"].places == ("stopped",) and instances["web"].places == ("paused",)
+    assert instances["db"].params == {"size": 1} and instances["cache"].params == {"size": 2}
     code, out, _ = cli(capsys, "apply", "app.mad", "-q")
     assert code == 0
-    assert "push('db', 'update')\n  wait('db')\n  push('web', 'resume')\n" in out
+    assert "  ~ db (Db)\n      size: 1 -> 2\n" in out
+    assert (
+        "push('db', 'stop')\n  push('db', 'update')\n  wait('db')\n  push('web', 'resume')\n"
+    ) in out
     assert ran(project)[len(before) + 4 :] == ["db.restart 2", "web.resume hi"]
     code, out, _ = cli(capsys, "plan", "app.mad")
     assert code == 0 and "No changes" in out
@@ -522,3 +528,110 @@ def test_apply_after_a_cut_off_run_leaves_the_unsettled_transition_to_resume(
     assert code == 0, out + err
     assert "  + y (Slow) on localhost" in out
     assert (tmp_path / "ran").read_text() == "run\nrun\n"
+
+
+ROLLING = """
+component Api(version: str = "1") {
+    places off*, serving, stopped
+    transition start: off -> serving  shell "echo start {host.name} {version} >> log"  ~0.01s
+    transition stop: serving -> stopped
+        shell "echo stop {host.name} >> log; sleep 0.05; echo stopped {host.name} >> log"
+        ~0.05s  behaviour stop
+    transition restart: stopped -> serving
+        shell "echo restart {host.name} {version} >> log; sleep 0.05; echo up {host.name} >> log"
+        ~0.05s  behaviour update
+    provide service api at serving
+    on change of version: stop, update
+}
+component Client {
+    places off*, using, paused
+    transition start: off -> using  shell "echo client.start >> log"  ~0.01s
+    transition pause: using -> paused  shell "echo client.pause >> log"  ~0.01s  behaviour stop
+    transition resume: paused -> using  shell "echo client.resume >> log"  ~0.01s  behaviour resume
+    use service api for start, using
+}
+assembly app {
+    api = Api on web serial 1
+    client = Client on here
+    connect client.api -> api.api
+}
+"""
+
+
+def test_a_rolling_change_keeps_the_service_up_one_host_at_a_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`serial 1` on an instance of three hosts: a changed parameter runs its behaviours host
+    after host, each host's whole change before the next; the client, which uses the service
+    all along, is not paused (two hosts serve while one changes), the plan predicts the three
+    batches in a row and the run follows it. Without `serial`, the client pauses."""
+    monkeypatch.delenv("MADEUS_STATE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "inventory.yml").write_text(
+        "all:\n  hosts:\n    here: {ansible_connection: local}\n"
+        "  children:\n    web:\n      hosts:\n"
+        + "".join(f"        w{k}: {{ansible_connection: local}}\n" for k in (1, 2, 3))
+    )
+    (tmp_path / "app.mad").write_text(ROLLING)
+    assert main(["deploy", "app.mad", "-i", "inventory.yml", "-q"]) == 0
+    (tmp_path / "log").write_text("")
+    edit(tmp_path, "api = Api on web serial 1", 'api = Api(version = "2") on web serial 1')
+    code, out, err = cli(capsys, "plan", "app.mad", "-i", "inventory.yml")
+    assert (code, err) == (0, "")
+    program = out.split("program (synthesised")[1].split("\n\n")[0].splitlines()[1:]
+    assert program == ["  push('api', 'stop')", "  push('api', 'update')", "  wait_all()"]
+    assert "pauses" not in out
+    assert "api changes in 3 batches, one after the other (serial 1): w1, then w2, then w3" in out
+    assert "api#1.stop -> api#1.restart -> api#2.stop -> api#2.restart -> api#3.stop" in out
+    code, out, err = cli(capsys, "apply", "app.mad", "-i", "inventory.yml", "-q")
+    assert code == 0, err
+    assert ran(tmp_path) == [
+        line
+        for k in (1, 2, 3)
+        for line in (f"stop w{k}", f"stopped w{k}", f"restart w{k} 2", f"up w{k}")
+    ]
+    assert cli(capsys, "plan", "app.mad", "-i", "inventory.yml", "--detailed-exitcode")[0] == 0
+    # A change that fails in the second batch: the record keeps each batch's places and the
+    # version of record (the change did not end); the next apply runs on each batch what it
+    # lacks, still one batch at a time.
+    edit(tmp_path, 'Api(version = "2")', 'Api(version = "3")')
+    (tmp_path / "log").write_text("")
+    code, _, err = cli(
+        capsys,
+        "apply",
+        "app.mad",
+        "-i",
+        "inventory.yml",
+        "-q",
+        "--inject-failure",
+        "api.restart@w2",
+    )
+    assert code == 1
+    assert "injected failure (--inject-failure api.restart@w2)" in err
+    assert ran(tmp_path) == [
+        "stop w1",
+        "stopped w1",
+        "restart w1 3",
+        "up w1",
+        "stop w2",
+        "stopped w2",
+    ]
+    (api,) = [i for i in record(tmp_path).instances if i.name == "api"]
+    assert api.params == {"version": "2"}
+    assert api.places == ("serving", "stopped")
+    assert api.batches == (("serving",), ("stopped",), ("serving",))
+    (tmp_path / "log").write_text("")
+    code, out, err = cli(capsys, "apply", "app.mad", "-i", "inventory.yml", "-q")
+    assert code == 0, err
+    assert ran(tmp_path) == [
+        *("stop w1", "stopped w1", "restart w1 3", "up w1"),
+        *("restart w2 3", "up w2"),
+        *("stop w3", "stopped w3", "restart w3 3", "up w3"),
+    ]
+    assert cli(capsys, "plan", "app.mad", "-i", "inventory.yml", "--detailed-exitcode")[0] == 0
+    # The same change without `serial`: the service stops on every host at once, so the
+    # client must pause first.
+    edit(tmp_path, 'api = Api(version = "3") on web serial 1', 'api = Api(version = "4") on web')
+    code, out, err = cli(capsys, "plan", "app.mad", "-i", "inventory.yml")
+    assert code == 0, err
+    assert "client pauses (stop, then resume): api in use" in out

@@ -171,7 +171,7 @@ def haproxy() -> ComponentType:
 
 def openstack() -> Assembly:
     def glances(f: FamilyBuilder) -> None:
-        f.instance("glance[site]", "Glance", on=("control", "site"))
+        f.instance("glance[site]", "Glance", on=("control", "site"), serial="50%")
         f.connect("glance[site].identity", "keystone.api")
 
     return (
@@ -185,6 +185,7 @@ def openstack() -> Assembly:
             on="control",
             admin_password=env("KEYSTONE_ADMIN_PASSWORD"),
             workers=8,
+            serial=1,
         )
         .connect("mariadb.haproxy", "haproxy.frontend")
         .connect("keystone.db", "mariadb.db")

@@ -93,7 +93,7 @@ def test_every_check_code_has_a_fixture() -> None:
         "family-member-outside", "family-domain", "unknown-port", "connect-user",
         "connect-provider", "kind-mismatch", "type-mismatch", "connected-twice",
         "not-connected", "import-missing", "import-glob-empty", "import-cycle",
-        "import-assembly", "duplicate-assembly",
+        "import-assembly", "duplicate-assembly", "bad-serial",
     }  # fmt: skip
 
 

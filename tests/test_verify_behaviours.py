@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from madeus.model import (
     ComponentType,
     Place,
     ProvidePort,
+    Serial,
     Transition,
     UsePort,
 )
@@ -237,6 +239,50 @@ def test_a_user_resuming_while_its_provider_is_stopped_waits_or_breaks_safety() 
     assert not any("proposed fix" in r.message for r in verify_program(state, bad)[0].related)
 
 
+def test_a_rolling_provider_changes_under_a_running_user_batch_by_batch() -> None:
+    """The server on two hosts with `serial 1`: stopping and restarting it under the running
+    client is safe (one batch serves while the other changes), and runs batch after batch,
+    each doing both behaviours; stopping it for good still blocks on the last batch, as it
+    blocks the whole server without `serial`."""
+    from madeus.reconfig import predict
+
+    plain = pair()
+    rolling = replace(
+        plain,
+        instances=tuple(
+            replace(i, hosts=("h1", "h2"), serial=Serial(1)) if i.name == "server" else i
+            for i in plain.instances
+        ),
+    )
+    restart = program(
+        rolling,
+        ("push", ("server", "stop")),
+        ("push", ("server", "update")),
+        ("wait", ("server",)),
+    )
+    assert verify_program(rolling, restart) == []
+    assert explore_program(rolling, restart).sound
+    steps = [(s.id, s.hosts) for s in predict(rolling, restart).steps]
+    assert steps == [
+        ("server#1.stop", ("h1",)),
+        ("server#1.restart", ("h1",)),
+        ("server#2.stop", ("h2",)),
+        ("server#2.restart", ("h2",)),
+    ]
+    # Without `serial`, the same program blocks: the client is in use.
+    assert check_program(plain, restart).deadlock is not None
+    # A stop that does not come back: the last batch cannot leave while the client runs.
+    stop = program(rolling, ("push", ("server", "stop")), ("wait", ("server",)))
+    verdict = check_program(rolling, stop)
+    assert verdict.deadlock is not None and verdict.unsafe is None
+    assert verdict.deadlock.blocked[0].message == (
+        '"server#2" cannot leave place "on" (behaviour "stop", towards "server#2.stop"): '
+        'provide port "server.api" would become inactive while "client.api" is in use '
+        '(place "client.running" is marked)'
+    )
+    assert [str(m) for m in verdict.deadlock.moves][-1] == "done server#1.stop"
+
+
 def test_a_behaviour_that_loops_is_refused() -> None:
     spinner = component("Spin", "a*, b", ["go: a -> b spin", "back: b -> a spin"])
     state = configuration([spinner], {"s": ("Spin", "a")})
@@ -395,6 +441,19 @@ def component_types(draw: st.DrawFn, name: str) -> ComponentType:
     )
 
 
+def placements() -> st.SearchStrategy[tuple[tuple[str, ...], Serial | None]]:
+    """One host, or two changed one at a time (a rolling change: two batches), or three
+    changed two at a time."""
+    return st.sampled_from(
+        [
+            (("localhost",), None),
+            (("localhost",), None),
+            (("h1", "h2"), Serial(1)),
+            (("h1", "h2", "h3"), Serial(2)),
+        ]
+    )
+
+
 @st.composite
 def programs(draw: st.DrawFn) -> tuple[Configuration, Program]:
     count = draw(st.integers(1, 3))
@@ -403,7 +462,8 @@ def programs(draw: st.DrawFn) -> tuple[Configuration, Program]:
     for i, c in enumerate(types):
         places = [p.name for p in c.places]
         marking = draw(st.lists(st.sampled_from(places), min_size=1, max_size=2, unique=True))
-        instances.append(InstanceState(f"i{i}", c, ("localhost",), frozenset(marking)))
+        hosts, serial = draw(placements())
+        instances.append(InstanceState(f"i{i}", c, hosts, frozenset(marking), serial=serial))
     users = [i for i in instances if i.component.uses]
     providers = [i for i in instances if i.component.provides]
     links: dict[str, str] = {}
@@ -437,7 +497,8 @@ def programs(draw: st.DrawFn) -> tuple[Configuration, Program]:
         elif kind == "add":
             name = f"n{len(instructions)}"
             added = InstanceState(name, inst.component, ("localhost",), frozenset())
-            instructions.append(Add(name, inst.component.name))
+            hosts, serial = draw(placements())
+            instructions.append(Add(name, inst.component.name, hosts=hosts, serial=serial))
             alive.append(added)
         elif kind == "remove":
             linked = inst.name in current or inst.name in current.values()

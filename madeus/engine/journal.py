@@ -21,7 +21,8 @@ Records (`k` is the kind; `at` is seconds from the start of the run, monotonic c
     {"k":"unstart","t":TRANSITION,"h":HOST}      its start is withdrawn: the run stopped
                                                  before the action was launched
     {"k":"data","p":"INSTANCE.PORT","v":VALUE}
-    {"k":"marking","i":INSTANCE,"places":[...]}
+    {"k":"marking","i":INSTANCE,"places":[...][,"batches":[[...],...]]}  each batch's places: a
+                                                 rolling change left them apart
     {"k":"instances","v":{INSTANCE: TYPE, ...}}
     {"k":"stop","s":"ok"|"failed"|"interrupted","at":S}
 
@@ -200,6 +201,8 @@ class JournalState:
     - `failed`: ended with `failed` or `timeout` (re-run by a resume);
     - `data`: data port values by `instance.port` (never those derived from secrets);
     - `markings`: instance -> places holding tokens, as last recorded by a reconfiguration;
+    - `batch_markings`: for an instance whose batches (a rolling change) were left in
+      different places, each batch's places, in batch order;
     - `instances`: instance -> component type, as last recorded by a reconfiguration (None
       when none was recorded).
     """
@@ -213,6 +216,7 @@ class JournalState:
     jobs: Mapping[tuple[str, str], JobRecord] = field(default_factory=dict)
     runs: tuple[RunRecord, ...] = ()
     torn: bool = False  # a torn last record was ignored
+    batch_markings: Mapping[str, tuple[frozenset[str], ...]] = field(default_factory=dict)
 
     @property
     def last_run(self) -> RunRecord | None:
@@ -295,6 +299,7 @@ def _fold(records: Iterable[dict[str, Any]], torn: bool) -> JournalState:
     before_start: dict[tuple[str, str], JobRecord | None] = {}
     data: dict[str, str] = {}
     markings: dict[str, frozenset[str]] = {}
+    batch_markings: dict[str, tuple[frozenset[str], ...]] = {}
     instances: dict[str, str] | None = None
     runs: list[RunRecord] = []
     run = ""
@@ -356,7 +361,13 @@ def _fold(records: Iterable[dict[str, Any]], torn: bool) -> JournalState:
                         str(r.get("s", "")),
                     )
             elif kind == "marking":
-                markings[str(r["i"])] = frozenset(str(p) for p in r["places"])
+                name = str(r["i"])
+                markings[name] = frozenset(str(p) for p in r["places"])
+                batch_markings.pop(name, None)
+                if "batches" in r:
+                    batch_markings[name] = tuple(
+                        frozenset(str(p) for p in places) for places in r["batches"]
+                    )
             elif kind == "instances":
                 instances = {str(k): str(v) for k, v in dict(r["v"]).items()}
         except (KeyError, TypeError, ValueError):
@@ -364,7 +375,18 @@ def _fold(records: Iterable[dict[str, Any]], torn: bool) -> JournalState:
     ended = frozenset(k for k, j in jobs.items() if j.status == "ok")
     running = frozenset(k for k, j in jobs.items() if j.status in ("running", "cancelled", "lost"))
     failed = frozenset(k for k, j in jobs.items() if j.status in ("failed", "timeout"))
-    return JournalState(ended, running, data, markings, instances, failed, jobs, tuple(runs), torn)
+    return JournalState(
+        ended,
+        running,
+        data,
+        markings,
+        instances,
+        failed,
+        jobs,
+        tuple(runs),
+        torn,
+        batch_markings,
+    )
 
 
 # --- the lock -------------------------------------------------------------------------------
@@ -606,9 +628,21 @@ class Journal:
         if flush:
             self.flush()
 
-    def record_marking(self, instance: str, places: Iterable[str], *, flush: bool = True) -> None:
-        """The places of `instance` that hold tokens (reconfigurations)."""
-        self._append_record({"k": "marking", "i": instance, "places": sorted(places)})
+    def record_marking(
+        self,
+        instance: str,
+        places: Iterable[str],
+        *,
+        batches: Iterable[Iterable[str]] = (),
+        flush: bool = True,
+    ) -> None:
+        """The places of `instance` that hold tokens (reconfigurations); `batches`: each
+        batch's, when a rolling change left them in different places."""
+        record: dict[str, Any] = {"k": "marking", "i": instance, "places": sorted(places)}
+        split = [sorted(b) for b in batches]
+        if split:
+            record["batches"] = split
+        self._append_record(record)
         if flush:
             self.flush()
 

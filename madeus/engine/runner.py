@@ -121,6 +121,7 @@ class Runner:
         self._inject = _matcher(options.inject_failures) if options.inject_failures else None
         # Slots
         self.ids: list[str] = []
+        self._selected_as: list[str] = []  # the id selectors match, per slot
         self.instance_of: list[str] = []
         self.transitions: list[Transition] = []
         self.job_base: list[int] = [0]
@@ -219,10 +220,14 @@ class Runner:
         *,
         priority: float = 0.0,
         keep_output: bool = True,
+        selected_as: str | None = None,
     ) -> int:
-        """A slot: `transition` of `instance` on `hosts` (indices); not ready yet."""
+        """A slot: `transition` of `instance` on `hosts` (indices); not ready yet.
+        `selected_as`: the id that selectors (`--inject-failure`) match, if not `tid` (a
+        batch of a rolling change is selected as its instance's transition)."""
         s = len(self.ids)
         self.ids.append(tid)
+        self._selected_as.append(selected_as or tid)
         self.instance_of.append(instance)
         self.transitions.append(transition)
         self._jobs_left.append(len(hosts))
@@ -240,7 +245,7 @@ class Runner:
             self.job_host.append(h)
             self._priority.append(priority)
             self._injected_jobs.append(
-                1 if inject is not None and inject(tid, self.hosts[h].name) else 0
+                1 if inject is not None and inject(self._selected_as[s], self.hosts[h].name) else 0
             )
         count = len(hosts)
         self._start.extend([math.nan] * count)
@@ -459,7 +464,7 @@ class Runner:
 
     def _injected(self, j: int, s: int) -> Outcome:
         message = (
-            f"injected failure (--inject-failure {self.ids[s]}@{self._host_name(j)}): "
+            f"injected failure (--inject-failure {self._selected_as[s]}@{self._host_name(j)}): "
             "the action did not run"
         )
         return Outcome(ok=False, message=message)

@@ -32,6 +32,7 @@ from madeus.model import (
     PortRef,
     ProvidePort,
     PythonAction,
+    Serial,
     ShellAction,
     Target,
     Transition,
@@ -402,7 +403,10 @@ class ModelBuilder:
     def instance(self, c: list[Any]) -> Instance:
         ref: InstanceRef = c[0]
         args: tuple[tuple[str, Value], ...] = c[3].items if c[3] is not None else ()
-        return Instance(ref, c[2].value, c[5], args, self._bounds(c))
+        return Instance(ref, c[2].value, c[5], args, self._bounds(c), c[6])
+
+    def serial(self, c: list[Any]) -> Serial:
+        return Serial(self._int(c[1]), c[2] is not None, self._bounds(c))
 
     def args(self, c: list[Any]) -> _Group:
         pairs = tuple(a for a in c if isinstance(a, _Attr))

@@ -664,6 +664,9 @@ class _Checker:
                 self.locate.find(instance.span, "=", instance.type),
             )
             return
+        problem = instance.serial.problem() if instance.serial is not None else None
+        if instance.serial is not None and problem is not None:
+            self.error("bad-serial", f"{problem} (instance {name})", instance.serial.span)
         params = {p.name: p for p in component.params}
         given: set[str] = set()
         for key, value in instance.args:

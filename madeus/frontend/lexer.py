@@ -45,7 +45,7 @@ TOKEN_RE = re.compile(
     |([A-Za-z_][A-Za-z0-9_]*(?:-[A-Za-z0-9_]+)*)            # 4 NAME or keyword
     |((?:\d+(?:\.\d+)?(?:ms|h|m|s))+)                      # 5 DURATION
     |([+-]?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)                 # 6 SIGNED_NUMBER or SIGNED_INT
-    |(->|[{}()\[\]:,=.~*])                                 # 7 punctuation
+    |(->|[{}()\[\]:,=.~*%])                                # 7 punctuation
     |(.)                                                   # 8 anything else: an error
     |\Z
     )

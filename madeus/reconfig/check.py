@@ -14,12 +14,16 @@ rebuilt from the trace alone, then checked. What a trace shows, and so what is c
 - a use port is in use while a place bound to it is marked or a transition bound to it runs (or
   has ended, until its target is reached).
 
+An instance changed `serial` shows as its batches (`web#1`, `web#2`...), each with its own
+timeline; its provide port is active while one of them provides it.
+
 Checked, for every connection of the starting configuration that the program leaves alone:
 **port safety** (never in use while the provider is inactive, for longer than `tolerance`):
 this is what the safety rule (a provider waits before leaving its group while a user is in use)
 and the port rule (a transition bound to a use port starts only once it is provided) guarantee
-together. Also: every job ended `ok`, and the behaviours of one instance ran one after the other
-(a queue), never overlapping.
+together. Also: every job ended `ok`, the behaviours of one instance (or batch) ran one after
+the other (a queue), never overlapping, and two batches of one instance never ran at the same
+time (a rolling change).
 """
 
 from __future__ import annotations
@@ -167,13 +171,16 @@ def check_trace(
     for o in occurrences:
         by_instance[o.instance].append(o)
     horizon = max([trace.makespan, *(o.end for o in occurrences)]) + 1.0
-    timelines: dict[str, _Timeline] = {}
+    timelines: dict[str, list[_Timeline]] = {}  # instance -> one per batch
     for inst in configuration.instances:
-        timeline = _Timeline(inst.component, inst.marking)
-        timeline.run(by_instance.get(inst.name, []))
-        timeline.close(horizon)
-        timelines[inst.name] = timeline
-        problems.extend(_queue_problems(inst.name, by_instance.get(inst.name, []), tolerance))
+        batches = [name for name, _ in inst.parts()]
+        for name in batches:
+            timeline = _Timeline(inst.component, inst.marking)
+            timeline.run(by_instance.get(name, []))
+            timeline.close(horizon)
+            timelines.setdefault(inst.name, []).append(timeline)
+            problems.extend(_queue_problems(name, by_instance.get(name, []), tolerance))
+        problems.extend(_rolling_problems(batches, by_instance, tolerance))
     changed: set[tuple[str, str]] = set()
     if program is not None:
         for ins in program:
@@ -182,32 +189,32 @@ def check_trace(
     for link in configuration.links:
         if (link.user, link.user_port) in changed:
             continue
-        user = timelines.get(link.user)
-        provider = timelines.get(link.provider)
-        if user is None or provider is None:
+        users = timelines.get(link.user, [])
+        providers = timelines.get(link.provider, [])
+        if not users or not providers:
             continue
-        use = user.component.use(link.user_port)
-        provide = provider.component.provide(link.provider_port)
+        use = users[0].component.use(link.user_port)
+        provide = providers[0].component.provide(link.provider_port)
         if use is None or provide is None:
             continue
         in_use = _union(
             [
-                *(i for p in use.places for i in user.places.get(p, ())),
-                *(i for t in use.transitions for i in user.running.get(t, ())),
-                *(i for t in use.transitions for i in user.docks.get(t, ())),
+                *(i for user in users for p in use.places for i in user.places.get(p, ())),
+                *(i for user in users for t in use.transitions for i in user.running.get(t, ())),
+                *(i for user in users for t in use.transitions for i in user.docks.get(t, ())),
             ]
         )
         group = set(provide.places)
         internal = [
             t.name
-            for t in provider.component.transitions
+            for t in providers[0].component.transitions
             if t.source in group and t.target in group
         ]
         active = _union(
             [
-                *(i for p in group for i in provider.places.get(p, ())),
-                *(i for t in internal for i in provider.running.get(t, ())),
-                *(i for t in internal for i in provider.docks.get(t, ())),
+                *(i for pr in providers for p in group for i in pr.places.get(p, ())),
+                *(i for pr in providers for t in internal for i in pr.running.get(t, ())),
+                *(i for pr in providers for t in internal for i in pr.docks.get(t, ())),
             ]
         )
         for a, b in _minus(in_use, active):
@@ -218,6 +225,23 @@ def check_trace(
                     f'"{link.user}.{link.user_port}" is in use from {begin} to {end} while '
                     f'"{link.provider}.{link.provider_port}" is not provided'
                 )
+    return problems
+
+
+def _rolling_problems(
+    batches: list[str], by_instance: dict[str, list[_Occurrence]], tolerance: float
+) -> list[str]:
+    """Two batches of one instance never run at the same time."""
+    problems = []
+    spans = {name: _union((o.start, o.end) for o in by_instance.get(name, [])) for name in batches}
+    for first, second in itertools.combinations(batches, 2):
+        for a, b in spans[first]:
+            for c, d in spans[second]:
+                if min(b, d) - max(a, c) > tolerance:
+                    problems.append(
+                        f'batches "{first}" and "{second}" both run from {max(a, c):.3f} s to '
+                        f"{min(b, d):.3f} s"
+                    )
     return problems
 
 

@@ -40,7 +40,7 @@ from madeus.engine.values import (
 )
 from madeus.errors import Diagnostic, MadeusError
 from madeus.inventory import Host
-from madeus.model import Action, Assembly, OutputOf
+from madeus.model import Action, Assembly, OutputOf, ProvidePort
 from madeus.reconfig.events import BehaviourDone, EventSink, InstructionDone
 from madeus.reconfig.machine import Machine, Move, Problem
 from madeus.reconfig.predict import Prediction
@@ -144,8 +144,8 @@ class ReconfigExecutor(OnRunner):
         self._outputs: dict[tuple[str, str], str] = {}
         self.data: dict[str, str] = dict(configuration.data)
         self._secret_data: set[str] = set()
-        self._recorded: dict[str, frozenset[str]] = {
-            i.name: i.marking for i in configuration.instances
+        self._recorded: dict[str, tuple[frozenset[str], tuple[frozenset[str], ...]]] = {
+            i.name: (i.marking, i.batches) for i in configuration.instances
         }
         self._instances = {i.name: i.type for i in configuration.instances}
 
@@ -162,7 +162,8 @@ class ReconfigExecutor(OnRunner):
         key = self._slots[slot]
         output = self.runner.outputs.get(slot)
         if output is not None:
-            self._outputs[key] = output
+            # Of the instance: the last batch of a rolling change gives the value.
+            self._outputs[(self.machine.whole[key[0]], key[1])] = output
         self._handle(self.machine.end(*key))
 
     def _handle(self, moves: list[Move]) -> None:
@@ -187,7 +188,7 @@ class ReconfigExecutor(OnRunner):
             if move.instance:
                 touched[move.instance] = None
         for name in touched:
-            self._record_marking(name)
+            self._record_marking(name)  # once per instance: the marking is recorded if new
         for instance, name in fired:
             self._launch(instance, name)
 
@@ -197,14 +198,21 @@ class ReconfigExecutor(OnRunner):
             return  # a failure (or the journal) stopped the run: nothing new starts
         transition = self.machine.transition(instance, name)
         hosts = [runner.host(h) for h in self.machine.hosts(instance)]
-        slot = runner.add(f"{instance}.{name}", instance, transition, hosts)
+        whole = self.machine.whole[instance]
+        slot = runner.add(
+            f"{instance}.{name}", instance, transition, hosts, selected_as=f"{whole}.{name}"
+        )
         self._slots.append((instance, name))
         runner.ready_queue.append(slot)
 
     def inputs(self, slot: int) -> Inputs:
-        instance = self._slots[slot][0]
-        run = self.machine.runs[instance]
-        return Inputs(self._values_of(instance), self._used(instance), action_dir(run.ix.component))
+        run = self._slots[slot][0]  # the instance, or a batch of it
+        instance = self.machine.whole[run]
+        return Inputs(
+            self._values_of(instance),
+            self._used(run),
+            action_dir(self.machine.component(instance)),
+        )
 
     # --- values ----------------------------------------------------------------------------
 
@@ -215,12 +223,13 @@ class ReconfigExecutor(OnRunner):
             self._params[instance] = values
         return values
 
-    def _reached(self, instance: str, place: str) -> None:
-        """A place was reached: (re)compute the data provide ports bound to it."""
-        run = self.machine.runs.get(instance)
-        if run is None:
+    def _reached(self, run: str, place: str) -> None:
+        """A place was reached (by an instance, or a batch of it): (re)compute the data
+        provide ports bound to it."""
+        instance = self.machine.whole.get(run)
+        if instance is None:
             return
-        for port in run.ix.component.provides:
+        for port in self.machine.component(instance).provides:
             if port.kind == "data" and place in port.places and port.value is not None:
                 self._provide(instance, port.name, port.value)
 
@@ -236,12 +245,10 @@ class ReconfigExecutor(OnRunner):
                 return False
             self.data[key] = output
         else:
-            run = self.machine.runs[instance]
+            hosts = self.machine.hosts(instance)
             runner = self.runner
             facts = (
-                host_values(self._inventory, runner.hosts[runner.host(run.hosts[0])])
-                if run.hosts
-                else {}
+                host_values(self._inventory, runner.hosts[runner.host(hosts[0])]) if hosts else {}
             )
             try:
                 self.data[key], secret = data_value(
@@ -259,19 +266,23 @@ class ReconfigExecutor(OnRunner):
     def _used(
         self, instance: str, seen: frozenset[str] = frozenset()
     ) -> dict[str, tuple[str, bool]]:
-        """The values of `instance`'s connected data use ports: port -> (value, secret). A value
-        the run does not have yet (a secret is never recorded; an added instance's ports were
-        never reached) is computed when its provide port is active, from what it reads in turn
-        (`seen`: the instances on the way, against a cycle)."""
+        """The values of the connected data use ports of `instance` (or of a batch of it: they
+        all have the same connections): port -> (value, secret). A value the run does not have
+        yet (a secret is never recorded; an added instance's ports were never reached) is
+        computed when its provide port is active, from what it reads in turn (`seen`: the
+        instances on the way, against a cycle)."""
         machine = self.machine
+        run = machine.parts[instance][0] if instance in machine.parts else instance
         found = {}
-        for port, use in machine.runs[instance].ix.uses.items():
-            target = machine.links.get((instance, port))
+        for use in machine.component(instance).uses:
+            port = use.name
+            target = machine.links.get((run, port))
             if use.kind != "data" or target is None:
                 continue
             key = f"{target[0]}.{target[1]}"
             if key not in self.data and target[0] not in seen and machine.active(*target):
-                provider = machine.runs[target[0]].ix.provides[target[1]]
+                provider = machine.component(target[0]).port(target[1])
+                assert isinstance(provider, ProvidePort)
                 if isinstance(provider.value, str):
                     self._provide(target[0], target[1], provider.value, seen | {instance})
             if key in self.data:
@@ -280,13 +291,15 @@ class ReconfigExecutor(OnRunner):
 
     # --- the journal -------------------------------------------------------------------------
 
-    def _record_marking(self, instance: str) -> None:
-        if self._recorder is None or instance not in self.machine.runs:
+    def _record_marking(self, run: str) -> None:
+        instance = self.machine.whole.get(run)
+        if self._recorder is None or instance is None:
             return
         marking = self.machine.marking_for_journal(instance)
-        if self._recorded.get(instance) != marking:
-            self._recorded[instance] = marking
-            self._recorder.marking(instance, marking)
+        batches = self.machine.batches_for_journal(instance)
+        if self._recorded.get(instance) != (marking, batches):
+            self._recorded[instance] = (marking, batches)
+            self._recorder.marking(instance, marking, batches)
             self._buffered()
 
     def _buffered(self) -> None:
@@ -295,7 +308,7 @@ class ReconfigExecutor(OnRunner):
             self.runner.commit.buffered(1)
 
     def _instances_changed(self) -> None:
-        current = {name: run.ix.component.name for name, run in self.machine.runs.items()}
+        current = {name: self.machine.component(name).name for name in self.machine.parts}
         if current != self._instances:
             self._instances = current
             if self._recorder is not None:
@@ -306,8 +319,9 @@ class ReconfigExecutor(OnRunner):
 def _params_of(
     machine: Machine, instance: str, configuration: Configuration, environ: Mapping[str, str]
 ) -> InstanceValues:
-    run = machine.runs[instance]
-    resolved = ResolvedInstance(instance, run.ix.component, run.hosts, machine.params_of(instance))
+    resolved = ResolvedInstance(
+        instance, machine.component(instance), machine.hosts(instance), machine.params_of(instance)
+    )
     tiny = Deployment(
         configuration.assembly, (resolved,), (), configuration.inventory, _assembly(configuration)
     )

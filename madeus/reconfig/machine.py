@@ -28,6 +28,14 @@ Moves (each atomic; docs/reconfiguration.md, "Semantics"):
 - done(i): nothing of b is left to do (no dock of b marked, nothing running, no marked place
   that b leaves): b is dequeued and the next one, if any, starts.
 
+An instance changed `serial` (a rolling change) is one run per batch of its hosts (`web#1`,
+`web#2`...: `parts`, `whole`), each with its own places, docks and queue; an instruction on
+the instance applies to every batch, and its provide port is active while any batch has a
+token in the group (so the safety rule holds a batch back only when no other batch provides).
+The ROLLING rule: a batch makes the first move of a behaviour (a leave, fire or done) only once
+every batch before it has nothing queued and no other batch is in the middle of a behaviour
+(`started`: it left a place or fired, and is not done); a started behaviour goes on.
+
 A provide port is active while a token is in its group; a use port is in use while a place
 bound to it is marked, or a transition bound to it runs or holds the token in its input dock
 (ended, its target not reached yet: the token goes on into the target). A transition waiting in
@@ -44,7 +52,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from madeus.model import ComponentType, ProvidePort, Transition, UsePort, Value
+from madeus.model import ComponentType, ProvidePort, Serial, Transition, UsePort, Value
 from madeus.reconfig.program import (
     Add,
     Connect,
@@ -56,7 +64,7 @@ from madeus.reconfig.program import (
     Wait,
     WaitAll,
 )
-from madeus.reconfig.state import Configuration, InstanceState
+from madeus.reconfig.state import Configuration, InstanceState, parts
 from madeus.resolve import Link
 from madeus.source import NO_SPAN, Span
 
@@ -152,7 +160,18 @@ class TypeIndex:
 class _Run:
     """The mutable state of one instance."""
 
-    __slots__ = ("fired", "hosts", "inn", "ix", "marked", "name", "out", "queue", "running")
+    __slots__ = (
+        "fired",
+        "hosts",
+        "inn",
+        "ix",
+        "marked",
+        "name",
+        "out",
+        "queue",
+        "running",
+        "started",
+    )
 
     def __init__(self, name: str, ix: TypeIndex, hosts: tuple[str, ...]) -> None:
         self.name = name
@@ -164,6 +183,7 @@ class _Run:
         self.inn: set[str] = set()
         self.fired: set[str] = set()
         self.queue: list[tuple[str, int]] = []  # (behaviour, index of its push)
+        self.started = False  # the running behaviour left a place or fired a transition
 
     def copy(self) -> _Run:
         other = _Run(self.name, self.ix, self.hosts)
@@ -173,6 +193,7 @@ class _Run:
         other.inn = set(self.inn)
         other.fired = set(self.fired)
         other.queue = list(self.queue)
+        other.started = self.started
         return other
 
     @property
@@ -188,6 +209,7 @@ class _Run:
             frozenset(self.inn),
             frozenset(self.fired),
             tuple(b for b, _ in self.queue),
+            self.started,
         )
 
 
@@ -197,6 +219,7 @@ class _Added:
     component: ComponentType
     hosts: tuple[str, ...]
     params: dict[str, Value] = field(default_factory=dict)
+    serial: Serial | None = None
 
 
 class Machine:
@@ -218,18 +241,21 @@ class Machine:
         self.links: dict[tuple[str, str], tuple[str, str]] = {}
         self.users: dict[tuple[str, str], set[tuple[str, str]]] = {}
         self.added: dict[str, _Added] = {}
+        # An instance runs as itself, or with `serial` as its batches (`web#1`, `web#2`...):
+        # instance -> its runs, run -> its instance.
+        self.parts: dict[str, tuple[str, ...]] = {}
+        self.whole: dict[str, str] = {}
         self._busy = 0
         self._dirty: dict[str, None] = {}
         self._open: set[tuple[str, str]] = set()  # use ports in violation now
         for inst in configuration.instances:
-            run = _Run(inst.name, self._index(inst.component), inst.hosts)
-            run.marked = set(inst.marking)
-            run.out = set(inst.out_docks)
-            run.inn = set(inst.in_docks)
-            self.runs[inst.name] = run
-            self._dirty[inst.name] = None
+            runs = self._split(inst.name, inst.component, inst.parts())
+            for run, marking in zip(runs, inst.markings(), strict=True):
+                run.marked = set(marking)
+                run.out = set(inst.out_docks)
+                run.inn = set(inst.in_docks)
         for link in configuration.links:
-            if link.user in self.runs and link.provider in self.runs:
+            if link.user in self.parts and link.provider in self.parts:
                 self._link(link.user, link.user_port, link.provider, link.provider_port)
         self._check(self.runs)
         for name in self.runs:
@@ -250,6 +276,8 @@ class Machine:
         other.links = dict(self.links)
         other.users = {k: set(v) for k, v in self.users.items()}
         other.added = dict(self.added)
+        other.parts = dict(self.parts)
+        other.whole = dict(self.whole)
         other._busy = self._busy
         other._dirty = dict(self._dirty)
         other._open = set(self._open)
@@ -283,13 +311,24 @@ class Machine:
         return self.runs[instance].ix.transition[name]
 
     def hosts(self, instance: str) -> tuple[str, ...]:
-        return self.runs[instance].hosts
+        """The hosts of a run (an instance, or one batch of it), or of every batch."""
+        run = self.runs.get(instance)
+        if run is not None:
+            return run.hosts
+        return tuple(h for r in self.parts[instance] for h in self.runs[r].hosts)
+
+    def component(self, instance: str) -> ComponentType:
+        """The component type of an instance (or of one of its runs)."""
+        return self.runs[self.parts[self.whole.get(instance, instance)][0]].ix.component
 
     def active(self, instance: str, port: str) -> bool:
-        """Whether provide port `instance.port` is active: a token inside its group."""
-        run = self.runs.get(instance)
-        if run is None:
-            return False
+        """Whether provide port `instance.port` is active: a token inside its group (in one of
+        its batches, at least, for an instance changed `serial`)."""
+        return any(
+            self._active(self.runs[r], port) for r in self.parts.get(instance, ()) if r in self.runs
+        )
+
+    def _active(self, run: _Run, port: str) -> bool:
         group = run.ix.groups.get(port)
         if group is None:
             return False
@@ -360,8 +399,7 @@ class Machine:
             return None
         ins = self.program[self.pc]
         if isinstance(ins, Wait | Remove):
-            run = self.runs.get(ins.instance)
-            if run is not None and run.queue:
+            if any(self.runs[r].queue for r in self.parts.get(ins.instance, ())):
                 return None
         elif isinstance(ins, WaitAll) and self._busy:
             return None
@@ -370,7 +408,7 @@ class Machine:
     def instance_moves(self, instance: str) -> list[Move]:
         """The enabled moves of one instance, `end` excepted."""
         run = self.runs.get(instance)
-        if run is None or not run.queue or self.fatal is not None:
+        if run is None or not run.queue or self.fatal is not None or self._held(run):
             return []
         b = run.queue[0][0]
         ix = run.ix
@@ -415,6 +453,24 @@ class Machine:
             found.extend(Move("end", name, t) for t in sorted(self.runs[name].running))
         return found
 
+    def _held(self, run: _Run) -> bool:
+        """The rolling rule: a batch starts its next behaviour once every batch before it has
+        nothing queued and no other batch is in the middle of one."""
+        if run.started:
+            return False
+        batches = self.parts[self.whole[run.name]]
+        if len(batches) == 1:
+            return False
+        before = True
+        for name in batches:
+            if name == run.name:
+                before = False
+                continue
+            other = self.runs[name]
+            if other.started or (before and other.queue):
+                return True
+        return False
+
     def _may_leave(self, run: _Run, place: str, leaving: Iterable[str]) -> bool:
         """The safety rule: leaving `place` must not empty a provide group while a connected
         use port is in use."""
@@ -425,6 +481,7 @@ class Machine:
     ) -> list[tuple[str, str, str]]:
         """(provide port, user instance, user port) that forbid leaving `place`."""
         blockers = []
+        whole = self.whole[run.name]
         for port in run.ix.provides_at.get(place, ()):
             places, internal = run.ix.groups[port]
             if any(q in run.marked for q in places if q != place):
@@ -436,7 +493,9 @@ class Machine:
                 and internal.isdisjoint(run.inn)
             ):
                 continue
-            for user, user_port in sorted(self.users.get((run.name, port), ())):
+            if any(self._active(self.runs[r], port) for r in self.parts[whole] if r != run.name):
+                continue  # another batch provides it
+            for user, user_port in sorted(self.users.get((whole, port), ())):
                 if self.in_use(user, user_port) or self.about_to_use(user, user_port):
                     blockers.append((port, user, user_port))
         return blockers
@@ -466,10 +525,12 @@ class Machine:
         if move.kind == "leave":
             run.marked.discard(move.name)
             run.out.update(run.ix.leaving[(run.queue[0][0], move.name)])
+            run.started = True
         elif move.kind == "fire":
             run.out.discard(move.name)
             run.running.add(move.name)
             run.fired.add(move.name)
+            run.started = True
         elif move.kind == "end":
             run.running.discard(move.name)
             run.inn.add(move.name)
@@ -480,6 +541,7 @@ class Machine:
         elif move.kind == "done":
             run.queue.pop(0)
             run.fired.clear()
+            run.started = False
             if not run.queue:
                 self._busy -= 1
         self._touch(run.name)
@@ -515,28 +577,29 @@ class Machine:
 
     def _exec(self, ins: Instruction) -> None:
         if isinstance(ins, Push):
-            run = self.runs[ins.instance]
-            if not run.queue:
-                self._busy += 1
-            run.queue.append((ins.behaviour, self.pc))
-            self._touch(ins.instance)
+            for name in self.parts[ins.instance]:
+                run = self.runs[name]
+                if not run.queue:
+                    self._busy += 1
+                run.queue.append((ins.behaviour, self.pc))
+                self._touch(name)
         elif isinstance(ins, Connect):
             self._link(ins.user, ins.user_port, ins.provider, ins.provider_port)
-            self._touch(ins.user)
-            self._touch(ins.provider)
+            for name in (*self.parts[ins.user], *self.parts[ins.provider]):
+                self._touch(name)
         elif isinstance(ins, Disconnect):
-            element, kind = self.use_element(ins.user, ins.user_port)
-            if element:
-                provider = f"{ins.provider}.{ins.provider_port}"
-                self.problems.append(
-                    Problem("disconnect", ins.user, ins.user_port, provider, element, kind)
-                )
-            self.links.pop((ins.user, ins.user_port), None)
-            self.users.get((ins.provider, ins.provider_port), set()).discard(
-                (ins.user, ins.user_port)
-            )
-            self._touch(ins.user)
-            self._touch(ins.provider)
+            provider = f"{ins.provider}.{ins.provider_port}"
+            users = self.users.get((ins.provider, ins.provider_port), set())
+            for name in self.parts[ins.user]:
+                element, kind = self.use_element(name, ins.user_port)
+                if element:
+                    self.problems.append(
+                        Problem("disconnect", name, ins.user_port, provider, element, kind)
+                    )
+                self.links.pop((name, ins.user_port), None)
+                users.discard((name, ins.user_port))
+            for name in (*self.parts[ins.user], *self.parts[ins.provider]):
+                self._touch(name)
         elif isinstance(ins, Add):
             component = self.configuration.components[ins.type]
             hosts = ins.placement(self.configuration.inventory)
@@ -544,20 +607,39 @@ class Machine:
                 p.name: p.default for p in component.params if p.default is not None
             }
             params.update(ins.args)
-            self.added[ins.instance] = _Added(ins.instance, component, hosts, params)
-            run = _Run(ins.instance, self._index(component), hosts)
-            run.marked = set(component.initial_places)
-            self.runs[ins.instance] = run
-            self._touch(ins.instance)
+            added = _Added(ins.instance, component, hosts, params, ins.serial)
+            self.added[ins.instance] = added
+            for run in self._split(ins.instance, component, parts(ins.instance, hosts, ins.serial)):
+                run.marked = set(component.initial_places)
+                self._touch(run.name)
         elif isinstance(ins, Remove):
-            self.runs.pop(ins.instance, None)
-            self._dirty.pop(ins.instance, None)
+            for name in self.parts.pop(ins.instance, ()):
+                self.runs.pop(name, None)
+                self._dirty.pop(name, None)
+                self.whole.pop(name, None)
             self.added.pop(ins.instance, None)
         # Wait and WaitAll only wait.
 
+    def _split(
+        self, name: str, component: ComponentType, runs: tuple[tuple[str, tuple[str, ...]], ...]
+    ) -> list[_Run]:
+        """The runs of instance `name`: itself, or its batches (in order)."""
+        made: list[_Run] = []
+        for run_name, hosts in runs:
+            run = _Run(run_name, self._index(component), hosts)
+            self.runs[run_name] = run
+            self.whole[run_name] = name
+            self._dirty[run_name] = None
+            made.append(run)
+        self.parts[name] = tuple(run.name for run in made)
+        return made
+
     def _link(self, user: str, user_port: str, provider: str, provider_port: str) -> None:
-        self.links[(user, user_port)] = (provider, provider_port)
-        self.users.setdefault((provider, provider_port), set()).add((user, user_port))
+        """Each run of `user` uses `provider.provider_port`: provided while any run of the
+        provider provides it."""
+        for name in self.parts[user]:
+            self.links[(name, user_port)] = (provider, provider_port)
+            self.users.setdefault((provider, provider_port), set()).add((name, user_port))
 
     def _touch(self, name: str) -> None:
         """`name` changed: re-examine it and its neighbours (providers whose safety wait may
@@ -589,15 +671,18 @@ class Machine:
         run = self.runs.get(name)
         if run is None:
             return found
+        whole = self.whole[name]
         for port in run.ix.uses:
             target = self.links.get((name, port))
             if target is not None:
-                found[target[0]] = None
+                found.update(dict.fromkeys(self.parts.get(target[0], ())))
         for port in run.ix.groups:
             # Sorted: a set's order follows the hash seed, and the order in which instances
             # are re-examined is the order of the moves (plans, traces) that follow.
-            for user, _ in sorted(self.users.get((name, port), ())):
+            for user, _ in sorted(self.users.get((whole, port), ())):
                 found[user] = None
+        # The other batches: the next one may start, another may leave its group now.
+        found.update(dict.fromkeys(self.parts[whole]))
         return found
 
     def _check(self, names: Iterable[str]) -> None:
@@ -630,8 +715,8 @@ class Machine:
         if self.pc < len(self.program):
             ins = self.program[self.pc]
             if isinstance(ins, Wait | Remove):
-                run = self.runs.get(ins.instance)
-                b = run.behaviour if run is not None else None
+                runs = [self.runs[r] for r in self.parts.get(ins.instance, ())]
+                b = next((run.behaviour for run in runs if run.queue), None)
                 if b is not None:
                     found.append(
                         Blocked(
@@ -650,8 +735,8 @@ class Machine:
 
     def _blocked_instance(self, name: str) -> list[Blocked]:
         run = self.runs[name]
-        if not run.queue:
-            return []
+        if not run.queue or self._held(run):
+            return []  # a held batch waits for the one before it, which says why
         b = run.queue[0][0]
         ix = run.ix
         found = []
@@ -674,8 +759,8 @@ class Machine:
                     Blocked(
                         name,
                         f'"{name}" cannot leave place "{p}" (behaviour "{b}", towards '
-                        f'"{name}.{first.name}"): provide port "{name}.{port}" would become '
-                        f'inactive while "{user}.{user_port}" is in use ({using})',
+                        f'"{name}.{first.name}"): provide port "{self.whole[name]}.{port}" '
+                        f'would become inactive while "{user}.{user_port}" is in use ({using})',
                         first.span,
                         first.name,
                         run.queue[0][1],
@@ -725,36 +810,66 @@ class Machine:
 
     # --- the result -------------------------------------------------------------------------
 
+    def marking_of(self, instance: str) -> frozenset[str]:
+        """The marked places of an instance (of all its batches)."""
+        return frozenset().union(*(self.runs[r].marked for r in self.parts[instance]))
+
     def marking_for_journal(self, instance: str) -> frozenset[str]:
         """The marked places, a transition that has not finished counting in its source
-        place (re-run when its behaviour is pushed again)."""
-        run = self.runs[instance]
-        places = set(run.marked)
-        for t in run.out | run.running | run.inn:
-            places.add(run.ix.transition[t].source)
-        return frozenset(places)
+        place (re-run when its behaviour is pushed again); of every batch of a rolling
+        change."""
+        return frozenset().union(*self.batches_for_journal(instance, apart=False))
+
+    def batches_for_journal(
+        self, instance: str, *, apart: bool = True
+    ) -> tuple[frozenset[str], ...]:
+        """Each batch's places as `marking_for_journal` counts them; with `apart`, () when
+        they are all the same (the instance's marking says it all)."""
+        found = []
+        for name in self.parts[instance]:
+            run = self.runs[name]
+            places = set(run.marked)
+            for t in run.out | run.running | run.inn:
+                places.add(run.ix.transition[t].source)
+            found.append(frozenset(places))
+        if apart and len(set(found)) <= 1:
+            return ()
+        return tuple(found)
 
     def to_configuration(self) -> Configuration:
         """The configuration now (after a complete run: where the program left things)."""
         original = {inst.name: inst for inst in self.configuration.instances}
+        # A change not over: a behaviour still queued, or an instruction left that pushes one.
+        unfinished = {self.whole[n] for n, run in self.runs.items() if run.queue}
+        unfinished.update(
+            ins.instance for ins in self.program.instructions[self.pc :] if isinstance(ins, Push)
+        )
         instances = []
-        for name, run in self.runs.items():
+        for name, names in self.parts.items():
             before = original.get(name)
+            recorded = None
             if before is not None:
                 component, params, span = before.component, before.params, before.span
+                hosts, serial = before.hosts, before.serial
+                recorded = before.recorded if name in unfinished else None
             else:
                 added = self.added[name]
                 component, params, span = added.component, added.params, NO_SPAN
+                hosts, serial = added.hosts, added.serial
+            runs = [self.runs[r] for r in names]
             instances.append(
                 InstanceState(
                     name,
                     component,
-                    run.hosts,
-                    frozenset(run.marked),
+                    hosts,
+                    self.marking_of(name),
                     params,
-                    frozenset(run.out),
-                    frozenset(run.inn | run.running),
+                    frozenset().union(*(r.out for r in runs)),
+                    frozenset().union(*(r.inn | r.running for r in runs)),
                     span,
+                    serial,
+                    self.batches_for_journal(name),
+                    recorded,
                 )
             )
         spans = {
@@ -778,6 +893,7 @@ class Machine:
         )
 
     def params_of(self, instance: str) -> Mapping[str, Value]:
+        instance = self.whole.get(instance, instance)
         added = self.added.get(instance)
         if added is not None:
             return added.params

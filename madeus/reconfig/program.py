@@ -28,7 +28,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from madeus.errors import Diagnostic, InventoryError, MadeusError
-from madeus.model import ComponentType, ProvidePort, UsePort, Value
+from madeus.model import ComponentType, ProvidePort, Serial, UsePort, Value
 from madeus.source import NO_SPAN, Span
 
 if TYPE_CHECKING:
@@ -50,6 +50,7 @@ class Add:
     # The hosts themselves, as the files resolved them (a synthesised program): then `target`
     # is not read.
     hosts: tuple[str, ...] | None = None
+    serial: Serial | None = None  # a synthesised program: the files' `serial`
 
     def placement(self, inventory: Inventory) -> tuple[str, ...]:
         """The hosts the new instance runs on."""
@@ -60,6 +61,9 @@ class Add:
         on = f", on={self.target!r}" if self.target is not None else ""
         if self.hosts is not None:
             on = f", hosts={list(self.hosts)!r}"
+        if self.serial is not None:
+            size = self.serial.size
+            on += f", serial={f'{size}%' if self.serial.percent else size!r}"
         return f"add({self.instance!r}, {self.type!r}{on}{extra})"
 
 
@@ -244,14 +248,24 @@ class ProgramBuilder:
         on: str | None = None,
         *,
         args: Mapping[str, Value] | None = None,
+        serial: int | str | None = None,
         **values: Value,
     ) -> ProgramBuilder:
         """A new instance of component type `type`, placed on `on` (an inventory group or
         host; None: the local machine), its tokens in its initial places. Parameters as
-        keywords (or in `args`)."""
+        keywords (or in `args`); `serial=2` or `serial="25%"`: its behaviours run batch by
+        batch, as `serial` in an assembly."""
         span = caller_span()
         given = {**(args or {}), **values}
         problems = []
+        rolling = None
+        if serial is not None:
+            try:
+                rolling = Serial.of(serial)
+            except ValueError as exc:
+                problems.append(str(exc))
+            else:
+                problems += [p for p in (rolling.problem(),) if p is not None]
         if not isinstance(instance, str) or not _NAME.match(instance):
             problems.append(f"{instance!r} is not a valid instance name")
         elif instance in self._shadow.types:
@@ -278,7 +292,7 @@ class ProgramBuilder:
             return self
         assert component is not None
         self._shadow.types[instance] = component
-        return self._append(Add(instance, type, on, tuple(given.items()), span))
+        return self._append(Add(instance, type, on, tuple(given.items()), span, serial=rolling))
 
     def _placed(self, on: str | None) -> list[str]:
         """Why `on` cannot place an instance (a target no host matches), if it cannot."""

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from madeus import net
 from madeus.inventory import LOCAL_HOST, Inventory
-from madeus.model import DEFAULT_BEHAVIOUR, ComponentType, Transition, Value
+from madeus.model import DEFAULT_BEHAVIOUR, ComponentType, Serial, Transition, Value
 from madeus.resolve import Deployment, Link
 from madeus.source import NO_SPAN, Span
 
@@ -49,10 +49,37 @@ class InstanceState:
     out_docks: frozenset[str] = frozenset()
     in_docks: frozenset[str] = frozenset()
     span: Span = field(default=NO_SPAN, compare=False)
+    serial: Serial | None = field(default=None, compare=False)
+    # Each batch's places, when a rolling change left its batches apart (`marking` then holds
+    # them all); () when they are together.
+    batches: tuple[frozenset[str], ...] = field(default=(), compare=False)
+    # The parameters as the state of record has them (`madeus.state`), kept there until the
+    # behaviours a change runs on the instance have all ended; None: `params`.
+    recorded: Mapping[str, object] | None = field(default=None, compare=False)
 
     @property
     def type(self) -> str:
         return self.component.name
+
+    def parts(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        return parts(self.name, self.hosts, self.serial)
+
+    def markings(self) -> tuple[frozenset[str], ...]:
+        """The marking of each of `parts()`: each batch's own, if recorded for as many."""
+        count = len(self.parts())
+        return self.batches if len(self.batches) == count else (self.marking,) * count
+
+
+def parts(
+    name: str, hosts: tuple[str, ...], serial: Serial | None
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """What a change of instance `name` runs as, with the hosts of each: the instance itself,
+    or with `serial` its batches `name#1`, `name#2`... one after the other (a single batch is
+    the instance itself)."""
+    batches = serial.batches(hosts) if serial is not None else ()
+    if len(batches) <= 1:
+        return ((name, hosts),)
+    return tuple((f"{name}#{k}", batch) for k, batch in enumerate(batches, 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +139,13 @@ def deployed(deployment: Deployment, data: Mapping[str, str] | None = None) -> C
     """The configuration after a complete deployment."""
     instances = tuple(
         InstanceState(
-            i.name, i.component, i.hosts, final_places(i.component), i.params, span=i.span
+            i.name,
+            i.component,
+            i.hosts,
+            final_places(i.component),
+            i.params,
+            span=i.span,
+            serial=i.serial,
         )
         for i in deployment.instances
     )
@@ -131,6 +164,7 @@ def initial(deployment: Deployment) -> Configuration:
             frozenset(i.component.initial_places),
             i.params,
             span=i.span,
+            serial=i.serial,
         )
         for i in deployment.instances
     )
@@ -152,6 +186,9 @@ class JournalView(Protocol):
     @property
     def instances(self) -> Mapping[str, str] | None: ...
 
+    @property
+    def batch_markings(self) -> Mapping[str, tuple[frozenset[str], ...]]: ...
+
 
 def from_journal(deployment: Deployment, journal: JournalView) -> Configuration:
     """The configuration the journal describes. Instances the journal lists but the assembly
@@ -169,6 +206,7 @@ def from_journal(deployment: Deployment, journal: JournalView) -> Configuration:
         marking = journal.markings.get(inst.name)
         if marking is not None:
             known = {p.name for p in inst.component.places}
+            batches = journal.batch_markings.get(inst.name, ())
             instances.append(
                 InstanceState(
                     inst.name,
@@ -177,23 +215,18 @@ def from_journal(deployment: Deployment, journal: JournalView) -> Configuration:
                     frozenset(p for p in marking if p in known),
                     inst.params,
                     span=inst.span,
+                    serial=inst.serial,
+                    batches=tuple(frozenset(p for p in b if p in known) for b in batches),
                 )
             )
             continue
         shape = shapes.get(id(inst.component))
         if shape is None:
             shape = shapes[id(inst.component)] = _Deploy.of(inst.component)
-        instances.append(
-            _derive(
-                inst.name,
-                inst.component,
-                inst.hosts,
-                inst.params,
-                inst.span,
-                journal.ended,
-                shape,
-            )
+        derived = _derive(
+            inst.name, inst.component, inst.hosts, inst.params, inst.span, journal.ended, shape
         )
+        instances.append(replace(derived, serial=inst.serial))
     present = {i.name for i in instances}
     for name, type_name in (listed or {}).items():
         component = components.get(type_name)
@@ -356,8 +389,10 @@ class Recorder:
     def begin(self, run_id: str, run_dir: Path | None) -> None:
         self.journal.begin_run(run_id, resume=True, run_dir=run_dir)
 
-    def marking(self, instance: str, places: Iterable[str]) -> None:
-        self.journal.record_marking(instance, places, flush=False)
+    def marking(
+        self, instance: str, places: Iterable[str], batches: Iterable[Iterable[str]] = ()
+    ) -> None:
+        self.journal.record_marking(instance, places, batches=batches, flush=False)
 
     def instances(self, instances: Mapping[str, str]) -> None:
         self.journal.record_instances(instances, flush=False)

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 
 from madeus import net
 from madeus.errors import Diagnostic, MadeusError
-from madeus.model import DEFAULT_BEHAVIOUR, ComponentType, Place, Value
+from madeus.model import DEFAULT_BEHAVIOUR, ComponentType, Place, Serial, Value
 from madeus.reconfig.machine import Machine
 from madeus.reconfig.program import (
     Add,
@@ -116,8 +116,20 @@ class _Writer:
             else:
                 params = recorded_values(old.params)
                 span = NO_SPAN
+            serial = want.serial if want is not None else None  # how the files change it
+            batches = tuple(frozenset(p for p in b if p in known) for b in old.batches)
             instances.append(
-                InstanceState(old.name, component, tuple(old.hosts), marking, params, span=span)
+                InstanceState(
+                    old.name,
+                    component,
+                    tuple(old.hosts),
+                    marking,
+                    params,
+                    span=span,
+                    serial=serial,
+                    batches=batches,
+                    recorded=old.params,
+                )
             )
         present = {i.name for i in instances}
         spans = {_key(lk): lk.span for lk in net.links(net.compile(deployment))}
@@ -180,6 +192,10 @@ class _Writer:
                 continue
             changed = self._changed_params(name, want)
             final = final_places(want.component)
+            if changed and inst.marking != final:
+                # A change that a cut-off run left half done (its parameters stay those of
+                # record until it ends): it comes back with the others, providers first.
+                completing.append(name)
             if changed:
                 declared = want.component.behaviours_on_change(changed)
                 if declared is not None:
@@ -220,6 +236,15 @@ class _Writer:
             raise MadeusError(errors)
         if not self.partial:
             removed = [n for n in self.current if n not in self.desired]
+        for name in runs:
+            batches = self.current[name].parts()
+            if len(batches) > 1:
+                shown = [" ".join(hosts) for _, hosts in batches[:3]]
+                more = ", ..." if len(batches) > 3 else ""
+                self.notes.append(
+                    f"{name} changes in {len(batches)} batches, one after the other "
+                    f"({self.current[name].serial}): {', then '.join(shown)}{more}"
+                )
         return self._program(added, removed, runs, completing)
 
     def _changed_params(self, name: str, want: ResolvedInstance) -> list[str]:
@@ -431,8 +456,11 @@ class _Writer:
         key = (inst.name, behaviours)
         found = self._empties.get(key)
         if found is None:
+            rolling = len(inst.parts()) > 1
             found = self._empties[key] = (
-                _alone(inst.component, inst.marking, behaviours)[1] if behaviours else set()
+                _alone(inst.component, inst.marking, behaviours, rolling)[1]
+                if behaviours
+                else set()
             )
         return found
 
@@ -440,7 +468,15 @@ class _Writer:
         want = self.desired[name]
         declared = {p.name: p.default for p in want.component.params if p.default is not None}
         args = tuple((k, v) for k, v in want.params.items() if declared.get(k) != v)
-        return Add(name, want.component.name, None, args, self._span(name), tuple(want.hosts))
+        return Add(
+            name,
+            want.component.name,
+            None,
+            args,
+            self._span(name),
+            tuple(want.hosts),
+            want.serial,
+        )
 
     def _connect(self, key: tuple[str, str, str, str]) -> Connect:
         return Connect(*key, self._link_span(key))
@@ -469,16 +505,17 @@ def _uses(component: ComponentType, port: str, marking: Marking) -> bool:
 
 
 def _alone(
-    component: ComponentType, marking: Marking, behaviours: Iterable[str]
+    component: ComponentType, marking: Marking, behaviours: Iterable[str], rolling: bool = False
 ) -> tuple[Marking | None, set[str]]:
     """Run `behaviours` on one instance alone (its use ports left out: nothing to wait for):
     the marking it ends in (None if it loops or blocks), and the provide ports whose group was
-    empty at some moment though active at the start."""
+    empty at some moment though active at the start. `rolling`: the instance changes batch by
+    batch (two are enough to see whether one keeps a port active while the other changes)."""
     alone = replace(component, uses=())
     name = "_"
-    configuration = Configuration(
-        "", (InstanceState(name, alone, ("",), marking),), (), components={alone.name: alone}
-    )
+    hosts, serial = (("1", "2"), Serial(1)) if rolling else (("",), None)
+    state = InstanceState(name, alone, hosts, marking, serial=serial)
+    configuration = Configuration("", (state,), (), components={alone.name: alone})
     pushes: tuple[Instruction, ...] = tuple(Push(name, b) for b in behaviours)
     machine = Machine(configuration, Program((*pushes, WaitAll()), "<alone>"))
     ports = [p.name for p in component.provides if machine.active(name, p.name)]
@@ -488,15 +525,15 @@ def _alone(
         emptied.update(p for p in ports if not machine.active(name, p))
         if machine.fatal is not None:
             return None, emptied
-        running = sorted(machine.runs[name].running)
+        running = [(r, t) for r in machine.parts[name] for t in sorted(machine.runs[r].running)]
         if not running:
             break
-        for t in running:
-            machine.end(name, t)
+        for r, t in running:
+            machine.end(r, t)
             emptied.update(p for p in ports if not machine.active(name, p))
     if not machine.finished:
         return None, emptied
-    return frozenset(machine.runs[name].marked), emptied
+    return machine.marking_of(name), emptied
 
 
 def _path(

@@ -32,6 +32,14 @@ ends of every transition of the behaviour entering the place; done: nothing of t
 do; `wait(i)`/`remove(i)` after the done of every run of i pushed before, `wait_all()` after
 all of them.
 
+A rolling change (`serial`) is one set of runs per batch (`parts`); a provide port of the
+instance is active while some batch holds a token in its group, and the safety guard of a
+batch's leave holds when another batch provides. The rolling rule (a batch's run starts once
+the runs of earlier batches that were pushed are done and no other batch's run is started
+and not done) is stated once per run, at the time of its first event (`_first`), with the
+time each run started (its first leave or fire); the guards carry it only for the deadlock
+query. That the batches of one push run in order is implied, and stated too: it helps z3.
+
 Three queries (satisfiable means found):
 - **loop**: some run leaves a place and later reaches it again (from then on, leaving it would
   run a transition twice; the machine stops there);
@@ -75,7 +83,7 @@ from madeus.reconfig.program import (
     Wait,
     WaitAll,
 )
-from madeus.reconfig.state import Configuration
+from madeus.reconfig.state import Configuration, parts
 from madeus.source import NO_SPAN, Span
 
 Z3_TIMEOUT_MS = 120_000
@@ -200,6 +208,8 @@ def propose_wait(
                 if isinstance(ins, Push | Wait | Remove):
                     involved.add(ins.instance)
     involved.discard("")
+    whole = _wholes(configuration, program)
+    involved = {whole.get(name, name) for name in involved}  # a batch: its instance
     tries = 0
     for k in range(len(program) - 1, 0, -1):
         for x in sorted(involved):
@@ -219,6 +229,16 @@ def propose_wait(
             if tries >= PROPOSALS:
                 return None
     return None
+
+
+def _wholes(configuration: Configuration, program: Program) -> dict[str, str]:
+    """Each batch of a rolling change (`web#2`) -> its instance (`web`)."""
+    found = {run: i.name for i in configuration.instances for run, _ in i.parts()}
+    for ins in program:
+        if isinstance(ins, Add):
+            hosts = ins.placement(configuration.inventory)
+            found.update((run, ins.instance) for run, _ in parts(ins.instance, hosts, ins.serial))
+    return found
 
 
 def _pending(program: Program, k: int, instance: str) -> bool:
@@ -248,7 +268,7 @@ _KIND: dict[str, MoveKind] = {
 @dataclass(frozen=True, slots=True)
 class _Run:
     index: int
-    instance: str
+    instance: str  # the instance, or one batch of it (a rolling change)
     push: int  # instruction index
     behaviour: str
     previous: int  # the previous run of the instance, -1 if none
@@ -273,40 +293,51 @@ class _Encoding:
         self.configuration = configuration
         self.program = program
         self.n = len(program)
-        self.inst: dict[str, _Instance] = {
-            i.name: _Instance(i.name, i.component, i.marking) for i in configuration.instances
-        }
+        # `inst` holds every run of the rules: an instance, or each batch of an instance
+        # changed `serial` (`parts`: instance -> its runs; `whole`: run -> instance).
+        self.inst: dict[str, _Instance] = {}
+        self.parts: dict[str, tuple[str, ...]] = {}
+        self.whole: dict[str, str] = {}
+        for i in configuration.instances:
+            self._split(i.name, i.component, i.parts(), i.markings())
         self.runs: list[_Run] = []
         links: dict[tuple[str, str], tuple[str, str]] = {
-            (lk.user, lk.user_port): (lk.provider, lk.provider_port)
+            (user, lk.user_port): (lk.provider, lk.provider_port)
             for lk in configuration.links
-            if lk.user in self.inst and lk.provider in self.inst
+            if lk.user in self.parts and lk.provider in self.parts
+            for user in self.parts[lk.user]
         }
         links_at = [dict(links)]  # links_at[v]: after v instructions
         for j, ins in enumerate(program):
             if isinstance(ins, Add):
                 component = configuration.components[ins.type]
-                added = _Instance(ins.instance, component, frozenset(component.initial_places))
-                added.added_at = j
-                self.inst[ins.instance] = added
+                hosts = ins.placement(configuration.inventory)
+                runs = parts(ins.instance, hosts, ins.serial)
+                initial = frozenset(component.initial_places)
+                for added in self._split(ins.instance, component, runs, (initial,) * len(runs)):
+                    added.added_at = j
             elif isinstance(ins, Remove):
-                self.inst[ins.instance].removed_at = j
+                for name in self.parts[ins.instance]:
+                    self.inst[name].removed_at = j
             elif isinstance(ins, Push):
-                inst = self.inst[ins.instance]
-                run = _Run(
-                    len(self.runs),
-                    ins.instance,
-                    j,
-                    ins.behaviour,
-                    inst.runs[-1] if inst.runs else -1,
-                    inst.component,
-                )
-                inst.runs.append(run.index)
-                self.runs.append(run)
+                for name in self.parts[ins.instance]:
+                    inst = self.inst[name]
+                    run = _Run(
+                        len(self.runs),
+                        name,
+                        j,
+                        ins.behaviour,
+                        inst.runs[-1] if inst.runs else -1,
+                        inst.component,
+                    )
+                    inst.runs.append(run.index)
+                    self.runs.append(run)
             elif isinstance(ins, Connect):
-                links[(ins.user, ins.user_port)] = (ins.provider, ins.provider_port)
+                for name in self.parts[ins.user]:
+                    links[(name, ins.user_port)] = (ins.provider, ins.provider_port)
             elif isinstance(ins, Disconnect):
-                links.pop((ins.user, ins.user_port), None)
+                for name in self.parts[ins.user]:
+                    links.pop((name, ins.user_port), None)
             links_at.append(dict(links))
         # (user, port) -> provider -> the pc values (instructions executed) it is connected at.
         self.link_pcs: dict[tuple[str, str], dict[tuple[str, str], list[int]]] = {}
@@ -342,6 +373,33 @@ class _Encoding:
                 self._event(reach)
                 self.setters.setdefault((run.instance, p), []).append((reach, run.index))
             self._event(("D", run.index))
+        # A batch's run of a rolling change: whether it started, and when (its first leave or
+        # fire), for the rolling rule.
+        self._rolling_at_end: dict[int, Any] = {}
+        self.begun: dict[int, tuple[Any, Any]] = {}
+        self.begun_constraints: dict[int, list[Any]] = {}
+        for run in self.runs:
+            if len(self.parts[self.whole[run.instance]]) > 1:
+                begun, first, defined = self._first(f"s{run.index}", self._starts(run))
+                self.begun[run.index] = (begun, first)
+                self.begun_constraints[run.index] = defined
+
+    def _split(
+        self,
+        name: str,
+        component: ComponentType,
+        runs: tuple[tuple[str, tuple[str, ...]], ...],
+        markings: tuple[frozenset[str], ...],
+    ) -> list[_Instance]:
+        made = [
+            _Instance(run, component, marking)
+            for (run, _), marking in zip(runs, markings, strict=True)
+        ]
+        for inst in made:
+            self.inst[inst.name] = inst
+            self.whole[inst.name] = name
+        self.parts[name] = tuple(inst.name for inst in made)
+        return made
 
     def _event(self, key: EventKey) -> None:
         z3 = self.z3
@@ -484,6 +542,11 @@ class _Encoding:
         return self._and(terms)
 
     def active(self, name: str, port: str, cut: Any) -> Any:
+        """Provide port `name.port` of an instance is active: in one of its runs, at least
+        (its batches, for an instance changed `serial`)."""
+        return self._or(self._run_active(run, port, cut) for run in self.parts[name])
+
+    def _run_active(self, name: str, port: str, cut: Any) -> Any:
         provide = self.inst[name].component.port(port)
         if not isinstance(provide, ProvidePort):
             return self._b(False)
@@ -555,9 +618,10 @@ class _Encoding:
         terms.append(self._not(self.before(("D", run.index), cut)))
         return self._and(terms)
 
-    def guard(self, key: EventKey, cut: Any) -> Any:
+    def guard(self, key: EventKey, cut: Any, *, rolling: bool = True) -> Any:
         """The rule's condition for event `key` in the configuration at the cut (besides not
-        having happened: the caller adds that where needed)."""
+        having happened: the caller adds that where needed). `rolling=False` leaves the
+        rolling rule out (`constraints` states it once per run, at the run's first event)."""
         kind = key[0]
         if kind == "X":
             j = key[1]
@@ -566,7 +630,8 @@ class _Encoding:
             if isinstance(ins, Wait | Remove):
                 terms.extend(
                     self.before(("D", r), cut)
-                    for r in self.inst[ins.instance].runs
+                    for name in self.parts[ins.instance]
+                    for r in self.inst[name].runs
                     if self.runs[r].push < j
                 )
             elif isinstance(ins, WaitAll):
@@ -579,6 +644,8 @@ class _Encoding:
         component = run.component
         transitions = component.transitions_of(run.behaviour)
         terms = [self.head(run, cut)]
+        if rolling and kind in ("L", "F", "D"):  # E and R come after an F
+            terms.append(self._rolling(run, cut))
         if kind == "L":
             p = key[2]
             leaving = [t.name for t in transitions if t.source == p]
@@ -612,6 +679,64 @@ class _Encoding:
                 terms.append(self._not(self.marked(name, p, cut)))
         return self._and(terms)
 
+    def _starts(self, run: _Run) -> list[EventKey]:
+        """The events that start a run: its leaves and fires."""
+        transitions = run.component.transitions_of(run.behaviour)
+        return [
+            *(("L", run.index, p) for p in dict.fromkeys(t.source for t in transitions)),
+            *(("F", run.index, t.name) for t in transitions),
+        ]
+
+    def _first(self, label: str, keys: Sequence[EventKey]) -> tuple[Any, Any, list[Any]]:
+        """(a Boolean: one of `keys` happens, the time of the first that does, the constraints
+        that define both)."""
+        z3 = self.z3
+        any_, first = z3.Bool(f"any_{label}"), z3.Int(f"first_{label}")
+        found = [any_ == self._or(self.h(k) for k in keys)]
+        found += [z3.Implies(self.h(k), first <= self.t(k)) for k in keys]
+        found.append(
+            z3.Implies(any_, self._or(self._and([self.h(k), first == self.t(k)]) for k in keys))
+        )
+        return any_, first, found
+
+    def started(self, run: _Run, cut: Any) -> Any:
+        """Run `run` left a place or fired a transition before the cut."""
+        begun, first = self.begun[run.index]
+        return begun if cut is None else self._and([begun, first < cut])
+
+    def _rolling(self, run: _Run, cut: Any) -> Any:
+        """The rolling rule, for a batch: it starts a behaviour once every batch before it
+        has nothing queued (each run pushed is done) and no other batch is in the middle of
+        one (started, not done); once started, it goes on."""
+        batches = self.parts[self.whole[run.instance]]
+        if len(batches) == 1:
+            return self._b(True)
+        if cut is None:  # the deadlock query asks it of every event of the run: once
+            found = self._rolling_at_end.get(run.index)
+            if found is None:
+                found = self._rolling_at_end[run.index] = self._or(
+                    [self.started(run, None), self._may_start(run, None)]
+                )
+            return found
+        return self._or([self.started(run, cut), self._may_start(run, cut)])
+
+    def _may_start(self, run: _Run, cut: Any) -> Any:
+        batches = self.parts[self.whole[run.instance]]
+        terms = []
+        before = True
+        for name in batches:
+            if name == run.instance:
+                before = False
+                continue
+            for r in self.inst[name].runs:
+                other = self.runs[r]
+                done = self.before(("D", r), cut)
+                terms.append(self._not(self._and([self.started(other, cut), self._not(done)])))
+                if before:
+                    pushed = self.before(("X", other.push), cut)
+                    terms.append(self.z3.Implies(pushed, done))
+        return self._and(terms)
+
     def _safety(self, name: str, place: str, leaving: Sequence[str], cut: Any) -> Any:
         component = self.inst[name].component
         terms = []
@@ -633,11 +758,17 @@ class _Encoding:
                         self.in_dock(name, t, cut),
                     ]
                 )
+            whole = self.whole[name]
+            still.extend(  # another batch provides it
+                self._run_active(other, port.name, cut)
+                for other in self.parts[whole]
+                if other != name
+            )
             users = [
                 self._not(
                     self._and(
                         [
-                            self.connected(user, user_port, (name, port.name), cut),
+                            self.connected(user, user_port, (whole, port.name), cut),
                             self._or(
                                 [
                                     self.in_use(user, user_port, cut),
@@ -647,7 +778,7 @@ class _Encoding:
                         ]
                     )
                 )
-                for user, user_port in sorted(self.users.get((name, port.name), ()))
+                for user, user_port in sorted(self.users.get((whole, port.name), ()))
             ]
 
             if users:
@@ -663,7 +794,32 @@ class _Encoding:
             found.append(z3.Distinct(times))
         for key, (h, t) in self.events.items():
             found.append(t >= 0)
-            found.append(z3.Implies(h, self.guard(key, t)))
+            found.append(z3.Implies(h, self.guard(key, t, rolling=False)))
+        # The rolling rule holds once a run started, so it is stated once, at its first event
+        # (a leave, fire or done): the same as in each guard, and linear in the runs.
+        firsts: dict[int, tuple[Any, Any]] = {}
+        for run in self.runs:
+            if len(self.parts[self.whole[run.instance]]) == 1:
+                continue
+            found += self.begun_constraints[run.index]
+            any_, first, defined = self._first(
+                f"r{run.index}", [*self._starts(run), ("D", run.index)]
+            )
+            found += defined
+            found.append(z3.Implies(any_, self._may_start(run, first)))
+            firsts[run.index] = (any_, first)
+        # Implied by the rule, stated for z3's sake: the batches of one push run in order.
+        for run in self.runs:
+            batches = self.parts[self.whole[run.instance]]
+            k = batches.index(run.instance)
+            if k == 0 or run.index not in firsts:
+                continue
+            before = next(
+                r for r in self.inst[batches[k - 1]].runs if self.runs[r].push == run.push
+            )
+            any_, first = firsts[run.index]
+            done = ("D", before)
+            found.append(z3.Implies(any_, z3.And(self.h(done), self.t(done) < first)))
             if key[0] != "X" and key[0] != "D":
                 # A run's events all happen before its done.
                 done = ("D", key[1])
@@ -692,7 +848,9 @@ class _Encoding:
         for j, ins in enumerate(self.program):
             if isinstance(ins, Disconnect):
                 key = ("X", j)
-                in_use = self.in_use(ins.user, ins.user_port, self.t(key))
+                in_use = self._or(
+                    self.in_use(name, ins.user_port, self.t(key)) for name in self.parts[ins.user]
+                )
                 terms.append(self._and([self.h(key), in_use]))
         return terms
 
