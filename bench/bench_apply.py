@@ -255,7 +255,7 @@ def _most_at_once(events: list[dict[str, Any]], instance: str) -> int:
 
 def rolling(hosts: int, serial: int, scale: float) -> dict[str, Any]:
     found: dict[str, Any] = {"hosts": hosts, "serial": serial, "time_scale": scale}
-    for label, clause in (("serial", f"serial {serial}"), ("all_at_once", "")):
+    for label, clause in (("with_serial", f"serial {serial}"), ("without_serial", "")):
         with tempfile.TemporaryDirectory() as tmp:
             cwd = Path(tmp)
             env = {**os.environ, "MADEUS_STATE": str(cwd / "state")}
@@ -271,7 +271,7 @@ def rolling(hosts: int, serial: int, scale: float) -> dict[str, Any]:
             sim = ["-i", str(inventory), "--simulate", "--time-scale", str(scale)]
             _run(["deploy", str(file), *sim], cwd, env)
             file.write_text(text.replace("VERSION", "2"))
-            _, out = _run(
+            plan_wall, out = _run(
                 ["plan", str(file), "-i", str(inventory), "--simulate", "--format", "json"],
                 cwd,
                 env,
@@ -282,6 +282,7 @@ def rolling(hosts: int, serial: int, scale: float) -> dict[str, Any]:
         predicted = plan["predicted_makespan"]
         found[label] = {
             "program": plan["program"],
+            "plan_wall_s": round(plan_wall, 3),
             "client_pauses": any("client pauses" in n for n in plan["notes"]),
             "predicted_makespan_s": predicted,
             "apply_wall_s": round(wall, 3),

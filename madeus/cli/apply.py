@@ -134,7 +134,9 @@ def apply_change(args: argparse.Namespace, loaded: Loaded, compared: Compared) -
 
     verb = "apply"
 
-    def start(loaded: Loaded, journal: Journal | None) -> tuple[Configuration, Program] | None:
+    def start(
+        loaded: Loaded, journal: Journal | None
+    ) -> tuple[Configuration, Program, Prediction | None] | None:
         record = compared.record
         if journal is not None:
             record = recorded(loaded.deployment, journal.directory) or record
@@ -156,6 +158,6 @@ def apply_change(args: argparse.Namespace, loaded: Loaded, compared: Compared) -
         if not change.synthesis:
             print("Nothing to run.")
             return None
-        return change.configuration, change.program
+        return change.configuration, change.program, change.prediction  # verified
 
     return run_program(args, args.file, None, verb, start=start, loaded=loaded)

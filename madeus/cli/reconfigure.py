@@ -54,8 +54,11 @@ if TYPE_CHECKING:
     from madeus.reconfig.state import Configuration
     from madeus.trace import Trace
 
-    # What gives `apply` its configuration and program, once the journal is locked.
-    Start = Callable[[Loaded, Journal | None], tuple[Configuration, Program] | None]
+    # What gives `apply` its configuration and program, once the journal is locked, and the
+    # program's prediction: it was verified then (None: nothing to run).
+    Start = Callable[
+        [Loaded, Journal | None], tuple[Configuration, Program, Prediction | None] | None
+    ]
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -199,11 +202,14 @@ def _run_locked(
     from madeus.reconfig.predict import ReconfigBlocked, predict
     from madeus.reconfig.state import Recorder
 
+    verified = False
+    prediction: Prediction | None = None
     if start is not None:
         begun = start(loaded, journal)
         if begun is None:
             return EXIT_OK
-        state, program = begun
+        state, program, prediction = begun
+        verified = True
     else:
         found = current_configuration(args, file, loaded, journal, verb)
         if found is None:
@@ -216,7 +222,7 @@ def _run_locked(
         if outside:
             report(outside)
             return EXIT_ERRORS
-    if not args.no_verify:
+    if not args.no_verify and not verified:
         from madeus.verify.behaviours import verify_program
 
         diagnostics = verify_program(state, program)
@@ -228,11 +234,11 @@ def _run_locked(
                 file=sys.stderr,
             )
             return EXIT_ERRORS
-    prediction: Prediction | None
-    try:
-        prediction = predict(state, program)
-    except ReconfigBlocked:  # only an unverified program gets here
-        prediction = None
+    if prediction is None:
+        try:
+            prediction = predict(state, program)
+        except ReconfigBlocked:  # only an unverified program gets here
+            prediction = None
     if prediction is not None:
         report(idle_warnings(prediction, state, program))
     scale = time_scale(args)
