@@ -283,6 +283,35 @@ def test_a_rolling_provider_changes_under_a_running_user_batch_by_batch() -> Non
     assert [str(m) for m in verdict.deadlock.moves][-1] == "done server#1.stop"
 
 
+def test_a_verifier_timeout_on_many_batches_says_what_costs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """z3 stopped early (a 1 ms budget instead of two minutes): the diagnostic names the
+    rolling instance and its batches."""
+    from madeus.verify import behaviours
+
+    monkeypatch.setattr(behaviours, "Z3_TIMEOUT_MS", 1)
+    plain = pair()
+    rolling = replace(
+        plain,
+        instances=tuple(
+            replace(i, hosts=tuple(f"h{k}" for k in range(20)), serial=Serial(1))
+            if i.name == "server"
+            else i
+            for i in plain.instances
+        ),
+    )
+    restart = program(rolling, ("push", ("server", "stop")), ("push", ("server", "update")))
+    with pytest.raises(VerifyError) as caught:
+        check_program(rolling, restart)
+    (diagnostic,) = caught.value.diagnostics
+    assert diagnostic.code == "verifier-timeout"
+    assert diagnostic.message.endswith(
+        '"server" changes in 20 batches, and the cost grows with their square; fewer, larger '
+        "batches (`serial 10%`) verify in seconds"
+    )
+
+
 def test_a_behaviour_that_loops_is_refused() -> None:
     spinner = component("Spin", "a*, b", ["go: a -> b spin", "back: b -> a spin"])
     state = configuration([spinner], {"s": ("Spin", "a")})

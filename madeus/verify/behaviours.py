@@ -157,9 +157,14 @@ def check_program(
         answer = solver.check()
         if answer == z3.sat:
             found[query] = enc.witness(query, solver.model())
-        elif answer != z3.unsat:  # pragma: no cover - only on a timeout
+        elif answer != z3.unsat:  # only on a timeout
             raise VerifyError(
-                [Diagnostic("verifier-timeout", f"z3 gave no answer in time ({query} query)")]
+                [
+                    Diagnostic(
+                        "verifier-timeout",
+                        f"z3 gave no answer in time ({query} query)" + _hint(enc),
+                    )
+                ]
             )
         solver.pop()
     return ProgramVerdict(
@@ -168,6 +173,17 @@ def check_program(
         found["loop"],
         found["deadlock"],
         time.perf_counter() - started,
+    )
+
+
+def _hint(enc: _Encoding) -> str:
+    """What makes a program slow to verify, if it is a rolling change of many batches."""
+    name, runs = max(enc.parts.items(), key=lambda item: len(item[1]))
+    if len(runs) < 10:
+        return ""
+    return (
+        f': "{name}" changes in {len(runs)} batches, and the cost grows with their square; '
+        "fewer, larger batches (`serial 10%`) verify in seconds"
     )
 
 
