@@ -811,8 +811,9 @@ class _Encoding:
         for key, (h, t) in self.events.items():
             found.append(t >= 0)
             found.append(z3.Implies(h, self.guard(key, t, rolling=False)))
-        # The rolling rule holds once a run started, so it is stated once, at its first event
-        # (a leave, fire or done): the same as in each guard, and linear in the runs.
+        # The rolling rule matters until a run starts, so it is stated once per run, at its
+        # first event (a leave, fire or done): the same as in each guard, once instead of once
+        # per event of the run.
         firsts: dict[int, tuple[Any, Any]] = {}
         for run in self.runs:
             if len(self.parts[self.whole[run.instance]]) == 1:
