@@ -23,7 +23,9 @@ from madeus.errors import render_all
 from madeus.testbed import (
     State,
     TestbedError,
+    cut,
     down,
+    heal,
     link_down,
     link_up,
     load_spec,
@@ -568,6 +570,46 @@ def test_link_down_cuts_a_host_off(testbed: State) -> None:
     finally:
         link_up(testbed.dir, "compute-1")
     assert ssh(testbed, "control-1", "python3", "-c", f'"{probe}"') == "open\n"
+
+
+def _banner(port: int, timeout: float) -> str:
+    """The first bytes an SSH server sends through a proxy port ("" if none in time)."""
+    with socket.create_connection(("127.0.0.1", port), timeout) as s:
+        try:
+            return s.recv(7).decode()
+        except TimeoutError:
+            return ""
+
+
+@integration
+def test_cut_partitions_two_ends_and_heal_reconnects(testbed: State) -> None:
+    """site3 (compute-1) cut from the controller: nothing comes back through compute-1's
+    proxy, while control-1 (site1) still reaches compute-1; site3 cut from site1: control-1
+    no longer reaches compute-1, the controller does. `heal` undoes each cut."""
+    compute = testbed.host("compute-1")
+    probe = (
+        "import socket\ntry:\n"
+        f"    socket.create_connection(({compute.address!r}, 22), 1).close(); print('open')\n"
+        "except OSError: print('cut')"
+    )
+    assert compute.proxy_port is not None
+    cut(testbed.dir, "site3", "controller")
+    try:
+        assert _banner(compute.proxy_port, 2.0) == ""
+        assert ssh(testbed, "control-1", "python3", "-c", f'"{probe}"') == "open\n"
+    finally:
+        heal(testbed.dir, "site3", "controller")
+    assert _banner(compute.proxy_port, 5.0) == "SSH-2.0"
+    assert main(["testbed", "cut", testbed.dir, "site1", "site3"]) == 0
+    try:
+        assert ssh(testbed, "control-1", "python3", "-c", f'"{probe}"') == "cut\n"
+        assert ssh(testbed, "compute-1", "hostname") == "compute-1\n"
+    finally:
+        assert main(["testbed", "heal", testbed.dir, "site1", "site3"]) == 0
+    assert ssh(testbed, "control-1", "python3", "-c", f'"{probe}"') == "open\n"
+    heal(testbed.dir, "site1", "site3")  # healing a pair that is not cut changes nothing
+    with pytest.raises(TestbedError, match=r"no site 'site9'.*controller, site1, site2, site3"):
+        cut(testbed.dir, "site9", "controller")
 
 
 @integration

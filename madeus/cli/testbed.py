@@ -28,6 +28,16 @@ def add_parser(subparsers: Any) -> None:
     down.add_argument("dir", metavar="DIR")
     down.set_defaults(func=run_down)
 
+    for verb, what in (("cut", "partition"), ("heal", "reconnect")):
+        link = sub.add_parser(
+            verb,
+            help=f"{what} two sites, or a site and the controller (`controller`: this machine)",
+        )
+        link.add_argument("dir", metavar="DIR")
+        link.add_argument("a", metavar="SITE")
+        link.add_argument("b", metavar="SITE|controller")
+        link.set_defaults(func=run_cut if verb == "cut" else run_heal)
+
     st = sub.add_parser("status", help="each host: processes alive, SSH answering and how fast")
     st.add_argument("dir", metavar="DIR")
     st.add_argument("--no-ssh", action="store_true", help="do not try an SSH command")
@@ -54,6 +64,22 @@ def run_down(args: argparse.Namespace) -> int:
     from madeus.testbed import down
 
     down(args.dir, progress=_progress)
+    return EXIT_OK
+
+
+@reports_errors
+def run_cut(args: argparse.Namespace) -> int:
+    from madeus.testbed import cut
+
+    cut(args.dir, args.a, args.b)
+    return EXIT_OK
+
+
+@reports_errors
+def run_heal(args: argparse.Namespace) -> int:
+    from madeus.testbed import heal
+
+    heal(args.dir, args.a, args.b)
     return EXIT_OK
 
 

@@ -4,6 +4,7 @@
     state = up(spec, "tb")            # needs root; writes tb/inventory.yml and tb/known_hosts
     status("tb")                      # per host: processes alive, SSH answers (and how fast)
     link_down("tb", "compute-1")      # fault injection, undone by link_up
+    cut("tb", "site3", "controller")  # a partition between two ends, undone by heal
     down("tb")                        # removes everything up created, even after a crash
 
 Stages: spec.py (TESTBED.yml -> TestbedSpec), up.py (TestbedSpec -> resources + State),
@@ -27,9 +28,12 @@ from madeus.testbed.spec import (
     parse_rate,
 )
 from madeus.testbed.state import (
+    CONTROLLER,
     HostState,
     HostStatus,
     State,
+    cut,
+    heal,
     link_down,
     link_up,
     load_state,
@@ -39,6 +43,7 @@ from madeus.testbed.state import (
 from madeus.testbed.up import up
 
 __all__ = [
+    "CONTROLLER",
     "Delay",
     "DownReport",
     "HostSpec",
@@ -49,7 +54,9 @@ __all__ = [
     "State",
     "TestbedError",
     "TestbedSpec",
+    "cut",
     "down",
+    "heal",
     "link_down",
     "link_up",
     "load_spec",

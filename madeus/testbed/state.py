@@ -399,3 +399,76 @@ def link_down(directory: str | Path, host: str) -> None:
 def link_up(directory: str | Path, host: str) -> None:
     """Reconnect a host cut off by `link_down`."""
     _set_link(directory, host, "up")
+
+
+CONTROLLER = "controller"  # this machine, as one end of a cut (`cut`, `heal`)
+_TABLE = "madeus_testbed"  # the nftables table of a host's namespace that holds its cuts
+
+
+def cut(directory: str | Path, a: str, b: str) -> None:
+    """Partition two ends: two sites, or a site and `"controller"` (this machine, through the
+    hosts' delay proxies). Their packets are dropped both ways, established connections
+    included (they stall, as over a real partition); the hosts of each site still reach each
+    other and the other sites. Cuts add up; `heal` undoes one."""
+    _partition(directory, a, b, "add")
+
+
+def heal(directory: str | Path, a: str, b: str) -> None:
+    """Undo `cut(directory, a, b)` (a pair that is not cut is left as it is)."""
+    _partition(directory, a, b, "delete")
+
+
+def _partition(directory: str | Path, a: str, b: str, op: Literal["add", "delete"]) -> None:
+    state = load_state(directory)
+    if a == b:
+        raise TestbedError([problem("testbed-cut", f"cannot cut {a!r} from itself")])
+    ends = [_end(state, a), _end(state, b)]
+    tools = {name: find_tool(name) for name in ("ip", "nft")}
+    missing = [name for name, path in tools.items() if path is None]
+    if missing:
+        raise TestbedError(
+            [problem("testbed-tool", f"{', '.join(missing)} not installed (nftables, iproute2)")]
+        )
+    for (hosts, _), (_, addresses) in (ends, ends[::-1]):
+        for h in hosts:
+            nft = [str(tools["ip"]), "netns", "exec", h.netns, str(tools["nft"])]
+            if op == "add":
+                _ensure_table(nft, h.name)
+            elif not _has_table(nft):
+                continue  # never cut
+            for address in addresses:
+                # One element at a time: deleting one that is not there fails alone.
+                command = [*nft, op, "element", "inet", _TABLE, "cut", f"{{ {address} }}"]
+                if op == "add":
+                    run(command, f"cut {h.name} from {address}")
+                else:
+                    subprocess.run(command, capture_output=True, check=False)
+
+
+def _end(state: State, name: str) -> tuple[list[HostState], list[str]]:
+    """The hosts whose namespaces filter for one end, and the addresses of that end."""
+    if name == CONTROLLER:
+        # The proxies connect from this machine's address on the bridge.
+        return [], [state.gateway]
+    hosts = [h for h in state.hosts if h.site == name]
+    if not hosts:
+        known = ", ".join(sorted({h.site for h in state.hosts} | {CONTROLLER}))
+        raise TestbedError([problem("testbed-cut", f"no site {name!r} in {state.dir} ({known})")])
+    return hosts, [h.address for h in hosts]
+
+
+def _has_table(nft: list[str]) -> bool:
+    listed = subprocess.run([*nft, "list", "table", "inet", _TABLE], capture_output=True)
+    return listed.returncode == 0
+
+
+def _ensure_table(nft: list[str], host: str) -> None:
+    if _has_table(nft):
+        return
+    what = f"prepare the cuts of {host}"
+    run([*nft, "add", "table", "inet", _TABLE], what)
+    run([*nft, "add", "set", "inet", _TABLE, "cut", "{ type ipv4_addr; }"], what)
+    for chain, hook, match in (("input", "input", "saddr"), ("output", "output", "daddr")):
+        spec = f"{{ type filter hook {hook} priority 0; }}"
+        run([*nft, "add", "chain", "inet", _TABLE, chain, spec], what)
+        run([*nft, "add", "rule", "inet", _TABLE, chain, "ip", match, "@cut", "drop"], what)
