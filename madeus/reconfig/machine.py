@@ -324,9 +324,7 @@ class Machine:
     def active(self, instance: str, port: str) -> bool:
         """Whether provide port `instance.port` is active: a token inside its group (in one of
         its batches, at least, for an instance changed `serial`)."""
-        return any(
-            self._active(self.runs[r], port) for r in self.parts.get(instance, ()) if r in self.runs
-        )
+        return any(self._active(self.runs[r], port) for r in self.parts.get(instance, ()))
 
     def _active(self, run: _Run, port: str) -> bool:
         group = run.ix.groups.get(port)

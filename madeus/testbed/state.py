@@ -429,6 +429,7 @@ def _partition(directory: str | Path, a: str, b: str, op: Literal["add", "delete
         raise TestbedError(
             [problem("testbed-tool", f"{', '.join(missing)} not installed (nftables, iproute2)")]
         )
+    # Each end's hosts filter the other end's addresses.
     for (hosts, _), (_, addresses) in (ends, ends[::-1]):
         for h in hosts:
             nft = [str(tools["ip"]), "netns", "exec", h.netns, str(tools["nft"])]

@@ -66,7 +66,7 @@ deployment may leave them): resume the deployment first.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -109,6 +109,9 @@ class ProgramVerdict:
     loop: Witness | None
     deadlock: Witness | None
     seconds: float = field(default=0.0, compare=False)
+    # Each batch of a rolling change (`web#2`) -> its instance (`web`), as the encoding split
+    # them.
+    wholes: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def sound(self) -> bool:
@@ -173,6 +176,7 @@ def check_program(
         found["loop"],
         found["deadlock"],
         time.perf_counter() - started,
+        dict(enc.whole),
     )
 
 
@@ -224,8 +228,7 @@ def propose_wait(
                 if isinstance(ins, Push | Wait | Remove):
                     involved.add(ins.instance)
     involved.discard("")
-    whole = _wholes(configuration, program)
-    involved = {whole.get(name, name) for name in involved}  # a batch: its instance
+    involved = {verdict.wholes.get(name, name) for name in involved}  # a batch: its instance
     tries = 0
     for k in range(len(program) - 1, 0, -1):
         for x in sorted(involved):
@@ -245,16 +248,6 @@ def propose_wait(
             if tries >= PROPOSALS:
                 return None
     return None
-
-
-def _wholes(configuration: Configuration, program: Program) -> dict[str, str]:
-    """Each batch of a rolling change (`web#2`) -> its instance (`web`)."""
-    found = {run: i.name for i in configuration.instances for run, _ in i.parts()}
-    for ins in program:
-        if isinstance(ins, Add):
-            hosts = ins.placement(configuration.inventory)
-            found.update((run, ins.instance) for run, _ in parts(ins.instance, hosts, ins.serial))
-    return found
 
 
 def _pending(program: Program, k: int, instance: str) -> bool:
@@ -395,7 +388,7 @@ class _Encoding:
         self.begun: dict[int, tuple[Any, Any]] = {}
         self.begun_constraints: dict[int, list[Any]] = {}
         for run in self.runs:
-            if len(self.parts[self.whole[run.instance]]) > 1:
+            if self._rolls(run):
                 begun, first, defined = self._first(f"s{run.index}", self._starts(run))
                 self.begun[run.index] = (begun, first)
                 self.begun_constraints[run.index] = defined
@@ -695,6 +688,10 @@ class _Encoding:
                 terms.append(self._not(self.marked(name, p, cut)))
         return self._and(terms)
 
+    def _rolls(self, run: _Run) -> bool:
+        """Whether the run is a batch's (its instance changes `serial`, in several batches)."""
+        return len(self.parts[self.whole[run.instance]]) > 1
+
     def _starts(self, run: _Run) -> list[EventKey]:
         """The events that start a run: its leaves and fires."""
         transitions = run.component.transitions_of(run.behaviour)
@@ -724,8 +721,7 @@ class _Encoding:
         """The rolling rule, for a batch: it starts a behaviour once every batch before it
         has nothing queued (each run pushed is done) and no other batch is in the middle of
         one (started, not done); once started, it goes on."""
-        batches = self.parts[self.whole[run.instance]]
-        if len(batches) == 1:
+        if not self._rolls(run):
             return self._b(True)
         if cut is None:  # the deadlock query asks it of every event of the run: once
             found = self._rolling_at_end.get(run.index)
@@ -816,7 +812,7 @@ class _Encoding:
         # per event of the run.
         firsts: dict[int, tuple[Any, Any]] = {}
         for run in self.runs:
-            if len(self.parts[self.whole[run.instance]]) == 1:
+            if not self._rolls(run):
                 continue
             found += self.begun_constraints[run.index]
             any_, first, defined = self._first(
