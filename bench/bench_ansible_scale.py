@@ -221,6 +221,17 @@ def agents_site(module: str) -> list[dict[str, Any]]:
 # --- running -------------------------------------------------------------------------------
 
 
+def machine(load_start: float) -> dict[str, Any]:
+    """The machine a testbed benchmark ran on, and its 1-minute load average before the testbed
+    came up (`load_start`) and now."""
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_start": load_start,
+        "load_end": os.getloadavg()[0],
+    }
+
+
 def busy_cpu_s() -> float:
     """CPU time the whole machine spent not idle so far (/proc/stat): the emulated hosts run
     their tasks on the same cores as the controller."""
@@ -349,12 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         report = run_case(args, work, tb)
     finally:
         down(tb)
-    report["machine"] = {
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "load_start": load_start,  # 1-minute load average, before the testbed comes up
-        "load_end": os.getloadavg()[0],
-    }
+    report["machine"] = machine(load_start)
     return emit(report, args, work)
 
 

@@ -50,6 +50,7 @@ LOCAL_HOST = "localhost"
 LOCAL_SITE = "local"
 logger = logging.getLogger(__name__)
 SITES_VAR = "madeus_sites"
+AGENT_PYTHON_VAR = "madeus_agent_python"  # the Python a site's agent runs on
 CONSTRAINTS_VAR = "madeus_network_constraints"
 
 

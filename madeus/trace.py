@@ -4,13 +4,17 @@
 {"assembly": "openstack", "started_at": "2026-11-21T10:00:00Z", "makespan": 1.52,
  "events": [{"id": "mariadb.bootstrap", "host": "control-1", "start": 0.123, "end": 0.347,
              "status": "ok", "behaviour": "deploy", "attempts": 1}],
- "limits": {"max_parallel": null, "hosts": {"control-1": 8}}}
+ "limits": {"max_parallel": null, "hosts": {"control-1": 8}},
+ "agents": [{"site": "edge1", "host": "edge1-1", "delay": 0.151, "instances": ["nova[edge1-1]"]}]}
 ```
 Times are seconds from the start of the run (monotonic clock). One event per transition per host;
 transitions that never started are absent. `limits` (only when one applied) are the concurrency
 limits the run kept: `--max-parallel`, and per host the smaller of `madeus_max_parallel` and
 what its backend runs at once (SSH: the sessions of one connection). A job may wait for one of
-those, and a checker of the trace must know it.
+those, and a checker of the trace must know it. `agents` (only in a run with site agents):
+the instances each site's agent ran, and the one-way delay measured between the controller and
+that agent: what an agent runs can start only once the news it waits for has reached it (the
+start of the run, or the end of another party's transition, relayed by the controller).
 """
 
 from __future__ import annotations
@@ -86,6 +90,33 @@ class Limits:
         return cls(None if top is None else int(top), {str(h): int(n) for h, n in hosts.items()})
 
 
+@dataclass(frozen=True, slots=True)
+class AgentRecord:
+    """A site's agent in a run (see the module docstring)."""
+
+    site: str
+    host: str
+    delay: float  # seconds, one way, between the controller and the agent
+    instances: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "site": self.site,
+            "host": self.host,
+            "delay": round(self.delay, _DIGITS),
+            "instances": list(self.instances),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AgentRecord:
+        return cls(
+            str(data["site"]),
+            str(data["host"]),
+            float(data["delay"]),
+            tuple(str(i) for i in data["instances"]),
+        )
+
+
 @dataclass(frozen=True, slots=True, repr=False)
 class Trace:
     assembly: str
@@ -93,6 +124,7 @@ class Trace:
     makespan: float
     events: tuple[TraceEvent, ...]
     limits: Limits | None = None
+    agents: tuple[AgentRecord, ...] = ()
 
     def __repr__(self) -> str:
         # Short on purpose: Python 3.11's asyncio.run formats the main task's result when it
@@ -115,6 +147,8 @@ class Trace:
         }
         if self.limits is not None:
             data["limits"] = self.limits.to_json()
+        if self.agents:
+            data["agents"] = [a.to_json() for a in self.agents]
         return data
 
     def dumps(self) -> str:
@@ -136,6 +170,7 @@ class Trace:
             makespan=float(data["makespan"]),
             events=tuple(TraceEvent.from_json(e) for e in data["events"]),
             limits=Limits.from_json(limits) if isinstance(limits, Mapping) else None,
+            agents=tuple(AgentRecord.from_json(a) for a in data.get("agents") or ()),
         )
 
 

@@ -7,7 +7,7 @@ backend's `ansible-playbook` does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -65,3 +65,13 @@ def known_hosts_file(inventory: Inventory, explicit: str | Path | None = None) -
         if beside.is_file():
             return beside.absolute()
     return Path("~/.ssh/known_hosts").expanduser().absolute()
+
+
+def inside_site(host: Host) -> Host:
+    """`host` as the other hosts of its site reach it (a site's agent): at its
+    `madeus_address`, on SSH's port 22, when the inventory gives one (a testbed, whose
+    controller goes through delay proxies), else as the controller does."""
+    address = host.vars.get("madeus_address")
+    if address is None or host.local:
+        return host
+    return replace(host, address=str(address), port=22)

@@ -261,6 +261,7 @@ class SshBackend:
         self._connections: dict[str, _Connection] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._known_hosts: asyncssh.SSHKnownHosts | None = None
+        self._forward: dict[str, str] = {}  # host name -> the agent socket forwarded to it
         if self.insecure:
             logger.warning(
                 "SSH host key checking is disabled (insecure_no_host_key_check): "
@@ -335,6 +336,35 @@ class SshBackend:
             with contextlib.suppress(Exception):
                 await c.conn.wait_closed()
 
+    async def session(self, host: Host, command: str) -> asyncssh.SSHClientProcess[bytes]:
+        """A session on `host`'s connection running `command` as the SSH user, its standard
+        streams as bytes, for as long as the caller keeps it (a site's agent). It takes none
+        of the jobs' session slots. BackendError when the host cannot be reached."""
+        target = self._connection_of(host)
+        try:
+            connection = await self._connection(target)
+            return await connection.conn.create_process(command, encoding=None)
+        except _ConnectFailed as exc:
+            raise BackendError(f"cannot connect to {target.label}: {exc.reason}") from None
+        except (OSError, asyncssh.Error) as exc:
+            raise BackendError(f"cannot start a session on {target.label}: {_plain(exc)}") from None
+
+    def forward_agent(self, names: Iterable[str], path: str) -> None:
+        """Forward the SSH agent at `path` on the connections to these hosts (site agents'
+        hosts), as `ssh -A` does; set before they connect."""
+        for name in names:
+            self._forward[name] = path
+
+    def trusted_keys(self, host: Host) -> list[str]:
+        """The public host keys trusted for `host` as this backend reaches it (OpenSSH
+        format), for a site's agent that reaches it another way."""
+        known = self._trusted_keys()
+        if known is None:
+            return []
+        target = self._connection_of(host)
+        keys = asyncssh.match_known_hosts(known, target.address, target.address, target.port)[0]
+        return [key.export_public_key("openssh").decode().strip() for key in keys]
+
     # --- connections ---------------------------------------------------------------------
 
     def _connection_of(self, host: Host) -> Connection:
@@ -374,6 +404,9 @@ class SshBackend:
         options: dict[str, Any] = {}
         if target.user is not None:  # else asyncssh's default: the local user name
             options["username"] = target.user
+        forward = self._forward.get(target.name)
+        if forward is not None:
+            options["agent_forwarding"] = forward
         if target.key_file is not None:
             if not Path(target.key_file).is_file():
                 raise _ConnectFailed(f"private key file {target.key_file} does not exist")

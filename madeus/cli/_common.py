@@ -450,6 +450,7 @@ def run_options_of(args: argparse.Namespace) -> RunOptions:
         ssh_keepalive_interval=args.ssh_keepalive_interval,
         ssh_keepalive_count_max=args.ssh_keepalive_count_max,
         habits=habits_of(args),
+        agents=getattr(args, "agents", False),
     )
 
 

@@ -90,6 +90,13 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         help="deploy even without the z3 verification",
     )
     add_ssh_args(parser)
+    parser.add_argument(
+        "--agents",
+        action="store_true",
+        help="run each site's part on an agent started on one of its hosts, over the SSH "
+        "connection (also on when a host of the inventory sets madeus_agent: true; "
+        "docs/agents.md)",
+    )
     policy = add_failure_args(parser)
     policy.add_argument(
         "--resume",

@@ -6,7 +6,7 @@ import asyncio
 import fnmatch
 import logging
 import os
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -139,11 +139,23 @@ async def deploy(
             simulated=mode is not None,
         )
     router = opts.router(deployment.inventory, directory)
+    parts = None
+    if backend is None:
+        from madeus.agents.split import CONTROLLER, wanted
+
+        parts = wanted(program, deployment.inventory, agents=opts.agents, simulated=mode == "local")
+    run_id = run_id or (directory.name if directory is not None else new_run_id())
+    relay = keys = None
     try:
+        if parts is not None and mode != "local":
+            from madeus.agents.keys import forward_keys
+
+            keys = await forward_keys(router.backend("ssh"), parts, opts.habits)
         if backend is None:
             await router.ready(
                 (program.transitions[program.job_trans[j]].action, program.hosts[h])
                 for j, h in enumerate(program.job_host)
+                if parts is None or parts.owner[program.job_trans[j]] == CONTROLLER
             )
         executor = Executor(
             deployment.name,
@@ -160,15 +172,28 @@ async def deploy(
             outputs=resumed.outputs,
             data=resumed.data,
         )
+        if parts is not None:
+            from madeus.agents.relay import Relay
+
+            relay = Relay(
+                executor,
+                parts,
+                options=opts,
+                params=params,
+                inventory=deployment.inventory,
+                run_id=run_id,
+                ssh=None if mode == "local" else router.backend("ssh"),
+                keys_forwarded=keys is not None and keys.keys,
+                skip=resumed.skip,
+                outputs=resumed.outputs,
+                data=resumed.data,
+            )
+            await relay.open()
         if directory is not None:
             make_private_dir(directory)
             write_private_json(directory / "plan.json", plan.to_json())
         if journal is not None:
-            journal.begin_run(
-                run_id or (directory.name if directory is not None else new_run_id()),
-                resume=resume,
-                run_dir=directory,
-            )
+            journal.begin_run(run_id, resume=resume, run_dir=directory)
             for tid, host in resumed.assumed:
                 journal.record_end(tid, host, "ok", assumed=True, at=0.0, flush=False)
             journal.flush()
@@ -179,9 +204,15 @@ async def deploy(
             def record() -> None:
                 write_deployed(journal, deployment)
 
-        trace = await _run(executor, on_event, directory, journal, record)
+        trace = await _run(
+            executor, on_event, directory, journal, record, relay.run if relay else None
+        )
     finally:
+        if relay is not None:
+            await relay.aclose()
         await router.aclose()
+        if keys is not None:
+            await keys.aclose()
     if executor.journal_error is not None:
         raise executor.journal_error
     if executor.failures:
@@ -195,12 +226,17 @@ async def _run(
     directory: Path | None,
     journal: Journal | None,
     record: Callable[[], None] | None = None,
+    until: Callable[[], Coroutine[Any, Any, None]] | None = None,
 ) -> Trace:
     """Run; whatever happens (success, failure, cancellation), write the trace of what ran,
-    close the run in the journal, `record` the state it left, and send RunEnded."""
+    close the run in the journal, `record` the state it left, and send RunEnded. `until`:
+    what other parties run (site agents), awaited with the run."""
     status: Literal["ok", "failed", "interrupted"] = "interrupted"
     try:
-        await executor.run()
+        await executor.run(until)
+        if until is not None and not executor.failures and not executor.finished:
+            blocked = executor.blocked()
+            raise MadeusError(f"deployment blocked: {', '.join(blocked[:10])} never started")
         failed = executor.failures or executor.journal_error is not None
         status = "failed" if failed else "ok"
     finally:

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Coroutine, Mapping
 from pathlib import Path
+from typing import Any
 
 from madeus.backends.base import Backend
 from madeus.engine.journal import Journal
@@ -46,11 +47,14 @@ class Executor(OnRunner):
         outputs: Mapping[int, str] | None = None,
         data: Mapping[tuple[str, str], str] | None = None,
         rng: random.Random | None = None,
+        owned: Collection[str] | None = None,
     ) -> None:
         """`skip`: jobs already ended (a resumed run); `outputs` (transition index -> output
-        of its first host) and `data` ((instance, port) -> value) come with them."""
+        of its first host) and `data` ((instance, port) -> value) come with them. `owned`:
+        the instances whose data values this party computes (None: all); the others' come
+        from the party that runs them (`told_data`)."""
         self.assembly = assembly
-        self._p = program
+        self._p = self.program = program
         self._inventory = inventory
         self._params = params
         self._predicted = predicted_makespan
@@ -92,20 +96,35 @@ class Executor(OnRunner):
         self._data: dict[tuple[str, str], str] = dict(data or {})
         self._data_secret: set[tuple[str, str]] = set()
         self._inputs: dict[str, Inputs] = {}
+        self._owned = None if owned is None else frozenset(owned)
+        # Called with each data value this party computes: (instance, port), value, secret.
+        self.on_data: Callable[[tuple[str, str], str, bool], None] | None = None
         self.finished = False
 
-    async def run(self) -> None:
-        """Run to the end, or until a failure has stopped everything (see `failures`)."""
+    async def run(
+        self, until: Callable[[], Coroutine[Any, Any, None]] | None = None, t0: float | None = None
+    ) -> None:
+        """Run to the end, or until a failure has stopped everything (see `failures`).
+        `until` and `t0`: see `Runner.run`; with `until`, other parties run part of the plan
+        and whether everything ended is theirs to say."""
         p = self._p
         await self.runner.run(
-            self._begin, expected=(len(p.ids), p.jobs), predicted_makespan=self._predicted
+            self._begin,
+            expected=(len(p.ids), p.jobs),
+            predicted_makespan=self._predicted,
+            until=until,
+            t0=t0,
         )
         self.finished = not self.failures and self._ended == len(p.ids)
-        if self.journal_error is not None:
+        if self.journal_error is not None or until is not None:
             return
         if not self.failures and not self.finished:
-            blocked = [p.ids[i] for i, c in enumerate(self._pending) if c > 0]
+            blocked = self.blocked()
             raise MadeusError(f"deployment blocked: {', '.join(blocked[:10])} never started")
+
+    def blocked(self) -> list[str]:
+        """The transitions that never became ready."""
+        return [self._p.ids[i] for i, c in enumerate(self._pending) if c > 0]
 
     def _begin(self) -> None:
         for place in self._p.initially_reached:
@@ -170,20 +189,34 @@ class Executor(OnRunner):
 
     # --- data ports ------------------------------------------------------------------------
 
+    def told_data(
+        self, key: tuple[str, str], value: str, secret: bool, *, record: bool = False
+    ) -> None:
+        """A data value the party running its instance computed; `record`: journal it as
+        if computed here (never a secret one)."""
+        self._data[key] = value
+        if secret:
+            self._data_secret.add(key)
+        elif record:
+            self._record_data(key)
+
     def _reach_place(self, place: int) -> None:
         """A place bound to data provide ports is reached: compute the values it provides
         (the first place of a group to be reached provides the value; deployment is
         monotone)."""
         outputs = self.runner.outputs
+        owned = self._owned
         for provide in self._p.place_provides[place]:
             key = (provide.instance, provide.port.name)
-            if key in self._data:
+            if key in self._data or (owned is not None and provide.instance not in owned):
                 continue
             value = provide.port.value
             if isinstance(value, OutputOf):
                 if provide.producer in outputs:
                     self._data[key] = outputs[provide.producer]
                     self._record_data(key)
+                    if self.on_data is not None:
+                        self.on_data(key, self._data[key], False)
                 continue
             if value is None:
                 continue
@@ -199,6 +232,8 @@ class Executor(OnRunner):
                 self._data_secret.add(key)  # never journaled: recomputed by a resume
             else:
                 self._record_data(key)
+            if self.on_data is not None:
+                self.on_data(key, self._data[key], secret)
 
     def _record_data(self, key: tuple[str, str]) -> None:
         if self.runner.commit is None:

@@ -83,6 +83,9 @@ class Limiter:
         self._running -= 1
         self._host_running[self._job_host[job]] -= 1
 
+    def waiting(self) -> bool:
+        return any(self._lanes.values())
+
     def clear(self) -> None:
         """Drop every waiting job (the run is stopping)."""
         self._lanes.clear()

@@ -34,7 +34,9 @@ class RunOptions:
       running their action, to rehearse failures and resumes;
     - `known_hosts`, `insecure_no_host_key_check`, `ssh_keepalive_interval`,
       `ssh_keepalive_count_max`: the SSH backend's settings (else the inventory's);
-    - `habits`: Ansible's command-line habits (check mode, diff, user, key, become)."""
+    - `habits`: Ansible's command-line habits (check mode, diff, user, key, become);
+    - `agents`: each site's part runs on an agent on one of its hosts (docs/agents.md), also
+      when no host of the inventory sets `madeus_agent`."""
 
     simulate: bool | SimulateMode = False
     time_scale: float = 1.0
@@ -50,6 +52,7 @@ class RunOptions:
     ssh_keepalive_interval: float | None = None
     ssh_keepalive_count_max: int | None = None
     habits: Habits | None = None
+    agents: bool = False
 
     def __post_init__(self) -> None:
         if self.max_parallel is not None and self.max_parallel < 1:

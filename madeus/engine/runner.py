@@ -39,7 +39,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,7 +58,7 @@ from madeus.engine.values import InstanceValues, host_values
 from madeus.errors import MadeusError
 from madeus.inventory import Host, Inventory
 from madeus.model import Action, Transition
-from madeus.trace import Limits, Status, Trace, TraceEvent
+from madeus.trace import AgentRecord, Limits, Status, Trace, TraceEvent
 
 EventSink = Callable[[Event], None]
 # Per-job status codes in the hot arrays (strings only when the trace is built).
@@ -129,6 +129,9 @@ class Runner:
         self._instant: list[bool] = []
         self._must_wait: list[bool] = []
         self._keep_output: list[bool] = []
+        # 1 when another party (a site's agent, or the controller) runs the slot's jobs: it
+        # never starts here; what became of it is told (`told_start`, `told_end`, `told_ended`).
+        self.foreign = bytearray()
         self.outputs: dict[int, str] = {}  # slot -> its first host's output (redacted)
         # Jobs
         self.job_slot: list[int] = []
@@ -159,6 +162,10 @@ class Runner:
         self._launched: dict[int, list[str]] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._pumping = False
+        # Called after every job's end, and on `stop` (the agents' relay watches both).
+        self.after_job: Callable[[], None] | None = None
+        self.on_stop: Callable[[], None] | None = None
+        self.agents: tuple[AgentRecord, ...] = ()  # the site agents of the run, for the trace
         self._ended: Callable[[int], None] = _nothing  # the scheduler's `ended`, during a run
         self.stopping = False
         self.failures: list[Failure] = []
@@ -239,6 +246,7 @@ class Runner:
             self.commit is not None and not self._rehearsal and not transition.safe_to_rerun
         )
         self._keep_output.append(keep_output)
+        self.foreign.append(0)
         inject = self._inject
         for h in hosts:
             self.job_slot.append(s)
@@ -264,6 +272,74 @@ class Runner:
             self._skip[j] = 1
             self.skipped += 1
 
+    # --- what other parties tell (agents) ------------------------------------------------------
+
+    def hand_over(self, slots: Iterable[int]) -> None:
+        """Another party runs these slots' jobs: they never start here."""
+        for s in slots:
+            self.foreign[s] = 1
+
+    def told_start(self, j: int, at: float, attempt: int) -> None:
+        """A job another party runs started (attempt `attempt`) at `at`, in this run's time."""
+        s = self.job_slot[j]
+        if attempt == 1:
+            self._start[j] = at
+            self._code[j] = _RUNNING
+            if self._job_records:
+                self._later.append((_START_RECORD, j, s, at))
+        self._attempts[j] = min(attempt, 255)
+        if self._emit is not None:
+            self._later.append((_STARTED, j, s, at, attempt))
+        self._schedule_report()
+
+    def told_end(
+        self, j: int, status: Status, outcome: Outcome, start: float, end: float, attempts: int
+    ) -> None:
+        """A job another party runs ended (after `attempts` attempts): recorded, traced and
+        counted as if it had run here (a cancelled one as if cancelled here: no failure)."""
+        s = self.job_slot[j]
+        self._start[j] = start
+        self._end[j] = end
+        self._attempts[j] = min(attempts, 255)
+        if status == "cancelled":
+            self._code[j] = _CANCELLED
+            if self._job_records:
+                self._later.append((_END_RECORD, j, s, "cancelled", end, None))
+            if self._emit is not None:
+                self._later.append((_ENDED, j, s, "cancelled", outcome, attempts, None))
+            if self.after_job is not None:
+                self.after_job()
+        else:
+            self._job_ended(j, s, _CODES[status], outcome, end)
+        self._schedule_report()
+
+    def running(self, j: int) -> bool:
+        return self._code[j] == _RUNNING
+
+    def started(self, j: int) -> float:
+        return self._start[j]
+
+    @property
+    def t0(self) -> float:
+        """The run's time origin (`time.monotonic()`)."""
+        return self._t0
+
+    def told_ended(self, s: int, output: str | None = None) -> None:
+        """Every job of a slot another party runs ended well: what waits for it may start
+        (the party is told only the ends it needs, not each job's)."""
+        if output is not None:
+            self.outputs[s] = output
+        self._ended(s)
+        self._pump()
+
+    def idle(self) -> bool:
+        """Nothing runs here and nothing waits to start."""
+        return (
+            not self._tasks
+            and not self.ready_queue
+            and (self._limiter is None or not self._limiter.waiting())
+        )
+
     # --- the run -------------------------------------------------------------------------------
 
     async def run(
@@ -272,10 +348,14 @@ class Runner:
         *,
         expected: tuple[int, int],
         predicted_makespan: float,
+        until: Callable[[], Coroutine[Any, Any, None]] | None = None,
+        t0: float | None = None,
     ) -> None:
         """Run: `begin` (in the TaskGroup) makes the first slots ready; return when nothing
-        runs any more (see `failures`, `journal_error`)."""
-        self._t0 = time.monotonic()
+        runs any more (see `failures`, `journal_error`) and `until()`, if given, has returned
+        (what other parties run is over). `t0`: the run's time origin (`time.monotonic()`),
+        now if None."""
+        self._t0 = time.monotonic() if t0 is None else t0
         self.started_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         if self._emit is not None:
             self._emit(
@@ -304,6 +384,8 @@ class Runner:
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
+                if until is not None:
+                    tg.create_task(until())
                 begin()
                 self._pump()
         finally:
@@ -332,12 +414,15 @@ class Runner:
             base = self.job_base
             limiter = self._limiter
             launch = self._launch
+            foreign = self.foreign
             while not self.stopping:
                 if ready:
                     s = ready.popleft()
                     first, last = base[s], base[s + 1]
-                    if first == last:  # no host: it ends at once
+                    if first == last:  # no host: it ends at once, for every party
                         self._ended(s)
+                    elif foreign[s]:
+                        pass  # its party runs it and tells
                     elif limiter is None:
                         for j in range(first, last):
                             launch(j)
@@ -479,7 +564,7 @@ class Runner:
 
     def _job_ended(self, j: int, s: int, code: int, outcome: Outcome, now: float) -> None:
         self._code[j] = code
-        if self._limiter is not None:
+        if self._limiter is not None and not self.foreign[s]:
             self._limiter.release(j)
         output: str | None = None
         if code == _OK and self._keep_output[s] and j == self.job_base[s]:
@@ -495,12 +580,16 @@ class Runner:
             self._fail(j, s, _STATUS[code], outcome)
             if not self.stopping:
                 self._pump()  # keep going: the freed slot may start a waiting job
+            if self.after_job is not None:
+                self.after_job()
             return
         left = self._jobs_left[s] - 1
         self._jobs_left[s] = left
         if left == 0:
             self._ended(s)
         self._pump()
+        if self.after_job is not None:
+            self.after_job()
 
     def fail_slot(self, s: int, message: str) -> None:
         """The scheduler could not go on after `s` ended (a data value that cannot be
@@ -529,6 +618,8 @@ class Runner:
         if self.stopping:
             return
         self.stopping = True
+        if self.on_stop is not None:
+            self.on_stop()
         self.ready_queue.clear()
         if self._limiter is not None:
             self._limiter.clear()  # queued jobs never start: they stay out of the trace
@@ -717,7 +808,9 @@ class Runner:
             )
         events.sort(key=lambda e: e.start)
         makespan = max((e.end for e in events), default=0.0)
-        return Trace(self.assembly, self.started_at, makespan, tuple(events), self.limits())
+        return Trace(
+            self.assembly, self.started_at, makespan, tuple(events), self.limits(), self.agents
+        )
 
 
 class OnRunner:

@@ -18,6 +18,12 @@ Under a concurrency limit a job may have to wait for a free slot. The limits are
 the trace must respect the limits, and a job that started later than `ready + tolerance` must
 have found its slot taken for the whole wait (checked at the ready time plus the tolerance, and
 at every start/end in the wait).
+
+With site agents (`Trace.agents`), what an agent runs learns that it may start only when the
+news reaches it: the start of the run after the agent's one-way delay, the end of a transition
+another party ran after the controller relayed it (the sum of both parties' delays; the
+controller's is 0). "Never early" is checked against the ready time itself, "never needlessly
+late" against the time the news arrived.
 """
 
 from __future__ import annotations
@@ -66,15 +72,25 @@ def validate(
 
     end: dict[str, float] = {}
     ready: dict[str, float] = {}
+    known_at: dict[str, float] = {}  # when the party running it could know it was ready
+    delay = _delays(trace)
+    party = {t.id: delay.get(t.instance, ("", 0.0)) for t in plan.transitions}
     # Plan order is topological (predicted start order, ties in end order).
     for t in plan.transitions:
-        at = 0.0
+        here = party[t.id]
+        at, news = 0.0, here[1]
         for dep in t.after:
             at = max(at, end.get(dep, float("inf")))
+            news = max(news, _arrives(dep, here, party, end))
         for entry in t.alternatives():
             complete = (max((end.get(d, float("inf")) for d in alt), default=0.0) for alt in entry)
             at = max(at, min(complete, default=0.0))
+            heard = (
+                max((_arrives(d, here, party, end) for d in alt), default=0.0) for alt in entry
+            )
+            news = max(news, min(heard, default=0.0))
         ready[t.id] = at
+        known_at[t.id] = max(at, news)
         ends: list[float] = []
         for host in t.hosts:
             events = by_key.get((t.id, host), [])
@@ -95,7 +111,7 @@ def validate(
     if limited:
         problems.extend(_limit_problems(intervals, max_parallel, host_limits or {}))
     for t in plan.transitions:
-        at = ready[t.id]
+        at, news = ready[t.id], known_at[t.id]
         if at == float("inf"):
             continue  # a dependency never ran: already reported
         for host in t.hosts:
@@ -107,16 +123,34 @@ def validate(
                         f"{t.id} @ {host} started at {event.start:.6f}, before its dependencies "
                         f"ended at {at:.6f}"
                     )
-                elif event.start - at > tolerance and not (
+                elif event.start - news > tolerance and not (
                     limited
-                    and _saturated(intervals, event, at, tolerance, max_parallel, host_limits)
+                    and _saturated(intervals, event, news, tolerance, max_parallel, host_limits)
                 ):
+                    note = "" if news == at else f" (its agent heard of it at {news:.6f})"
                     problems.append(
                         f"{t.id} @ {host} started at {event.start:.6f}, "
-                        f"{event.start - at:.6f} s after it was ready at {at:.6f} "
+                        f"{event.start - news:.6f} s after it was ready at {at:.6f}{note} "
                         f"(tolerance {tolerance:g} s)"
                     )
     return problems
+
+
+def _arrives(
+    dep: str,
+    here: tuple[str, float],
+    party: Mapping[str, tuple[str, float]],
+    end: Mapping[str, float],
+) -> float:
+    """When the party `here` can know that `dep` ended."""
+    there = party.get(dep, ("", 0.0))
+    done = end.get(dep, float("inf"))
+    return done if there[0] == here[0] else done + there[1] + here[1]
+
+
+def _delays(trace: Trace) -> dict[str, tuple[str, float]]:
+    """Instance -> (its agent's site, the agent's one-way delay); absent: the controller."""
+    return {i: (a.site, a.delay) for a in trace.agents for i in a.instances}
 
 
 def _running(intervals: list[_Interval], at: float, host: str | None, slack: float = 0.0) -> int:

@@ -38,7 +38,7 @@ from typing import Any
 import yaml
 
 from madeus.errors import Diagnostic
-from madeus.inventory import CONSTRAINTS_VAR, SITES_VAR
+from madeus.inventory import AGENT_PYTHON_VAR, CONSTRAINTS_VAR, SITES_VAR
 from madeus.testbed.spec import HostSpec, TestbedError, TestbedSpec, problem
 from madeus.testbed.state import (
     CLIENT_KEY_FILE,
@@ -429,6 +429,9 @@ class _Builder:
             "ansible_ssh_common_args": ssh_args,
             SITES_VAR: st.sites,
             CONSTRAINTS_VAR: st.network_constraints,
+            # The hosts' filesystems are this machine's: site agents run on this Python,
+            # which has what they import (asyncssh).
+            AGENT_PYTHON_VAR: sys.executable,
         }
         data = {"all": {"vars": all_vars, "children": children}}
         header = (

@@ -1,0 +1,5 @@
+import sys
+
+from madeus.agents.serve import main
+
+sys.exit(main())
