@@ -140,3 +140,66 @@ def test_sites_run_their_part_through_agents(testbed: State, tmp_path: Path) -> 
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert token not in path.read_text(errors="replace"), path
+
+
+def test_a_rehearsal_runs_through_agents(
+    testbed: State, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--simulate=remote`: the sleeps run on the sites' hosts, started by their agents."""
+    monkeypatch.setenv("AGENT_TEST_TOKEN", "x")
+    monkeypatch.setenv("AGENT_TEST_NOTE", "y")
+    mad = tmp_path / "agents.mad"
+    mad.write_text(ASSEMBLY)
+    inventory = Path(testbed.dir, "inventory.yml")
+    on_host(testbed, "b-2", "rm -f url.txt")
+    madeus("deploy", str(mad), "-i", str(inventory), "--agents", "--simulate=remote",
+           "--time-scale", "0.5", "--trace", "trace.json", cwd=tmp_path)  # fmt: skip
+    trace = json.loads((tmp_path / "trace.json").read_text())
+    assert {a["site"] for a in trace["agents"]} == {"sa", "sb"}
+    assert len(trace["events"]) == 5
+    (run_dir,) = (tmp_path / ".madeus" / "runs").iterdir()
+    madeus("trace", "check", "trace.json", "--plan", str(run_dir / "plan.json"), cwd=tmp_path)
+    # A rehearsal runs `sleep`, not the actions: the client's file is not written again.
+    assert on_host(testbed, "b-2", "ls url.txt 2>/dev/null || echo absent") == "absent\n"
+
+
+FAILING = textwrap.dedent(
+    """\
+    component Leaky(token: secret = env("AGENT_TEST_TOKEN")) {
+        places a*, b
+        transition run: a -> b  shell "echo token is {token} >&2; exit 3"  ~0.1s
+    }
+    assembly leaky {
+        leaky = Leaky on b-2
+    }
+    """
+)
+
+
+def test_a_failure_on_a_site_is_reported_redacted(testbed: State, tmp_path: Path) -> None:
+    """A job an agent runs fails printing a secret: the controller reports the failure (site,
+    host, exit status, stderr tail) with the secret redacted, and neither the agent's host nor
+    this machine keeps it in any file."""
+    token = f"SECRET-{uuid.uuid4().hex}"
+    mad = tmp_path / "leaky.mad"
+    mad.write_text(FAILING)
+    inventory = Path(testbed.dir, "inventory.yml")
+    env = {**os.environ, "AGENT_TEST_TOKEN": token}
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from madeus.cli import main; sys.exit(main())",
+         "deploy", str(mad), "-i", str(inventory), "--agents"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert 'transition "leaky.run" failed on host "b-2" (exit status 3)' in done.stderr
+    assert "token is ******" in done.stderr
+    assert token not in done.stdout + done.stderr
+    # The site's only host of the run is its agent's: the log is there.
+    assert on_host(testbed, "b-2", "cat .madeus/agent/runs/*/leaky.run@b-2.err") == (
+        "token is ******\n"
+    )
+    found = on_host(testbed, "b-2", f"grep -rl {token} .madeus .cache/madeus || echo none")
+    assert found == "none\n"
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert token not in path.read_text(errors="replace"), path

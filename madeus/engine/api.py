@@ -143,7 +143,9 @@ async def deploy(
     if backend is None:
         from madeus.agents.split import CONTROLLER, wanted
 
-        parts = wanted(program, deployment.inventory, agents=opts.agents, simulated=mode == "local")
+        parts = wanted(
+            program, deployment.inventory, agents=opts.agents, simulated=mode is not None
+        )
     run_id = run_id or (directory.name if directory is not None else new_run_id())
     relay = keys = None
     try:

@@ -65,8 +65,10 @@ FIRST_HOST = 10  # host addresses are .10, .11, ... of the testbed's /24
 STANDARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # Runs inside the host's new mount and UTS namespaces (and its network namespace), with the
-# hostname, the merged root and sshd's path as $1 $2 $3. Values come in as arguments, never
-# spliced into the script. Mounts made here are private to the host and vanish with it.
+# hostname, the merged root and sshd's path as $1 $2 $3, and as $4 (maybe empty) a directory
+# of this machine's /tmp to show, read-only, in the host's fresh /tmp: the Python environment
+# madeus runs in, when it lives there (site agents run on it). Values come in as arguments,
+# never spliced into the script. Mounts made here are private to the host and vanish with it.
 HOST_INIT = r"""
 set -eu
 hostname "$1"
@@ -76,6 +78,11 @@ mount --rbind /dev dev
 mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs dev/shm
 mount -t sysfs -o nosuid,nodev,noexec sysfs sys
 mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs tmp
+if [ -n "$4" ]; then
+    mkdir -p "tmp/${4#/tmp/}"
+    mount --bind "$4" "tmp/${4#/tmp/}"
+    mount -o remount,bind,ro "tmp/${4#/tmp/}"
+fi
 mount -t tmpfs -o nosuid,nodev,mode=755 tmpfs run
 mkdir -m 755 run/sshd
 pivot_root . .madeus-oldroot
@@ -343,7 +350,7 @@ class _Builder:
             self.tools["nsenter"], f"--net={NETNS_DIR / h.netns}", "--",
             self.tools["unshare"], "--mount", "--uts", "--propagation", "private", "--",
             "/bin/sh", "-c", HOST_INIT, "madeus-testbed-init",
-            h.name, str(root), self.tools["sshd"],
+            h.name, str(root), self.tools["sshd"], _python_in_tmp(),
         ]  # fmt: skip
         with open(log, "ab") as out:
             # nsenter, unshare, sh and its `exec` all replace the same process: this PID is
@@ -495,6 +502,13 @@ async def _wait_ready(state: State, deadline: float) -> dict[str, str]:
 
     results = await asyncio.gather(*(one(h) for h in state.hosts))
     return {name: error for name, error in results if error}
+
+
+def _python_in_tmp() -> str:
+    """The running Python environment's directory when it lives under /tmp (a virtualenv of a
+    checkout there), which the hosts' fresh /tmp would hide; else ""."""
+    prefix = os.path.realpath(sys.prefix)
+    return prefix if prefix.startswith("/tmp/") else ""
 
 
 def _python_roots() -> set[str]:
