@@ -163,6 +163,32 @@ def test_a_rehearsal_runs_through_agents(
     assert on_host(testbed, "b-2", "ls url.txt 2>/dev/null || echo absent") == "absent\n"
 
 
+def test_a_resumed_run_hands_agents_the_values_of_record(
+    testbed: State, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run stops after the registry (another site) provided its address; the resume skips
+    the registry, and the client that had not run yet gets the address from the journal."""
+    monkeypatch.setenv("AGENT_TEST_TOKEN", "x")
+    monkeypatch.setenv("AGENT_TEST_NOTE", "y")
+    mad = tmp_path / "agents.mad"
+    mad.write_text(ASSEMBLY)
+    inventory = str(Path(testbed.dir, "inventory.yml"))
+    on_host(testbed, "b-2", "rm -f url.txt")
+    inject = ("--inject-failure", "client[[]b-2].register")  # `[` starts a pattern's class
+    failed = madeus("deploy", str(mad), "-i", inventory, "--agents", *inject, cwd=tmp_path,
+                    check=False)  # fmt: skip
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    # The other client's register, cancelled when the run stopped, runs again.
+    done = madeus("deploy", str(mad), "-i", inventory, "--agents", "--resume", "--rerun",
+                  "cancelled", "--trace", "trace.json", cwd=tmp_path)  # fmt: skip
+    status = {(e["id"], e["host"]): e["status"] for e in json.loads(
+        (tmp_path / "trace.json").read_text())["events"]}  # fmt: skip
+    assert status[("registry.start", "a-1")] == "skipped", done.stdout
+    assert status[("client[b-2].register", "b-2")] == "ok"
+    address = testbed.host("a-1").address
+    assert on_host(testbed, "b-2", "cat url.txt") == f"{address}:5000"
+
+
 FAILING = textwrap.dedent(
     """\
     component Leaky(token: secret = env("AGENT_TEST_TOKEN")) {

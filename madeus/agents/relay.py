@@ -289,7 +289,13 @@ class Relay:
             known_hosts="\n".join(known) + "\n" if known else "",
             skip=frozenset(j for j in self._skip if j in jobs),
             outputs={i: o for i, o in self._outputs.items() if i in slots},
-            data={key: v for key, v in self._data.items() if key[0] in instances},
+            # A resume's data values, of its instances and of those it uses (the provider
+            # computes again only what the journal does not hold).
+            data={
+                key: v
+                for key, v in self._data.items()
+                if key[0] in instances or key in parts.data_needs[k]
+            },
         )
 
     def _inside(self, host: Host) -> Host:
