@@ -88,7 +88,7 @@ class Agent:
                 await self._started.wait()
                 error: str | None = None
                 try:
-                    await executor.run(until=self._until, t0=self._t0)
+                    await executor.run(until=self._until, t0=self._t0, whole=False)
                 except MadeusError as exc:
                     error = str(exc)
                 self.send("done", error)
@@ -227,9 +227,10 @@ class Agent:
                 return
             executor = self._executor
             assert executor is not None
-            p = executor.runner
-            s = p.job_slot[j]
-            output = p.outputs.get(s) if j == p.job_base[s] and event.status == "ok" else None
+            runner = executor.runner
+            s = runner.job_slot[j]
+            first = j == runner.job_base[s]
+            output = runner.outputs.get(s) if first and event.status == "ok" else None
             self.send(
                 "e",
                 j,

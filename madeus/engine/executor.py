@@ -102,11 +102,16 @@ class Executor(OnRunner):
         self.finished = False
 
     async def run(
-        self, until: Callable[[], Coroutine[Any, Any, None]] | None = None, t0: float | None = None
+        self,
+        until: Callable[[], Coroutine[Any, Any, None]] | None = None,
+        t0: float | None = None,
+        *,
+        whole: bool = True,
     ) -> None:
         """Run to the end, or until a failure has stopped everything (see `failures`).
-        `until` and `t0`: see `Runner.run`; with `until`, other parties run part of the plan
-        and whether everything ended is theirs to say."""
+        `until` and `t0`: see `Runner.run` (other parties run part of the plan). `whole`: this
+        party sees every transition end (not a site's agent), so one that never started is
+        an error."""
         p = self._p
         await self.runner.run(
             self._begin,
@@ -116,15 +121,11 @@ class Executor(OnRunner):
             t0=t0,
         )
         self.finished = not self.failures and self._ended == len(p.ids)
-        if self.journal_error is not None or until is not None:
+        if self.journal_error is not None or not whole:
             return
         if not self.failures and not self.finished:
-            blocked = self.blocked()
+            blocked = [p.ids[i] for i, c in enumerate(self._pending) if c > 0]
             raise MadeusError(f"deployment blocked: {', '.join(blocked[:10])} never started")
-
-    def blocked(self) -> list[str]:
-        """The transitions that never became ready."""
-        return [self._p.ids[i] for i, c in enumerate(self._pending) if c > 0]
 
     def _begin(self) -> None:
         for place in self._p.initially_reached:
